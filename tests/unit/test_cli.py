@@ -1,0 +1,129 @@
+"""The trigger CLI run as a subprocess: output formats and exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import EXAMPLE_EVENTS, EXAMPLE_RULES, FIXTURES, WorkflowChecker
+
+
+def trigger(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "trigger.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+        check=False,
+    )
+
+
+def test_version() -> None:
+    """--version prints the program name and version."""
+    result = trigger("--version")
+    assert result.returncode == 0
+    assert result.stdout.startswith("trigger ")
+
+
+def test_validate_examples() -> None:
+    """validate exits 0 on the shipped example rules."""
+    result = trigger("validate", str(EXAMPLE_RULES))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith("ok: ")
+
+
+def test_validate_reports_every_problem(tmp_path: Path) -> None:
+    """validate exits 1 with one file:line:column: rule NAME: message line per problem."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "apiVersion: trigger/v1\nkind: Rule\nmetadata: {name: broken}\nspec:\n"
+        "  source: {oss: {bucket: b}}\n  filter: {expr: 'event.size >'}\n"
+        "  workflow: {template: t, parameters: {a: '{{ nope }}'}}\n"
+    )
+    result = trigger("validate", str(bad))
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"{bad}:6:18: rule broken: filter.expr: ")
+    assert lines[1].startswith(f"{bad}:7:43: rule broken: workflow.parameters.a: unknown name(s) nope")
+    assert "2 problem(s) found" in lines[2]
+
+
+def test_match_json_lines_are_valid_workflows(valid_workflow: WorkflowChecker) -> None:
+    """match -o json prints one schema-valid Workflow per line for the fixture."""
+    result = trigger("match", "--rules", str(EXAMPLE_RULES), "-o", "json", str(FIXTURES / "oss" / "eventbridge-putobject.json"))
+    assert result.returncode == 0, result.stderr
+    workflows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [w["metadata"]["labels"]["trigger.dev/rule"] for w in workflows] == ["ingest-csv"]
+    for workflow in workflows:
+        valid_workflow(workflow)
+
+
+def test_match_every_example_event(valid_workflow: WorkflowChecker) -> None:
+    """Every shipped example event matches at least one example rule."""
+    events = sorted(EXAMPLE_EVENTS.iterdir())
+    result = trigger("match", "--rules", str(EXAMPLE_RULES), "-o", "json", *map(str, events))
+    assert result.returncode == 0, result.stderr
+    workflows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(workflows) >= len(events)
+    for workflow in workflows:
+        valid_workflow(workflow)
+
+
+def test_match_yaml_output() -> None:
+    """match -o yaml prints YAML documents."""
+    import yaml
+
+    result = trigger("match", "--rules", str(EXAMPLE_RULES), str(FIXTURES / "kafka" / "record-json.json"))
+    assert result.returncode == 0, result.stderr
+    (doc,) = [d for d in yaml.safe_load_all(result.stdout) if d]
+    assert doc["spec"]["workflowTemplateRef"]["name"] == "fraud-check"
+
+
+def test_match_nothing_is_exit_0(tmp_path: Path) -> None:
+    """An event no rule matches prints nothing and exits 0."""
+    event = tmp_path / "e.json"
+    event.write_text('{"kafka": {"topic": "unknown", "partition": 0, "offset": 1, "value": {}}}')
+    result = trigger("match", "--rules", str(EXAMPLE_RULES), str(event))
+    assert result.returncode == 0
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize("content", [None, "{not json", '{"shape": "unknown"}'])
+def test_match_unreadable_event_is_exit_1(tmp_path: Path, content: str | None) -> None:
+    """A missing, malformed or unrecognised event file exits 1 naming the file."""
+    event = tmp_path / "e.json"
+    if content is not None:
+        event.write_text(content)
+    result = trigger("match", "--rules", str(EXAMPLE_RULES), str(event))
+    assert result.returncode == 1
+    assert str(event) in result.stderr
+
+
+def test_match_explain_says_why_not(tmp_path: Path) -> None:
+    """--explain prints, per rule that did not match, the reason."""
+    event = tmp_path / "e.json"
+    event.write_text('{"kafka": {"topic": "orders", "partition": 0, "offset": 1, "value": {"type": "order.created", "amount": 5, "currency": "CNY"}}}')
+    result = trigger("match", "--explain", "--rules", str(EXAMPLE_RULES), str(event))
+    assert result.returncode == 0
+    assert "rule large-order-check: no match: filter.pattern does not match" in result.stderr
+
+
+def test_match_render_error_is_exit_1(tmp_path: Path) -> None:
+    """A template that fails for an event is reported with rule and field, exit 1."""
+    event = tmp_path / "e.json"
+    event.write_text('{"kafka": {"topic": "orders", "partition": 0, "offset": 1, "value": {"type": "order.created", "amount": 500, "currency": "CNY"}}}')
+    result = trigger("match", "--rules", str(EXAMPLE_RULES), str(event))
+    assert result.returncode == 1
+    assert "rule large-order-check: parameters.orderId: event orders/0/1" in result.stderr
+
+
+def test_no_command_prints_help() -> None:
+    """trigger without a command prints usage and exits 2."""
+    result = trigger()
+    assert result.returncode == 2
+    assert "usage:" in result.stdout

@@ -1,0 +1,221 @@
+"""Rule loading: schema, compilation and problems reported as file:line:column."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from trigger.errors import RuleError
+from trigger.rules.loader import load_rules
+
+GOOD = """
+apiVersion: trigger/v1
+kind: Rule
+metadata:
+  name: ingest-csv
+spec:
+  source:
+    oss:
+      bucket: raw-data
+      key: {prefix: incoming/, suffix: .csv}
+  workflow:
+    template: ingest
+    parameters:
+      input: "oss://{{ event.bucket }}/{{ event.key }}"
+      retries: 3
+      dry: true
+"""
+
+
+def problems(write: Callable[..., Path], text: str) -> list[str]:
+    path = write(text)
+    with pytest.raises(RuleError) as caught:
+        load_rules([path])
+    return [str(p).replace(str(path), "F") for p in caught.value.problems]
+
+
+def test_valid_rule_loads_with_defaults(write_rules: Callable[..., Path]) -> None:
+    """A minimal OSS rule loads, with defaults for namespace, events and generateName."""
+    rules = load_rules([write_rules(GOOD)])
+    rule = rules.by_name["ingest-csv"]
+    assert rule.kind == "oss"
+    assert rule.workflow.namespace == "default"
+    assert rule.oss.events == ["ObjectCreated:*"]
+    assert rule.generate_name == "ingest-csv-"
+    assert rule.key_prefix == "incoming/"
+    assert dict((k, t.source) for k, t in rule.parameters)["retries"] == "3"
+    assert dict((k, t.source) for k, t in rule.parameters)["dry"] == "true"
+
+
+def test_several_documents_per_file(write_rules: Callable[..., Path]) -> None:
+    """Several YAML documents in one file are several rules."""
+    second = GOOD.replace("ingest-csv", "ingest-two")
+    rules = load_rules([write_rules(GOOD + "---\n" + second)])
+    assert sorted(rules.by_name) == ["ingest-csv", "ingest-two"]
+
+
+def test_directory_is_searched_recursively(tmp_path: Path) -> None:
+    """A directory argument loads every .yaml and .yml file below it."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "one.yaml").write_text(GOOD)
+    (tmp_path / "two.yml").write_text(GOOD.replace("ingest-csv", "other"))
+    (tmp_path / "notes.txt").write_text("not a rule")
+    assert sorted(load_rules([tmp_path]).by_name) == ["ingest-csv", "other"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            GOOD.replace("ingest-csv", "Ingest_CSV"),
+            "F:4:9: rule Ingest_CSV: metadata.name: name 'Ingest_CSV' must be a DNS-1123 label",
+        ),
+        (
+            GOOD.replace("  workflow:\n", "  bogus: 1\n  workflow:\n"),
+            "F:10:3: rule ingest-csv: spec.bogus: unknown field",
+        ),
+        (
+            GOOD.replace("    template: ingest\n", ""),
+            "F:10:3: rule ingest-csv: spec.workflow.template: required field is missing",
+        ),
+        (
+            GOOD.replace("apiVersion: trigger/v1", "apiVersion: trigger/v2"),
+            "F:1:13: rule ingest-csv: apiVersion: Input should be 'trigger/v1'",
+        ),
+        (
+            GOOD.replace("    oss:\n", "    kafka: {topics: [x]}\n    oss:\n"),
+            "F:7:5: rule ingest-csv: spec.source: source needs exactly one of oss, kafka, cron, webhook (got oss, kafka)",
+        ),
+        (
+            GOOD.replace("{{ event.key }}", "{{ event.key "),
+            "F:13:14: rule ingest-csv: workflow.parameters.input: line 1: unexpected end of template",
+        ),
+        (
+            GOOD.replace("{{ event.key }}", "{{ secrets.key }}"),
+            "F:13:14: rule ingest-csv: workflow.parameters.input: unknown name(s) secrets",
+        ),
+        (
+            GOOD.replace("retries: 3", "retries: [3]"),
+            "F:14:16: rule ingest-csv: parameters.retries: must be a string, number or boolean",
+        ),
+        (
+            GOOD.replace("suffix: .csv", "suffix: 5"),
+            "F:9:40: rule ingest-csv: source.oss.key.suffix: suffix takes a string",
+        ),
+        (
+            GOOD + "  filter:\n    expr: 'event.size >'\n",
+            "F:17:11: rule ingest-csv: filter.expr: Failed to parse expression",
+        ),
+        (
+            GOOD + "  filter:\n    expr: 'secret > 1'\n",
+            "F:17:11: rule ingest-csv: filter.expr: unknown variable(s) secret",
+        ),
+        (
+            GOOD + "  filter:\n    pattern: {size: [{numeric: ['>']}]}\n",
+            "F:17:32: rule ingest-csv: filter.pattern: numeric takes",
+        ),
+        (
+            GOOD + "  rateLimit: {perSecond: 0}\n",
+            "F:16:26: rule ingest-csv: spec.rateLimit.perSecond: Input should be greater than 0",
+        ),
+        (
+            GOOD + "  retry: {backoff: {initial: soon}}\n",
+            "F:16:30: rule ingest-csv: spec.retry.backoff.initial: expected a duration",
+        ),
+        ("a: [1, 2\n", "F:2:1: invalid YAML"),
+        ("- just\n- a list\n", "F:1:1: a rule document must be a mapping"),
+        (
+            GOOD.replace("    oss:\n", "    oss:\n      bucket: x\n"),
+            "F:9:7: duplicate key 'bucket'",
+        ),
+        (
+            GOOD.replace("ObjectCreated", "x").replace(
+                "      bucket: raw-data\n",
+                "      bucket: raw-data\n      events: ['Object Created']\n",
+            ),
+            "F:9:16: rule ingest-csv: source.oss.events[0]: 'Object Created' is not an OSS event name",
+        ),
+    ],
+)
+def test_problem_is_located(write_rules: Callable[..., Path], text: str, expected: str) -> None:
+    """Each kind of problem names file:line:column, the rule and the field."""
+    found = problems(write_rules, text)
+    assert any(p.startswith(expected) for p in found), found
+
+
+def test_every_problem_is_reported(write_rules: Callable[..., Path]) -> None:
+    """All problems of all documents are reported, not only the first."""
+    bad = GOOD.replace("template: ingest", "template: Bad_Name").replace(
+        "bucket: raw-data", "bucket: 7x\n      extra: 1"
+    )
+    second = GOOD.replace("ingest-csv", "second").replace("{{ event.key }}", "{{ nope }}")
+    found = problems(write_rules, bad + "---\n" + second)
+    assert len(found) == 3, found
+    assert any("rule second:" in p and "nope" in p for p in found)
+
+
+def test_duplicate_names_across_files(tmp_path: Path) -> None:
+    """A rule name used twice is reported at the second place, naming the first."""
+    (tmp_path / "a.yaml").write_text(GOOD.lstrip())
+    (tmp_path / "b.yaml").write_text(GOOD.lstrip())
+    with pytest.raises(RuleError) as caught:
+        load_rules([tmp_path])
+    (problem,) = caught.value.problems
+    assert problem.file.endswith("b.yaml") and (problem.line, problem.column) == (4, 9)
+    assert f"first defined at {tmp_path / 'a.yaml'}:4:9" in problem.message
+
+
+def test_alias_bomb_is_refused(write_rules: Callable[..., Path]) -> None:
+    """A billion-laughs document is refused quickly instead of expanding."""
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 9)]
+    found = problems(write_rules, "\n".join(lines) + "\n")
+    assert "alias bomb" in found[0]
+
+
+def test_oversized_file_is_refused(write_rules: Callable[..., Path]) -> None:
+    """A rule file over the size limit is refused with a clear message."""
+    found = problems(write_rules, "# " + "x" * (1 << 20) + "\n")
+    assert found == ["F:1:1: file is larger than 1048576 bytes"]
+
+
+def test_unsafe_tags_are_refused(write_rules: Callable[..., Path]) -> None:
+    """Python-object tags are not constructed (safe loading)."""
+    found = problems(write_rules, "a: !!python/object/apply:os.system ['true']\n")
+    assert found == [
+        "F:1:4: unsupported YAML tag 'tag:yaml.org,2002:python/object/apply:os.system'"
+    ]
+
+
+def test_missing_path_is_a_problem(tmp_path: Path) -> None:
+    """A rules path that does not exist is reported, not ignored."""
+    with pytest.raises(RuleError) as caught:
+        load_rules([tmp_path / "nope.yaml"])
+    assert "cannot read rule file" in str(caught.value)
+
+
+def test_cron_schedule_and_timezone_are_checked(write_rules: Callable[..., Path]) -> None:
+    """Bad cron expressions and unknown timezones are load errors."""
+    text = """
+    apiVersion: trigger/v1
+    kind: Rule
+    metadata: {name: nightly}
+    spec:
+      source:
+        cron: {schedules: ["0 2 * * *", "61 * * * *", "@sometimes"], timezone: Mars/Olympus}
+      workflow: {template: report}
+    """
+    found = problems(write_rules, text)
+    assert any("schedules[1]" in p for p in found)
+    assert any("schedules[2]" in p and "unknown macro" in p for p in found)
+    assert any("timezone" in p and "Mars/Olympus" in p for p in found)
+
+
+def test_example_rules_are_valid() -> None:
+    """Every example rule shipped in rules/ loads."""
+    from tests.conftest import EXAMPLE_RULES
+
+    rules = load_rules([EXAMPLE_RULES])
+    assert {r.kind for r in rules.rules} == {"oss", "kafka", "cron", "webhook"}

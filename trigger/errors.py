@@ -1,0 +1,107 @@
+"""The whole exception tree of trigger.
+
+Load-time problems (`ConfigError`, `RuleError`) carry where they come from; per-event
+problems (`DecodeError`, `RenderError`) are poison for that event; `SubmitError` is split
+into permanent and temporary at the client boundary so no client exception leaks inward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+class TriggerError(Exception):
+    """Base of every error trigger raises on purpose."""
+
+
+class ConfigError(TriggerError):
+    """The daemon's configuration is invalid."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem found in a rule file, located as precisely as the YAML allows."""
+
+    file: str
+    line: int
+    column: int
+    rule: str | None
+    message: str
+
+    def __str__(self) -> str:
+        who = f"rule {self.rule}: " if self.rule else ""
+        message = " ".join(self.message.split("\n"))  # one problem, one line
+        return f"{self.file}:{self.line}:{self.column}: {who}{message}"
+
+
+class RuleError(TriggerError):
+    """One or more rule files are invalid; `problems` lists every one of them."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class DecodeError(TriggerError):
+    """An incoming payload cannot be decoded; the message says what and where."""
+
+    def __init__(self, message: str, *, where: str = "") -> None:
+        self.where = where
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class PatternError(TriggerError):
+    """A content pattern is invalid; `path` is the key path inside the pattern."""
+
+    def __init__(self, message: str, *, path: Sequence[str | int] = ()) -> None:
+        self.path = tuple(path)
+        super().__init__(message)
+
+
+class ExpressionError(TriggerError):
+    """A CEL expression does not compile, or failed for one event."""
+
+
+class TemplateError(TriggerError):
+    """A template does not compile (load time)."""
+
+
+class RenderError(TriggerError):
+    """A template failed for one event: poison for that (rule, event)."""
+
+    def __init__(self, message: str, *, rule: str, field: str, event_id: str) -> None:
+        self.rule = rule
+        self.field = field
+        self.event_id = event_id
+        super().__init__(f"rule {rule}: {field}: event {event_id}: {message}")
+
+
+class SubmitError(TriggerError):
+    """Creating a Workflow failed. Subclasses say whether a retry can help."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+class PermanentSubmitError(SubmitError):
+    """The backend rejected the Workflow (400, 401, 403, 404, 422): retrying cannot help."""
+
+
+class TemporarySubmitError(SubmitError):
+    """The backend is unavailable or throttling (429, 5xx, timeouts, connection errors)."""
+
+    def __init__(
+        self, message: str, *, status: int | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, status=status)
+        self.retry_after = retry_after
+
+
+class AlreadyExists(TriggerError):  # it is an outcome, not a failure
+    """The Workflow already exists: the idempotent outcome of a redelivery, a success."""
+
+
+class SourceError(TriggerError):
+    """A source's transport failed; the source retries with backoff."""

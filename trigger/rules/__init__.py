@@ -1,0 +1,1 @@
+"""Rules: the model, loading and the compiled matchers that decide which rules an event fires."""

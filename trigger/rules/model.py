@@ -1,0 +1,244 @@
+"""The rule file schema (DESIGN §3), as strict pydantic models.
+
+This is the contract users write against: unknown keys are errors, names are DNS-1123,
+durations are strings such as `90s`, `15m`, `1h30m`. Models here only check shape; patterns,
+expressions, templates and schedules are compiled by the loader.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+DNS1123_LABEL: Final = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+DNS1123_SUBDOMAIN: Final = re.compile(
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+)
+_DURATION: Final = re.compile(r"^(?:(\d+(?:\.\d+)?)(ms|s|m|h|d))+$")
+_DURATION_PART: Final = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNIT_SECONDS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(value: Any) -> float:
+    """`90s`, `15m`, `1h30m`, `500ms`, `1d` (or a bare number of seconds) → seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 90s, 15m or 1h")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return float(value)
+    if not isinstance(value, str) or not _DURATION.match(value.strip()):
+        raise ValueError(f"expected a duration such as 90s, 15m or 1h, got {value!r}")
+    return sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(value))
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+class Metadata(Strict):
+    name: str
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _dns1123(cls, name: str) -> str:
+        if len(name) > 63 or not DNS1123_LABEL.match(name):
+            raise ValueError(
+                f"name {name!r} must be a DNS-1123 label: at most 63 lower-case letters, "
+                "digits and '-', starting and ending with a letter or digit"
+            )
+        return name
+
+
+class PollCredentials(Strict):
+    """Where the poller's credentials come from; secrets are never written in rule files."""
+
+    accessKeyIdEnv: str | None = None
+    accessKeySecretEnv: str | None = None
+    accessKeyIdFile: str | None = None
+    accessKeySecretFile: str | None = None
+    securityTokenEnv: str | None = None
+    ecsRamRole: str | None = None
+
+
+class OssPoll(Strict):
+    endpoint: str
+    region: str
+    interval: Duration = 60.0
+    prefix: str | None = None
+    existing: Literal["skip", "fire"] = "skip"
+    credentials: PollCredentials = Field(default_factory=PollCredentials)
+
+
+class OssSource(Strict):
+    bucket: str
+    events: list[str] = Field(default_factory=lambda: ["ObjectCreated:*"], min_length=1)
+    key: dict[str, Any] | None = None
+    poll: OssPoll | None = None
+    fetchMetadata: bool = False
+
+
+class KafkaSource(Strict):
+    topics: list[str] = Field(min_length=1)
+    cluster: str = "default"
+    group: str | None = None
+    format: Literal["json", "text", "bytes"] = "json"
+
+
+class CronSource(Strict):
+    schedules: list[str] = Field(min_length=1)
+    timezone: str = "UTC"
+    startingDeadline: Duration | None = None
+    catchUp: Literal["latest", "all", "none"] = "latest"
+    maxCatchUp: int = Field(default=100, ge=1)
+    concurrencyPolicy: Literal["Allow", "Forbid", "Replace"] = "Allow"
+    suspend: bool = False
+
+
+class WebhookAuth(Strict):
+    hmacSecretEnv: str | None = None
+    hmacSecretFile: str | None = None
+    hmacHeader: str = "X-Hub-Signature-256"
+    bearerTokenEnv: str | None = None
+    bearerTokenFile: str | None = None
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> WebhookAuth:
+        given = [
+            n
+            for n in ("hmacSecretEnv", "hmacSecretFile", "bearerTokenEnv", "bearerTokenFile")
+            if getattr(self, n)
+        ]
+        if len(given) != 1:
+            raise ValueError(
+                "auth needs exactly one of hmacSecretEnv, hmacSecretFile, bearerTokenEnv, "
+                f"bearerTokenFile (got {', '.join(given) or 'none'})"
+            )
+        return self
+
+
+class WebhookSource(Strict):
+    path: str
+    methods: tuple[Literal["POST", "PUT", "GET"], ...] = ("POST",)
+    auth: WebhookAuth | None = None
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, path: str) -> str:
+        if not re.match(r"^/[A-Za-z0-9._~/-]*$", path) or "//" in path:
+            raise ValueError(f"path {path!r} must start with '/' and use only URL path characters")
+        return path
+
+
+class Source(Strict):
+    oss: OssSource | None = None
+    kafka: KafkaSource | None = None
+    cron: CronSource | None = None
+    webhook: WebhookSource | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Source:
+        given = [k for k in ("oss", "kafka", "cron", "webhook") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "source needs exactly one of oss, kafka, cron, webhook "
+                f"(got {', '.join(given) or 'none'})"
+            )
+        return self
+
+    @property
+    def kind(self) -> Literal["oss", "kafka", "cron", "webhook"]:
+        for kind in ("oss", "kafka", "cron", "webhook"):
+            if getattr(self, kind) is not None:
+                return kind
+        raise AssertionError("validated to have one source")  # pragma: no cover
+
+
+class Filter(Strict):
+    pattern: dict[str, Any] | None = None
+    expr: str | None = None
+
+
+class WorkflowSpec(Strict):
+    template: str
+    clusterScope: bool = False
+    namespace: str = "default"
+    generateName: str | None = None
+    entrypoint: str | None = None
+    parameters: dict[str, Any] = Field(default_factory=dict)  # scalars; checked by the loader
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    spec: dict[str, Any] | None = None
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, namespace: str) -> str:
+        if len(namespace) > 63 or not DNS1123_LABEL.match(namespace):
+            raise ValueError(f"namespace {namespace!r} is not a DNS-1123 label")
+        return namespace
+
+    @field_validator("template")
+    @classmethod
+    def _template(cls, template: str) -> str:
+        if len(template) > 253 or not DNS1123_SUBDOMAIN.match(template):
+            raise ValueError(f"template {template!r} is not a valid Kubernetes object name")
+        return template
+
+    @field_validator("generateName")
+    @classmethod
+    def _generate_name(cls, prefix: str | None) -> str | None:
+        if prefix is not None and not re.match(r"^[a-z0-9]([-a-z0-9.]*)?$", prefix):
+            raise ValueError(f"generateName {prefix!r} must be lower-case letters, digits, '-'")
+        if prefix is not None and len(prefix) > 50:
+            raise ValueError("generateName is limited to 50 characters (the name adds a hash)")
+        return prefix
+
+    @field_validator("spec")
+    @classmethod
+    def _overlay(cls, spec: dict[str, Any] | None) -> dict[str, Any] | None:
+        for owned in ("workflowTemplateRef", "arguments"):
+            if spec and owned in spec:
+                raise ValueError(
+                    f"spec.{owned} is set by trigger; use workflow.template and "
+                    "workflow.parameters instead"
+                )
+        return spec
+
+
+class RateLimit(Strict):
+    perSecond: float = Field(gt=0)
+    burst: int = Field(default=1, ge=1)
+
+
+class Backoff(Strict):
+    initial: Duration = 1.0
+    factor: float = Field(default=2.0, ge=1.0)
+    max: Duration = 120.0
+
+
+class Retry(Strict):
+    limit: int = Field(default=8, ge=0, le=1000)
+    backoff: Backoff = Field(default_factory=Backoff)
+
+
+class Spec(Strict):
+    source: Source
+    filter: Filter | None = None
+    workflow: WorkflowSpec
+    idempotencyKey: str | None = None
+    rateLimit: RateLimit | None = None
+    retry: Retry | None = None
+
+
+class RuleDocument(Strict):
+    apiVersion: Literal["trigger/v1"]
+    kind: Literal["Rule"]
+    metadata: Metadata
+    spec: Spec

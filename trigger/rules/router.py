@@ -1,0 +1,206 @@
+"""The rule set and its router: which rules an event matches, and why not.
+
+Rules are indexed by source kind and exact key — OSS bucket (then key prefix), Kafka
+(cluster, topic), webhook path, cron rule name — so an event only meets the rules that can
+match it. Patterns and CEL then run on those few candidates. Routing does no I/O; failures
+(a Kafka value a `json` rule cannot decode, a CEL error) are returned, not raised.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from trigger.decoders.kafka import view as kafka_view
+from trigger.errors import DecodeError, ExpressionError
+from trigger.events import Event
+from trigger.rules.rule import Rule
+
+FailureKind = Literal["decode", "expression"]
+
+
+@dataclass(frozen=True)
+class Match:
+    """A rule that matched, with the event as that rule sees it."""
+
+    rule: Rule
+    event: Event
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A rule that could not be evaluated for an event.
+
+    `decode`: the event is poison for this rule (dead-letter it); `expression`: the CEL
+    filter failed, which counts as no match (log and count it).
+    """
+
+    rule: Rule
+    kind: FailureKind
+    message: str
+
+
+@dataclass(frozen=True)
+class Routed:
+    matches: tuple[Match, ...]
+    failures: tuple[Failure, ...] = ()
+
+
+@dataclass
+class _PrefixIndex:
+    """Rules by literal key prefix: a lookup per distinct prefix length, not per rule."""
+
+    by_prefix: dict[str, list[Rule]] = field(default_factory=lambda: defaultdict(list))
+    lengths: list[int] = field(default_factory=list)
+
+    def add(self, prefix: str, rule: Rule) -> None:
+        self.by_prefix[prefix].append(rule)
+        if len(prefix) not in self.lengths:
+            self.lengths.append(len(prefix))
+            self.lengths.sort()
+
+    def candidates(self, key: str) -> Iterator[Rule]:
+        size = len(key)
+        for length in self.lengths:
+            if length > size:
+                break
+            yield from self.by_prefix.get(key[:length], ())
+
+
+class RuleSet:
+    """An immutable set of compiled rules with its routing index."""
+
+    def __init__(self, rules: tuple[Rule, ...], *, files: tuple[str, ...] = ()) -> None:
+        self.rules = rules
+        self.files = files
+        self.by_name: Mapping[str, Rule] = {r.name: r for r in rules}
+        self._oss: dict[str, _PrefixIndex] = defaultdict(_PrefixIndex)
+        self._kafka: dict[tuple[str, str], list[Rule]] = defaultdict(list)
+        self._webhook: dict[str, list[Rule]] = defaultdict(list)
+        for rule in rules:
+            self._index(rule)
+
+    def _index(self, rule: Rule) -> None:
+        if rule.kind == "oss":
+            self._oss[rule.oss.bucket].add(rule.key_prefix, rule)
+        elif rule.kind == "kafka":
+            for topic in rule.kafka.topics:
+                self._kafka[(rule.kafka.cluster, topic)].append(rule)
+        elif rule.kind == "webhook":
+            self._webhook[rule.webhook.path].append(rule)
+
+    def __len__(self) -> int:
+        return len(self.rules)
+
+    def kinds(self) -> set[str]:
+        return {rule.kind for rule in self.rules}
+
+    def kafka_topics(self) -> dict[tuple[str, str | None], set[str]]:
+        """Topics per (cluster, consumer group); None means the daemon's default group."""
+        topics: dict[tuple[str, str | None], set[str]] = defaultdict(set)
+        for rule in self.rules:
+            if rule.kind == "kafka":
+                topics[(rule.kafka.cluster, rule.kafka.group)].update(rule.kafka.topics)
+        return dict(topics)
+
+    def webhook_paths(self) -> set[str]:
+        return set(self._webhook)
+
+    def candidates(self, event: Event, *, cluster: str = "default") -> list[Rule]:
+        """The rules whose source kind and exact keys fit the event (index lookup only)."""
+        fields = event.fields
+        if event.source == "oss":
+            index = self._oss.get(fields.get("bucket", ""))
+            if index is None:
+                return []
+            return [
+                rule
+                for rule in index.candidates(fields.get("key", ""))
+                if rule.event_types is None or rule.event_types(event.type)
+            ]
+        if event.source == "kafka":
+            return self._kafka.get((cluster, fields.get("topic", "")), [])
+        if event.source == "webhook":
+            return self._webhook.get(fields.get("path", ""), [])
+        rule = self.by_name.get(fields.get("rule", ""))  # cron: a tick names its rule
+        return [rule] if rule is not None and rule.kind == "cron" else []
+
+    def route(self, event: Event, *, cluster: str = "default") -> Routed:
+        """Every rule the event matches, and every rule that failed to evaluate."""
+        matches: list[Match] = []
+        failures: list[Failure] = []
+        for rule in self.candidates(event, cluster=cluster):
+            seen = event
+            if rule.kind == "kafka":
+                try:
+                    seen = kafka_view(event, rule.kafka.format)
+                except DecodeError as exc:
+                    failures.append(Failure(rule, "decode", str(exc)))
+                    continue
+            try:
+                if _filters_pass(rule, seen):
+                    matches.append(Match(rule, seen))
+            except ExpressionError as exc:
+                failures.append(Failure(rule, "expression", str(exc)))
+        return Routed(tuple(matches), tuple(failures))
+
+    def explain(self, rule: Rule, event: Event, *, cluster: str = "default") -> str | None:
+        """Why `rule` does not match `event` (None when it matches). Slow path, for humans."""
+        reason = _explain_source(rule, event, cluster)
+        if reason is not None:
+            return reason
+        seen = event
+        if rule.kind == "kafka":
+            try:
+                seen = kafka_view(event, rule.kafka.format)
+            except DecodeError as exc:
+                return f"value is not {rule.kafka.format}: {exc}"
+        if rule.pattern is not None and not rule.pattern.matches(seen.doc):
+            return "filter.pattern does not match"
+        if rule.expr is not None:
+            try:
+                if not rule.expr.evaluate({"event": seen.doc, "rule": rule.context}):
+                    return f"filter.expr is false: {rule.expr.source}"
+            except ExpressionError as exc:
+                return f"filter.expr failed: {exc}"
+        return None
+
+
+def _filters_pass(rule: Rule, event: Event) -> bool:
+    if rule.key_filter is not None and not rule.key_filter(event.fields.get("key")):
+        return False
+    if rule.pattern is not None and not rule.pattern.matches(event.doc):
+        return False
+    if rule.expr is not None:
+        return rule.expr.evaluate({"event": event.doc, "rule": rule.context})
+    return True
+
+
+def _explain_source(rule: Rule, event: Event, cluster: str) -> str | None:
+    fields: Mapping[str, Any] = event.fields
+    if rule.kind != event.source:
+        return f"rule takes {rule.kind} events, this is a {event.source} event"
+    if rule.kind == "oss":
+        return _explain_oss(rule, event)
+    if rule.kind == "kafka":
+        if rule.kafka.cluster != cluster or fields.get("topic") not in rule.kafka.topics:
+            return f"topic {fields.get('topic')!r} is not one of {rule.kafka.topics}"
+    elif rule.kind == "webhook":
+        if fields.get("path") != rule.webhook.path:
+            return f"path {fields.get('path')!r} is not {rule.webhook.path!r}"
+    elif rule.kind == "cron" and fields.get("rule") != rule.name:
+        return f"tick is for rule {fields.get('rule')!r}"
+    return None
+
+
+def _explain_oss(rule: Rule, event: Event) -> str | None:
+    fields = event.fields
+    if fields.get("bucket") != rule.oss.bucket:
+        return f"bucket {fields.get('bucket')!r} is not {rule.oss.bucket!r}"
+    if rule.event_types is not None and not rule.event_types(event.type):
+        return f"event type {event.type!r} is not one of {rule.oss.events}"
+    if rule.key_filter is not None and not rule.key_filter(fields.get("key")):
+        return f"key {fields.get('key')!r} does not match source.oss.key {rule.oss.key}"
+    return None
