@@ -128,7 +128,7 @@ def test_directory_is_searched_recursively(tmp_path: Path) -> None:
         ("- just\n- a list\n", "F:1:1: a rule document must be a mapping"),
         (
             GOOD.replace("    oss:\n", "    oss:\n      bucket: x\n"),
-            "F:9:7: duplicate key 'bucket'",
+            "F:9:7: invalid YAML: duplicate key 'bucket'",
         ),
         (
             GOOD.replace("ObjectCreated", "x").replace(
@@ -185,7 +185,7 @@ def test_unsafe_tags_are_refused(write_rules: Callable[..., Path]) -> None:
     """Python-object tags are not constructed (safe loading)."""
     found = problems(write_rules, "a: !!python/object/apply:os.system ['true']\n")
     assert found == [
-        "F:1:4: unsupported YAML tag 'tag:yaml.org,2002:python/object/apply:os.system'"
+        "F:1:4: invalid YAML: could not determine a constructor for the tag 'tag:yaml.org,2002:python/object/apply:os.system'"
     ]
 
 

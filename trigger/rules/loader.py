@@ -64,7 +64,7 @@ class _Loader:
     engine: TemplateEngine
     rules: list[Rule] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
-    seen: dict[str, str] = field(default_factory=dict)
+    seen: dict[str, tuple[str, Document]] = field(default_factory=dict)
 
     def load_file(self, file: FsPath) -> None:
         name = str(file)
@@ -142,17 +142,20 @@ class _DocumentCompiler:
         probe: Path = ()
         for part in loc:
             probe = (*probe, part)
-            if probe in self.doc.values:
+            if probe in self.doc.paths:
                 best = probe
         return best
 
     def check_unique(self, name: str) -> None:
-        here = self.doc.where(("metadata", "name"))
         first = self.loader.seen.get(name)
-        if first is not None:
-            self.problem(("metadata", "name"), f"duplicate rule name (first defined at {first})")
-        else:
-            self.loader.seen[name] = f"{self.file}:{here[0]}:{here[1]}"
+        if first is None:
+            self.loader.seen[name] = (self.file, self.doc)
+            return
+        line, column = first[1].where(("metadata", "name"))
+        self.problem(
+            ("metadata", "name"),
+            f"duplicate rule name (first defined at {first[0]}:{line}:{column})",
+        )
 
     def build(self, document: RuleDocument) -> Rule | None:
         spec = document.spec
@@ -189,11 +192,10 @@ class _DocumentCompiler:
         self.check_labels(document)
         if self.failed:
             return None
-        line, _ = self.doc.where(())
         return Rule(
             name=document.metadata.name,
             file=self.file,
-            line=line,
+            index=self.doc.index,
             kind=kind,
             document=document,
             pattern=pattern,

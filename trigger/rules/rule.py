@@ -29,7 +29,7 @@ class Rule:
 
     name: str
     file: str
-    line: int
+    index: int  # the rule's document number in its file, from 0
     kind: SourceKind
     document: RuleDocument
     pattern: Pattern | None = None
@@ -70,4 +70,4 @@ class Rule:
         return self.document.spec.workflow
 
     def __repr__(self) -> str:
-        return f"Rule({self.name!r} from {self.file}:{self.line})"
+        return f"Rule({self.name!r} from {self.file}, document {self.index + 1})"

@@ -8,7 +8,7 @@ Documents are bounded in size and in expanded node count, which defeats alias bo
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -26,30 +26,60 @@ MAX_FILE_BYTES: Final = 1 << 20
 MAX_NODES: Final = 100_000
 MAX_DEPTH: Final = 64
 _STR: Final = "tag:yaml.org,2002:str"
-_COLLECTION_TAGS: Final = frozenset({"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"})
 
 
-@dataclass
 class Document:
-    """One YAML document: its value and where each path in it starts (1-based)."""
+    """One YAML document: its value, and where each path in it starts (1-based).
 
-    value: Any
-    line: int
-    column: int
-    values: dict[Path, tuple[int, int]] = field(default_factory=dict)
-    keys: dict[Path, tuple[int, int]] = field(default_factory=dict)
+    Positions are only needed to report problems, so they are computed on first use by
+    composing the file again with node marks; loading a valid rule set never pays for them.
+    """
+
+    def __init__(self, value: Any, index: int, source: _Source) -> None:
+        self.value = value
+        self.index = index
+        self._source = source
 
     def where(self, path: Path, *, key: bool = False) -> tuple[int, int]:
         """The position of `path` (its key when `key`), or of its nearest known parent."""
-        table = self.keys if key else self.values
+        positions = self._source.positions(self.index)
+        table = positions.keys if key else positions.values
         probe = path
         while probe:
             if probe in table:
                 return table[probe]
-            if probe in self.values:
-                return self.values[probe]
+            if probe in positions.values:
+                return positions.values[probe]
             probe = probe[:-1]
-        return (self.line, self.column)
+        return positions.values.get((), (1, 1))
+
+    @property
+    def paths(self) -> Mapping[Path, tuple[int, int]]:
+        """Every path of the document that holds a value, with its position."""
+        return self._source.positions(self.index).values
+
+
+@dataclass
+class _Positions:
+    values: dict[Path, tuple[int, int]] = field(default_factory=dict)
+    keys: dict[Path, tuple[int, int]] = field(default_factory=dict)
+
+
+class _Source:
+    """The text of one file, composed with marks only when a position is asked for."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._positions: list[_Positions] | None = None
+
+    def positions(self, index: int) -> _Positions:
+        if self._positions is None:
+            self._positions = []
+            for node in yaml.compose_all(self.text, Loader=_FastLoader):
+                builder = _Builder()
+                builder.build(node, (), 0)
+                self._positions.append(builder.positions)
+        return self._positions[index] if index < len(self._positions) else _Positions()
 
 
 class YamlProblem(Exception):  # carried to the loader, which reports it
@@ -61,35 +91,88 @@ class YamlProblem(Exception):  # carried to the loader, which reports it
         self.column = column
 
 
+class _FastLoader(_Loader):
+    """libyaml's safe loader with two changes that matter for rule files.
+
+    Plain scalars whose first character cannot start a non-string implicit type skip the
+    resolver's regex scan (the exact test the resolver itself starts with), and duplicate
+    mapping keys are an error instead of silently keeping the last one.
+    """
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
+        if kind is ScalarNode and (
+            not implicit[0] or (value and value[0] not in _IMPLICIT_FIRST)
+        ):
+            return _STR  # quoted, or cannot be a number, boolean, null or timestamp
+        return super().resolve(kind, value, implicit)  # type: ignore[no-untyped-call]
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        if isinstance(node, MappingNode):
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                if isinstance(key_node, ScalarNode) and key_node.tag != _MERGE:
+                    if key_node.value in seen:
+                        raise ConstructorError(
+                            None, None, f"duplicate key {key_node.value!r}", key_node.start_mark
+                        )
+                    seen.add(key_node.value)
+        return super().construct_mapping(node, deep=deep)
+
+
+_IMPLICIT_FIRST: Final = frozenset(yaml.SafeLoader.yaml_implicit_resolvers)
+_MERGE: Final = "tag:yaml.org,2002:merge"
+
+
 def read_documents(text: str) -> Iterator[Document]:
     """Parse every document of `text`; raises YamlProblem for the first unreadable one."""
     if len(text.encode()) > MAX_FILE_BYTES:
         raise YamlProblem(f"file is larger than {MAX_FILE_BYTES} bytes", 1, 1)
     try:
-        nodes = list(yaml.compose_all(text, Loader=_Loader))
+        values = list(yaml.load_all(text, Loader=_FastLoader))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         raise YamlProblem(f"invalid YAML: {exc.problem or exc}", line, column) from exc
     except yaml.YAMLError as exc:
         raise YamlProblem(f"invalid YAML: {exc}", 1, 1) from exc
-    for node in nodes:
-        doc = _Builder().document(node)
-        if doc.value is not None:  # an empty document (a trailing `---`) holds no rule
-            yield doc
+    source = _Source(text)
+    for index, loaded in enumerate(values):
+        # Aliases share containers: rebuild with the bounded builder, which expands them
+        # with a node budget (an alias bomb stops there).
+        value = loaded if _plain_tree(loaded) else _Builder().build_value(source, index)
+        if value is not None:  # an empty document (a trailing `---`) holds no rule
+            yield Document(value, index, source)
+
+
+def _plain_tree(value: Any) -> bool:
+    """True when no container appears twice (no aliases) and the tree is within budget."""
+    seen: set[int] = set()
+    stack = [value]
+    count = 0
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict | list):
+            if id(item) in seen:
+                return False
+            seen.add(id(item))
+            count += 1
+            stack.extend(item.values() if isinstance(item, dict) else item)
+    return count <= MAX_NODES
 
 
 class _Builder:
+    """Builds values from nodes with a node budget, recording every path's position."""
+
     def __init__(self) -> None:
         self._scalars = SafeConstructor()
         self._count = 0
+        self.positions = _Positions()
 
-    def document(self, node: Node) -> Document:
-        doc = Document(value=None, line=node.start_mark.line + 1, column=node.start_mark.column + 1)
-        doc.value = self._build(node, (), doc, 0)
-        return doc
+    def build_value(self, source: _Source, index: int) -> Any:
+        nodes = list(yaml.compose_all(source.text, Loader=_FastLoader))
+        return self.build(nodes[index], (), 0)
 
-    def _build(self, node: Node, path: Path, doc: Document, depth: int) -> Any:
+    def build(self, node: Node, path: Path, depth: int) -> Any:
         self._count += 1
         here = (node.start_mark.line + 1, node.start_mark.column + 1)
         if self._count > MAX_NODES or depth > MAX_DEPTH:
@@ -98,35 +181,27 @@ class _Builder:
                 "(an alias bomb?)",
                 *here,
             )
-        doc.values[path] = here
-        if not isinstance(node, ScalarNode) and node.tag not in _COLLECTION_TAGS:
-            raise YamlProblem(f"unsupported YAML tag {node.tag!r}", *here)
+        self.positions.values[path] = here
         if isinstance(node, MappingNode):
-            return self._mapping(node, path, doc, depth)
+            return self._mapping(node, path, depth)
         if isinstance(node, SequenceNode):
-            return [
-                self._build(item, (*path, i), doc, depth + 1) for i, item in enumerate(node.value)
-            ]
-        if isinstance(node, ScalarNode):
-            if node.tag == _STR:  # the common case, without the constructor's dispatch
-                return node.value
-            try:
-                return self._scalars.construct_object(node, deep=True)
-            except ConstructorError as exc:
-                raise YamlProblem(f"invalid value: {exc.problem}", *here) from exc
-        raise YamlProblem("unsupported YAML node", *here)  # pragma: no cover
+            return [self.build(item, (*path, i), depth + 1) for i, item in enumerate(node.value)]
+        if node.tag == _STR:
+            return node.value
+        try:
+            return self._scalars.construct_object(node, deep=True)
+        except ConstructorError as exc:
+            raise YamlProblem(f"invalid value: {exc.problem}", *here) from exc
 
-    def _mapping(self, node: MappingNode, path: Path, doc: Document, depth: int) -> dict[str, Any]:
+    def _mapping(self, node: MappingNode, path: Path, depth: int) -> dict[str, Any]:
         result: dict[str, Any] = {}
         for key_node, value_node in node.value:
-            at = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                raise YamlProblem("merge keys (<<) are not supported in rule files", *at)
-            if not isinstance(key_node, ScalarNode):
-                raise YamlProblem("mapping keys must be strings", *at)
+            if key_node.tag == _MERGE or not isinstance(key_node, ScalarNode):
+                continue  # merge keys were applied by the loader; positions stay approximate
             key = str(self._scalars.construct_object(key_node))
-            if key in result:
-                raise YamlProblem(f"duplicate key {key!r}", *at)
-            doc.keys[(*path, key)] = at
-            result[key] = self._build(value_node, (*path, key), doc, depth + 1)
+            self.positions.keys[(*path, key)] = (
+                key_node.start_mark.line + 1,
+                key_node.start_mark.column + 1,
+            )
+            result[key] = self.build(value_node, (*path, key), depth + 1)
         return result
