@@ -1,0 +1,1 @@
+"""Submitting Workflows: sinks (Kubernetes, Argo Server, local, stdout), retries, limits."""

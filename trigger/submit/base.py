@@ -1,0 +1,47 @@
+"""The Sink protocol: the one seam between trigger and whatever stores Workflows.
+
+A sink creates one Workflow object (already rendered, with a deterministic name) and maps
+every backend failure at its boundary onto trigger's error tree:
+
+- `AlreadyExists`: the name exists — the idempotent outcome of a redelivery, a success;
+- `TemporarySubmitError` (429, 5xx, timeouts, connection errors; `retry_after` when the
+  backend said so): the submitter retries with backoff;
+- `PermanentSubmitError` (400, 401, 403, 404, 422): retrying cannot help; dead-letter it
+  with the backend's message.
+
+No client library exception ever leaves a sink.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class Created:
+    """What the backend answered for a created Workflow."""
+
+    name: str
+    namespace: str
+    uid: str | None = None
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """Creates Workflows somewhere."""
+
+    kind: str
+
+    async def create(self, workflow: Mapping[str, Any]) -> Created:
+        """Create the Workflow; raise AlreadyExists / Temporary / PermanentSubmitError."""
+        ...
+
+    async def check(self) -> None:
+        """Readiness probe: raise TemporarySubmitError when the backend is unreachable."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections. Idempotent."""
+        ...

@@ -1,0 +1,263 @@
+"""The submitter: one (rule, event) becomes at most one Workflow, or one dead letter.
+
+`submit` renders the Workflow (its name is deterministic, so the backend's AlreadyExists
+turns every redelivery into a duplicate, a success), waits for the rule's rate limit,
+takes one of `max_in_flight` slots for each create call, and retries temporary errors
+with the rule's backoff on the injected clock. Each call ends in one `Outcome` — CREATED,
+DUPLICATE or DEAD_LETTERED — after which the source may acknowledge the event; or it
+raises, and the source must not acknowledge.
+
+Temporary errors that outlast the retry policy either re-raise the last
+`TemporarySubmitError` (`on_exhausted="raise"`, the default: a webhook or OSS push answers
+503 and the sender redelivers; a Kafka consumer pauses and retries) or are dead-lettered
+as "RetriesExhausted" (`on_exhausted="dead-letter"`, for callers that prefer to move on).
+
+There is no internal queue: callers awaiting `submit` are the backpressure. Backoff waits
+happen outside the slots, so one throttled rule sleeping does not starve the others;
+`in_flight` and `drain` count whole submissions, backoff included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import random
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from trigger.errors import AlreadyExists, PermanentSubmitError, RenderError, TemporarySubmitError
+from trigger.events import Event
+from trigger.rules.render import build_workflow, render, workflow_name
+from trigger.rules.rule import Rule
+from trigger.submit.base import Sink
+from trigger.submit.clock import Clock
+from trigger.submit.deadletter import DeadLetter, DeadLetterSink
+from trigger.submit.ratelimit import RateLimiters
+from trigger.submit.retry import RetryCaps, RetryPolicy
+
+OnExhausted = Literal["dead-letter", "raise"]
+RETRIES_EXHAUSTED = "RetriesExhausted"
+
+
+class OutcomeKind(enum.StrEnum):
+    CREATED = "created"
+    DUPLICATE = "duplicate"
+    DEAD_LETTERED = "dead-lettered"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one submission ended; every kind means the event may be acknowledged."""
+
+    kind: OutcomeKind
+    rule: str
+    workflow: str | None  # None when rendering failed before a name existed
+    attempts: int = 0  # create calls made
+    reason: str | None = None  # DEAD_LETTERED: the error class, e.g. "RenderError"
+    message: str = ""  # DEAD_LETTERED: the error's message
+
+
+class SubmitHooks(Protocol):
+    """Observer for metrics and logs; called on the loop, must not block or raise."""
+
+    def on_created(self, rule: Rule, event: Event | None, workflow: str, latency: float) -> None:
+        """Created, `latency` seconds after rendering (rate-limit wait and retries included)."""
+
+    def on_duplicate(self, rule: Rule, event: Event | None, workflow: str) -> None:
+        """The Workflow already existed: a redelivery."""
+
+    def on_retry(
+        self, rule: Rule, event: Event | None, attempt: int, delay: float, error: Exception
+    ) -> None:
+        """Attempt `attempt` failed temporarily; the next one follows in `delay` seconds."""
+
+    def on_exhausted(
+        self, rule: Rule, event: Event | None, attempts: int, error: Exception
+    ) -> None:
+        """Temporary errors outlasted the retry policy (before raising or dead-lettering)."""
+
+    def on_dead_letter(self, record: DeadLetter) -> None:
+        """A dead letter was written."""
+
+
+class NoHooks:
+    """Hooks that do nothing; subclass and override what you observe."""
+
+    def on_created(self, rule: Rule, event: Event | None, workflow: str, latency: float) -> None:
+        pass
+
+    def on_duplicate(self, rule: Rule, event: Event | None, workflow: str) -> None:
+        pass
+
+    def on_retry(
+        self, rule: Rule, event: Event | None, attempt: int, delay: float, error: Exception
+    ) -> None:
+        pass
+
+    def on_exhausted(
+        self, rule: Rule, event: Event | None, attempts: int, error: Exception
+    ) -> None:
+        pass
+
+    def on_dead_letter(self, record: DeadLetter) -> None:
+        pass
+
+
+class Submitter:
+    """Creates Workflows through a sink, exactly once per (event, rule)."""
+
+    def __init__(
+        self,
+        sink: Sink,
+        dead_letters: DeadLetterSink,
+        clock: Clock,
+        *,
+        max_in_flight: int = 64,
+        rng: random.Random | None = None,
+        hooks: SubmitHooks | None = None,
+        caps: RetryCaps | None = None,
+    ) -> None:
+        if max_in_flight < 1:
+            raise ValueError("max_in_flight must be at least 1")
+        self._sink = sink
+        self._dead_letters = dead_letters
+        self._clock = clock
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self._hooks: SubmitHooks = hooks or NoHooks()
+        self._caps = caps or RetryCaps()
+        self.rate_limiters = RateLimiters(clock)
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @property
+    def in_flight(self) -> int:
+        """Submissions begun and not yet ended (backoff waits included)."""
+        return self._in_flight
+
+    async def submit(
+        self, rule: Rule, event: Event, *, on_exhausted: OnExhausted = "raise"
+    ) -> Outcome:
+        """Render and create the Workflow for (rule, event); see the module docstring."""
+        with self._tracked():
+            try:
+                workflow = render(rule, event)
+            except RenderError as exc:
+                return await self._dead_letter(rule, event, None, exc, attempts=0)
+            return await self._create(rule, event, workflow, on_exhausted)
+
+    async def submit_many(
+        self, pairs: Iterable[tuple[Rule, Event]], *, on_exhausted: OnExhausted = "raise"
+    ) -> list[Outcome]:
+        """Submit one event's matches concurrently; raises the first error once all ended."""
+        results = await asyncio.gather(
+            *(self.submit(rule, event, on_exhausted=on_exhausted) for rule, event in pairs),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return [r for r in results if isinstance(r, Outcome)]
+
+    async def fire(
+        self,
+        rule: Rule,
+        parameters: Mapping[str, str],
+        key: str,
+        *,
+        on_exhausted: OnExhausted = "raise",
+    ) -> Outcome:
+        """Create the rule's Workflow by hand (`trigger fire`), named after `key`."""
+        with self._tracked():
+            name = workflow_name(rule, key)
+            workflow = build_workflow(rule, name, parameters, event=None, key=key)
+            return await self._create(rule, None, workflow, on_exhausted)
+
+    async def drain(self, timeout: float) -> bool:  # noqa: ASYNC109 - on the injected clock
+        """Wait up to `timeout` (clock) seconds for in-flight submissions; True if none left."""
+        idle = asyncio.ensure_future(self._idle.wait())
+        expiry = asyncio.ensure_future(self._clock.sleep(timeout))
+        try:
+            await asyncio.wait({idle, expiry}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            idle.cancel()
+            expiry.cancel()
+        return self._in_flight == 0
+
+    async def _create(
+        self,
+        rule: Rule,
+        event: Event | None,
+        workflow: dict[str, Any],
+        on_exhausted: OnExhausted,
+    ) -> Outcome:
+        name: str = workflow["metadata"]["name"]
+        started = self._clock.monotonic()
+        await self.rate_limiters.acquire(rule)
+        policy = RetryPolicy.for_rule(rule.document.spec.retry, self._caps)
+        attempt, waited = 0, 0.0
+        while True:
+            attempt += 1
+            try:
+                async with self._slots:
+                    await self._sink.create(workflow)
+            except AlreadyExists:
+                self._hooks.on_duplicate(rule, event, name)
+                return Outcome(OutcomeKind.DUPLICATE, rule.name, name, attempt)
+            except PermanentSubmitError as exc:
+                return await self._dead_letter(rule, event, name, exc, attempts=attempt)
+            except TemporarySubmitError as exc:
+                delay = policy.delay(attempt, exc.retry_after, self._rng)
+                if policy.exhausted(attempt, waited, delay):
+                    self._hooks.on_exhausted(rule, event, attempt, exc)
+                    if on_exhausted == "raise":
+                        raise
+                    return await self._dead_letter(
+                        rule, event, name, exc, attempts=attempt, error=RETRIES_EXHAUSTED
+                    )
+                self._hooks.on_retry(rule, event, attempt, delay, exc)
+                await self._clock.sleep(delay)
+                waited += delay
+            else:
+                self._hooks.on_created(rule, event, name, self._clock.monotonic() - started)
+                return Outcome(OutcomeKind.CREATED, rule.name, name, attempt)
+
+    async def _dead_letter(
+        self,
+        rule: Rule,
+        event: Event | None,
+        workflow: str | None,
+        exc: Exception,
+        *,
+        attempts: int,
+        error: str | None = None,
+    ) -> Outcome:
+        reason = error or type(exc).__name__
+        message = str(exc) if error is None else f"{type(exc).__name__}: {exc}"
+        record = DeadLetter.of(
+            event,
+            rule=rule.name,
+            error=reason,
+            message=message,
+            time=self._clock.now(),
+            attempts=attempts,
+            workflow=workflow,
+        )
+        await self._dead_letters.write(record)
+        self._hooks.on_dead_letter(record)
+        return Outcome(OutcomeKind.DEAD_LETTERED, rule.name, workflow, attempts, reason, message)
+
+    @contextlib.contextmanager
+    def _tracked(self) -> Iterator[None]:
+        """Count one submission in flight for its whole life, however it ends."""
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle.set()

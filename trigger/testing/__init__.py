@@ -1,0 +1,1 @@
+"""Reusable fakes for tests: a Kubernetes API emulator, an OSS server, a Kafka broker fixture."""
