@@ -8,8 +8,11 @@ codes are part of the contract (DESIGN §5): 0 success, 1 invalid input (rules o
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import os
 import sys
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -18,13 +21,23 @@ import yaml
 
 from trigger import __version__
 from trigger.decoders.detect import decode_file
-from trigger.errors import DecodeError, RenderError, RuleError
+from trigger.errors import (
+    ConfigError,
+    DecodeError,
+    Problem,
+    RenderError,
+    RuleError,
+    TemporarySubmitError,
+)
 from trigger.events import Event
 from trigger.rules.loader import load_rules
 from trigger.rules.render import render
 from trigger.rules.router import RuleSet
+from trigger.rules.rule import Rule
+from trigger.settings import Settings, load_settings
 
 DEFAULT_RULES = "rules/"
+EXAMPLE_RULES = Path(__file__).parent / "examples" / "rules"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -53,6 +66,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     validate.add_argument("paths", nargs="*", metavar="PATH", help="files or directories")
     validate.add_argument("--rules", action="append", metavar="PATH", help="same as PATH")
+    validate.add_argument(
+        "--cluster",
+        action="store_true",
+        help="also check the referenced WorkflowTemplates on the cluster (kubeconfig or "
+        "in-cluster): they exist, required parameters are supplied, enum values are allowed",
+    )
+    validate.add_argument("--kubeconfig", metavar="FILE", help="with --cluster")
+    validate.add_argument("--context", help="kubeconfig context, with --cluster")
     validate.set_defaults(handler=cmd_validate)
 
     match = commands.add_parser(
@@ -71,7 +92,194 @@ def _parser() -> argparse.ArgumentParser:
     )
     match.add_argument("--cluster", default="default", help="Kafka cluster of kafka events")
     match.set_defaults(handler=cmd_match)
+
+    run = commands.add_parser(
+        "run",
+        help="run the daemon",
+        description="Run the daemon. With no configuration it starts on the embedded default: "
+        "the rules in ./rules (or the shipped examples), Workflows written under ./workflows/, "
+        "HTTP on 127.0.0.1:8080, state in ./state/. Flags win over TRIGGER_* environment "
+        "variables, which win over --config.",
+    )
+    _daemon_flags(run)
+    run.set_defaults(handler=cmd_run)
+
+    fire = commands.add_parser(
+        "fire",
+        help="submit one Workflow from a rule by hand",
+        description="Create one Workflow from RULE's template, like `argo submit --from`. The "
+        "rule's literal parameters are defaults; -p overrides them and must supply every "
+        "parameter that is a template (those need an event). Prints the Workflow's name.",
+    )
+    fire.add_argument("rule", metavar="RULE")
+    fire.add_argument("-p", "--parameter", action="append", default=[], metavar="KEY=VALUE")
+    _daemon_flags(fire)
+    fire.set_defaults(handler=cmd_fire)
+
+    schedule = commands.add_parser(
+        "schedule",
+        help="print the next fire times of a cron rule",
+        description="Print RULE's next N fire times after --from (default: now), one ISO-8601 "
+        "time with the offset of the rule's timezone per line, exactly as the daemon fires "
+        "them (daylight-saving policy included). A --from without offset is read in the "
+        "rule's timezone. Exit 2 when RULE is unknown or not a cron rule.",
+    )
+    schedule.add_argument("rule", metavar="RULE")
+    schedule.add_argument("--from", dest="start", metavar="TIME", help="default: now")
+    schedule.add_argument("-n", dest="count", type=int, default=10, metavar="N")
+    schedule.add_argument(
+        "--rules", action="append", metavar="PATH", help=f"default {DEFAULT_RULES}"
+    )
+    schedule.set_defaults(handler=cmd_schedule)
     return parser
+
+
+def _daemon_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help="YAML settings file")
+    parser.add_argument(
+        "--rules", action="append", metavar="PATH", help="rule files or directories"
+    )
+    parser.add_argument("--sink", help="local:DIR | stdout | kubernetes | argo-server:URL")
+    parser.add_argument("--listen", metavar="HOST:PORT", help="HTTP server address")
+    parser.add_argument("--state", help="file:PATH | kubernetes[:NAMESPACE/NAME]")
+    parser.add_argument("--dead-letter", metavar="file:PATH", help="dead-letter sink")
+    parser.add_argument(
+        "--kafka-bootstrap",
+        metavar="HOST:PORT",
+        help="bootstrap servers of the default Kafka cluster",
+    )
+
+
+def _settings(args: argparse.Namespace) -> tuple[Settings, bool]:
+    """Settings from --config, the environment and flags; True when on the embedded default."""
+    flags = {
+        "rules": args.rules,
+        "sink": args.sink,
+        "listen": args.listen,
+        "state": args.state,
+        "dead_letter": args.dead_letter,
+        "kafka_bootstrap": args.kafka_bootstrap,
+    }
+    settings = load_settings(args.config, flags=flags)
+    configured = (
+        args.config
+        or any(v for v in flags.values())
+        or any(k.startswith("TRIGGER_") for k in os.environ)
+    )
+    if not configured:
+        settings = _embedded(settings)
+    return settings, not configured
+
+
+def _embedded(settings: Settings) -> Settings:
+    """The embedded default: example rules unless ./rules exists, and — on loopback only —
+    EventBridge deliveries without a token, so the README's curl works out of the box."""
+    push = settings.oss.push.model_copy(update={"eventbridge_allow_unauthenticated_loopback": True})
+    update: dict[str, object] = {"oss": settings.oss.model_copy(update={"push": push})}
+    if not Path(DEFAULT_RULES).exists():
+        update["rules"] = (str(EXAMPLE_RULES),)
+    return settings.model_copy(update=update)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from trigger.runtime import logs
+    from trigger.runtime.daemon import Daemon
+
+    try:
+        settings, embedded = _settings(args)
+        logs.configure(settings.log.level, settings.log.format)
+        return asyncio.run(Daemon.create(settings, embedded=embedded).run())
+    except ConfigError as exc:
+        print(f"trigger: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def cmd_fire(args: argparse.Namespace) -> int:
+    try:
+        settings, _ = _settings(args)
+        overrides = dict(_key_value(p) for p in args.parameter)
+    except ConfigError as exc:
+        print(f"trigger: error: {exc}", file=sys.stderr)
+        return 2
+    rules = _load(list(settings.rules), sys.stderr)
+    if rules is None:
+        return 1
+    rule = rules.by_name.get(args.rule)
+    if rule is None:
+        print(f"trigger: error: no rule named {args.rule!r}", file=sys.stderr)
+        return 2
+    parameters: dict[str, str] = {}
+    for name, template in rule.parameters:
+        if name in overrides:
+            parameters[name] = overrides.pop(name)
+        elif template.is_literal:
+            parameters[name] = template.render({})
+        else:
+            print(
+                f"trigger: error: parameter {name} is a template ({template.source}); "
+                f"pass -p {name}=VALUE",
+                file=sys.stderr,
+            )
+            return 2
+    parameters.update(overrides)
+    try:
+        return asyncio.run(_fire(settings, rule, parameters))
+    except ConfigError as exc:
+        print(f"trigger: error: {exc}", file=sys.stderr)
+        return 2
+
+
+async def _fire(settings: Settings, rule: Rule, parameters: dict[str, str]) -> int:
+    from trigger.runtime.daemon import dead_letter_sink, sink_options
+    from trigger.submit.clock import SystemClock
+    from trigger.submit.sinks import open_sink
+    from trigger.submit.submitter import Submitter
+
+    sink = await open_sink(settings.sink, **sink_options(settings, os.environ))
+    dead_letters = dead_letter_sink(settings.dead_letter)
+    try:
+        submitter = Submitter(sink, dead_letters, SystemClock())
+        outcome = await submitter.fire(rule, parameters, key=f"fire:{uuid.uuid4()}")
+    except TemporarySubmitError as exc:
+        print(f"trigger: error: submission failing temporarily: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await sink.close()
+        await dead_letters.close()
+    if outcome.kind == "dead-lettered":
+        print(f"trigger: error: {outcome.reason}: {outcome.message}", file=sys.stderr)
+        return 1
+    print(outcome.workflow)
+    return 0
+
+
+def cmd_schedule(args: argparse.Namespace) -> int:
+    from trigger.rules.cronmath import rule_fire_times
+    from trigger.rules.schedules import ScheduleError
+    from trigger.submit.clock import SystemClock
+
+    rules = _load(_rules_paths(args), sys.stderr)
+    if rules is None:
+        return 1
+    try:
+        if args.count < 1:
+            raise ScheduleError(f"-n must be at least 1, got {args.count}")
+        lines = rule_fire_times(
+            rules.by_name.get(args.rule), args.rule, args.start, args.count, SystemClock().now()
+        )
+    except ScheduleError as exc:
+        print(f"trigger: error: {exc}", file=sys.stderr)
+        return 2
+    for line in lines:
+        print(line)
+    return 0
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"-p expects KEY=VALUE, got {text!r}")
+    return key, value
 
 
 def _rules_paths(args: argparse.Namespace, extra: Sequence[str] = ()) -> list[str]:
@@ -92,8 +300,33 @@ def cmd_validate(args: argparse.Namespace) -> int:
     rules = _load(_rules_paths(args, args.paths), sys.stdout)
     if rules is None:
         return 1
+    if args.cluster:
+        try:
+            problems = asyncio.run(_cluster_problems(rules, args.kubeconfig, args.context))
+        except ConfigError as exc:
+            print(f"trigger: error: {exc}", file=sys.stderr)
+            return 2
+        errors = [p for p in problems if not p.message.startswith("warning: ")]
+        for problem in problems:
+            print(problem)
+        if errors:
+            print(f"{len(errors)} problem(s) found", file=sys.stdout)
+            return 1
     print(f"ok: {len(rules)} rule(s) in {len(rules.files)} file(s)")
     return 0
+
+
+async def _cluster_problems(
+    rules: RuleSet, kubeconfig: str | None, context: str | None
+) -> list[Problem]:
+    from trigger.submit.kubernetes import KubernetesOptions, KubernetesSink
+    from trigger.submit.templates import validate_against_cluster
+
+    sink = await KubernetesSink.connect(KubernetesOptions(kubeconfig=kubeconfig, context=context))
+    try:
+        return await validate_against_cluster(rules, sink.api_client)
+    finally:
+        await sink.close()
 
 
 def cmd_match(args: argparse.Namespace) -> int:

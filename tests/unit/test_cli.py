@@ -49,13 +49,22 @@ def test_validate_reports_every_problem(tmp_path: Path) -> None:
     assert result.returncode == 1
     lines = result.stdout.splitlines()
     assert lines[0].startswith(f"{bad}:6:18: rule broken: filter.expr: ")
-    assert lines[1].startswith(f"{bad}:7:43: rule broken: workflow.parameters.a: unknown name(s) nope")
+    assert lines[1].startswith(
+        f"{bad}:7:43: rule broken: workflow.parameters.a: unknown name(s) nope"
+    )
     assert "2 problem(s) found" in lines[2]
 
 
 def test_match_json_lines_are_valid_workflows(valid_workflow: WorkflowChecker) -> None:
     """match -o json prints one schema-valid Workflow per line for the fixture."""
-    result = trigger("match", "--rules", str(EXAMPLE_RULES), "-o", "json", str(FIXTURES / "oss" / "eventbridge-putobject.json"))
+    result = trigger(
+        "match",
+        "--rules",
+        str(EXAMPLE_RULES),
+        "-o",
+        "json",
+        str(FIXTURES / "oss" / "eventbridge-putobject.json"),
+    )
     assert result.returncode == 0, result.stderr
     workflows = [json.loads(line) for line in result.stdout.splitlines()]
     assert [w["metadata"]["labels"]["trigger.dev/rule"] for w in workflows] == ["ingest-csv"]
@@ -78,7 +87,9 @@ def test_match_yaml_output() -> None:
     """match -o yaml prints YAML documents."""
     import yaml
 
-    result = trigger("match", "--rules", str(EXAMPLE_RULES), str(FIXTURES / "kafka" / "record-json.json"))
+    result = trigger(
+        "match", "--rules", str(EXAMPLE_RULES), str(FIXTURES / "kafka" / "record-json.json")
+    )
     assert result.returncode == 0, result.stderr
     (doc,) = [d for d in yaml.safe_load_all(result.stdout) if d]
     assert doc["spec"]["workflowTemplateRef"]["name"] == "fraud-check"
@@ -107,7 +118,9 @@ def test_match_unreadable_event_is_exit_1(tmp_path: Path, content: str | None) -
 def test_match_explain_says_why_not(tmp_path: Path) -> None:
     """--explain prints, per rule that did not match, the reason."""
     event = tmp_path / "e.json"
-    event.write_text('{"kafka": {"topic": "orders", "partition": 0, "offset": 1, "value": {"type": "order.created", "amount": 5, "currency": "CNY"}}}')
+    event.write_text(
+        '{"kafka": {"topic": "orders", "partition": 0, "offset": 1, "value": {"type": "order.created", "amount": 5, "currency": "CNY"}}}'
+    )
     result = trigger("match", "--explain", "--rules", str(EXAMPLE_RULES), str(event))
     assert result.returncode == 0
     assert "rule large-order-check: no match: filter.pattern does not match" in result.stderr
@@ -116,7 +129,9 @@ def test_match_explain_says_why_not(tmp_path: Path) -> None:
 def test_match_render_error_is_exit_1(tmp_path: Path) -> None:
     """A template that fails for an event is reported with rule and field, exit 1."""
     event = tmp_path / "e.json"
-    event.write_text('{"kafka": {"topic": "orders", "partition": 0, "offset": 1, "value": {"type": "order.created", "amount": 500, "currency": "CNY"}}}')
+    event.write_text(
+        '{"kafka": {"topic": "orders", "partition": 0, "offset": 1, "value": {"type": "order.created", "amount": 500, "currency": "CNY"}}}'
+    )
     result = trigger("match", "--rules", str(EXAMPLE_RULES), str(event))
     assert result.returncode == 1
     assert "rule large-order-check: parameters.orderId: event orders/0/1" in result.stderr

@@ -219,3 +219,14 @@ def test_example_rules_are_valid() -> None:
 
     rules = load_rules([EXAMPLE_RULES])
     assert {r.kind for r in rules.rules} == {"oss", "kafka", "cron", "webhook"}
+
+
+def test_mounted_configmap_snapshot_is_not_read_twice(tmp_path: Path) -> None:
+    """A ConfigMap mount's hidden ..timestamp directory is skipped; its ..data root still works."""
+    snapshot = tmp_path / "..2025_01_01_00_00_00.1"
+    snapshot.mkdir()
+    (snapshot / "rules.yaml").write_text(GOOD)
+    (tmp_path / "..data").symlink_to(snapshot.name)
+    (tmp_path / "rules.yaml").symlink_to("..data/rules.yaml")
+    assert sorted(load_rules([tmp_path]).by_name) == ["ingest-csv"]
+    assert sorted(load_rules([tmp_path / "..data"]).by_name) == ["ingest-csv"]

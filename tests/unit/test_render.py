@@ -64,7 +64,11 @@ def test_workflow_shape(rules: RuleSet, valid_workflow: WorkflowChecker) -> None
     assert meta["namespace"] == "risk"
     assert "generateName" not in meta
     assert meta["name"].startswith("orders-") and len(meta["name"]) <= 63
-    assert meta["labels"] == {"team": "risk", "trigger.dev/rule": "orders", "trigger.dev/source": "kafka"}
+    assert meta["labels"] == {
+        "team": "risk",
+        "trigger.dev/rule": "orders",
+        "trigger.dev/source": "kafka",
+    }
     assert meta["annotations"]["trigger.dev/event-id"] == "orders/0/1"
     assert meta["annotations"]["trigger.dev/event-type"] == "kafka.message"
     assert meta["annotations"]["owner"] == "risk@example.com"

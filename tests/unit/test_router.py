@@ -83,7 +83,9 @@ def rules(write_rules: Callable[..., Path]) -> RuleSet:
     return load_rules([write_rules(RULES)])
 
 
-def oss(key: str, *, bucket: str = "raw", size: int = 10, kind: str = "ObjectCreated:PutObject") -> Event:
+def oss(
+    key: str, *, bucket: str = "raw", size: int = 10, kind: str = "ObjectCreated:PutObject"
+) -> Event:
     (event,) = decode_eventbridge(
         {
             "specversion": "1.0",
@@ -155,9 +157,30 @@ def test_expression_error_is_no_match(rules: RuleSet) -> None:
 def test_webhook_routing(rules: RuleSet) -> None:
     """Webhook events match by path, then pattern on the body."""
     at = datetime(2025, 1, 1, tzinfo=UTC)
-    opened = decode_webhook("/hooks/a", "POST", {"content-type": "application/json"}, {}, b'{"action": "opened"}', received=at)
-    closed = decode_webhook("/hooks/a", "POST", {"content-type": "application/json"}, {}, b'{"action": "closed"}', received=at)
-    elsewhere = decode_webhook("/hooks/b", "POST", {"content-type": "application/json"}, {}, b'{"action": "opened"}', received=at)
+    opened = decode_webhook(
+        "/hooks/a",
+        "POST",
+        {"content-type": "application/json"},
+        {},
+        b'{"action": "opened"}',
+        received=at,
+    )
+    closed = decode_webhook(
+        "/hooks/a",
+        "POST",
+        {"content-type": "application/json"},
+        {},
+        b'{"action": "closed"}',
+        received=at,
+    )
+    elsewhere = decode_webhook(
+        "/hooks/b",
+        "POST",
+        {"content-type": "application/json"},
+        {},
+        b'{"action": "opened"}',
+        received=at,
+    )
     assert names(rules, opened) == ["hook"]
     assert names(rules, closed) == []
     assert names(rules, elsewhere) == []
@@ -196,9 +219,40 @@ def test_candidates_do_not_grow_with_unrelated_rules(tmp_path: Path) -> None:
     """With 2,000 rules on other buckets and prefixes, an event meets only its own rules."""
     docs = []
     for i in range(1000):
-        docs.append(f"apiVersion: trigger/v1\nkind: Rule\nmetadata: {{name: b{i}}}\nspec:\n  source: {{oss: {{bucket: bucket-{i}}}}}\n  workflow: {{template: t}}\n")
-        docs.append(f"apiVersion: trigger/v1\nkind: Rule\nmetadata: {{name: p{i}}}\nspec:\n  source: {{oss: {{bucket: shared, key: {{prefix: p{i}/}}}}}}\n  workflow: {{template: t}}\n")
+        docs.append(
+            f"apiVersion: trigger/v1\nkind: Rule\nmetadata: {{name: b{i}}}\nspec:\n  source: {{oss: {{bucket: bucket-{i}}}}}\n  workflow: {{template: t}}\n"
+        )
+        docs.append(
+            f"apiVersion: trigger/v1\nkind: Rule\nmetadata: {{name: p{i}}}\nspec:\n  source: {{oss: {{bucket: shared, key: {{prefix: p{i}/}}}}}}\n  workflow: {{template: t}}\n"
+        )
     (tmp_path / "many.yaml").write_text("---\n".join(docs))
     rules = load_rules([tmp_path])
     assert [r.name for r in rules.candidates(oss("p7/x", bucket="shared"))] == ["p7"]
     assert [r.name for r in rules.candidates(oss("x", bucket="bucket-3"))] == ["b3"]
+
+
+def test_poll_rules_take_only_polled_events(write_rules: Callable[..., Path]) -> None:
+    """A rule with poll: takes only events its poller lists; push rules only pushed ones."""
+    text = (
+        RULES.split("---", maxsplit=1)[0]
+        + "---\n"
+        + (
+            "apiVersion: trigger/v1\nkind: Rule\nmetadata: {name: polled}\nspec:\n"
+            "  source: {oss: {bucket: raw, key: {prefix: in/}, poll: {endpoint: 'http://127.0.0.1:1', region: cn-hangzhou}}}\n"
+            "  workflow: {template: t}\n"
+        )
+    )
+    rules = load_rules([write_rules(text)])
+    pushed = oss("in/a.csv")
+    polled = Event(
+        pushed.id,
+        pushed.source,
+        pushed.type,
+        pushed.subject,
+        pushed.time,
+        pushed.data,
+        {**pushed.fields, "polled": True},
+    )
+    assert names(rules, pushed) == ["csv"]
+    assert names(rules, polled) == ["polled"]
+    assert "rule polls its bucket" in (rules.explain(rules.by_name["polled"], pushed) or "")

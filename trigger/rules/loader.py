@@ -36,8 +36,14 @@ def rule_files(paths: Iterable[str | FsPath]) -> list[FsPath]:
     for raw in paths:
         path = FsPath(raw)
         if path.is_dir():
+            # Hidden entries are skipped below the root: a mounted ConfigMap keeps every file
+            # twice, once in a hidden `..2025_01_01...` snapshot directory.
             found.extend(
-                p for p in sorted(path.rglob("*")) if p.suffix in RULE_SUFFIXES and p.is_file()
+                p
+                for p in sorted(path.rglob("*"))
+                if p.suffix in RULE_SUFFIXES
+                and not any(part.startswith(".") for part in p.relative_to(path).parts)
+                and p.is_file()
             )
         else:
             found.append(path)
@@ -78,6 +84,27 @@ class _Loader:
                 _DocumentCompiler(self, name, doc).compile()
         except YamlProblem as exc:
             self.problems.append(Problem(name, exc.line, exc.column, None, str(exc)))
+
+    def check_shared_paths(self) -> None:
+        """Rules that share a webhook path must authenticate it the same way."""
+        first: dict[str, Rule] = {}
+        for rule in self.rules:
+            if rule.kind != "webhook":
+                continue
+            other = first.setdefault(rule.webhook.path, rule)
+            if other is not rule and other.webhook.auth != rule.webhook.auth:
+                file, doc = self.seen[rule.name]
+                line, column = doc.where(("spec", "source", "webhook", "auth"))
+                self.problems.append(
+                    Problem(
+                        file,
+                        line,
+                        column,
+                        rule.name,
+                        f"source.webhook.auth differs from rule {other.name}, which shares "
+                        f"path {rule.webhook.path}: rules on one path share its authentication",
+                    )
+                )
 
 
 class _Failed(Exception):  # internal control flow: stop compiling one document

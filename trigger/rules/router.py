@@ -108,6 +108,10 @@ class RuleSet:
     def webhook_paths(self) -> set[str]:
         return set(self._webhook)
 
+    def candidates_for_path(self, path: str) -> list[Rule]:
+        """The webhook rules on `path`."""
+        return self._webhook.get(path, [])
+
     def candidates(self, event: Event, *, cluster: str = "default") -> list[Rule]:
         """The rules whose source kind and exact keys fit the event (index lookup only)."""
         fields = event.fields
@@ -115,10 +119,12 @@ class RuleSet:
             index = self._oss.get(fields.get("bucket", ""))
             if index is None:
                 return []
+            polled = bool(fields.get("polled"))  # a poll rule takes only what its poller lists
             return [
                 rule
                 for rule in index.candidates(fields.get("key", ""))
-                if rule.event_types is None or rule.event_types(event.type)
+                if (rule.oss.poll is not None) == polled
+                and (rule.event_types is None or rule.event_types(event.type))
             ]
         if event.source == "kafka":
             return self._kafka.get((cluster, fields.get("topic", "")), [])
@@ -199,6 +205,8 @@ def _explain_oss(rule: Rule, event: Event) -> str | None:
     fields = event.fields
     if fields.get("bucket") != rule.oss.bucket:
         return f"bucket {fields.get('bucket')!r} is not {rule.oss.bucket!r}"
+    if (rule.oss.poll is not None) != bool(fields.get("polled")):
+        return "rule polls its bucket; pushed events go to push rules (and vice versa)"
     if rule.event_types is not None and not rule.event_types(event.type):
         return f"event type {event.type!r} is not one of {rule.oss.events}"
     if rule.key_filter is not None and not rule.key_filter(fields.get("key")):

@@ -3,7 +3,7 @@
 Accepted: 5 fields (minute hour day-of-month month day-of-week), 6 fields with a leading
 seconds field (as Quartz and robfig/cron write them), and the macros `@hourly`, `@daily`,
 `@midnight`, `@weekly`, `@monthly`, `@yearly`, `@annually`. The arithmetic lives in
-trigger.sources.cron; this module only guarantees that what reaches it is valid.
+trigger.rules.cronmath; this module only guarantees that what reaches it is valid.
 """
 
 from __future__ import annotations

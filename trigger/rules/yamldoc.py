@@ -100,9 +100,7 @@ class _FastLoader(_Loader):
     """
 
     def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
-        if kind is ScalarNode and (
-            not implicit[0] or (value and value[0] not in _IMPLICIT_FIRST)
-        ):
+        if kind is ScalarNode and (not implicit[0] or (value and value[0] not in _IMPLICIT_FIRST)):
             return _STR  # quoted, or cannot be a number, boolean, null or timestamp
         return super().resolve(kind, value, implicit)  # type: ignore[no-untyped-call]
 

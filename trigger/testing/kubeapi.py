@@ -66,20 +66,35 @@ _KNOWN: Final = (
     ("", "v1", "namespaces", "Namespace"),
 )
 _KINDS: Final = {plural: kind for _, _, plural, kind in _KNOWN}
-_CLUSTER_SCOPED: Final = frozenset({"namespaces", "clusterworkflowtemplates", "nodes",
-                                    "persistentvolumes", "customresourcedefinitions"})
+_CLUSTER_SCOPED: Final = frozenset(
+    {
+        "namespaces",
+        "clusterworkflowtemplates",
+        "nodes",
+        "persistentvolumes",
+        "customresourcedefinitions",
+    }
+)
 # Built-in groups: updates without a resourceVersion are unconditional, deletes answer with a
 # Status, objects carry no generation. Everything else behaves like a custom resource.
 _BUILTIN_GROUPS: Final = frozenset({"", "coordination.k8s.io", "apps", "batch"})
-_SERVER_FIELDS: Final = ("name", "namespace", "uid", "creationTimestamp", "deletionTimestamp",
-                         "generation", "resourceVersion")
+_SERVER_FIELDS: Final = (
+    "name",
+    "namespace",
+    "uid",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "generation",
+    "resourceVersion",
+)
 _NAME_ALPHABET: Final = "bcdfghjklmnpqrstvwxz2456789"  # the real server's generateName alphabet
 _TRUE: Final = frozenset({"1", "t", "T", "true", "True", "TRUE"})  # Go's strconv.ParseBool
 _MERGE_PATCH: Final = "application/merge-patch+json"
 _JSON_PATCH: Final = "application/json-patch+json"
 _STRATEGIC_PATCH: Final = "application/strategic-merge-patch+json"
 _DNS_SUBDOMAIN: Final = re.compile(
-    r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+    r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+)
 _DNS_LABEL: Final = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _LABEL_PART: Final = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
 _LABEL_REQUIREMENT: Final = re.compile(
@@ -93,14 +108,27 @@ _FIELDS: Final = frozenset({"metadata.name", "metadata.namespace"})
 class ApiStatusError(Exception):
     """A request the emulated server refuses; `status` is the Status body it answers with."""
 
-    def __init__(self, code: int, message: str, *, reason: str | None = None,
-                 details: JSON | None = None, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        code: int,
+        message: str,
+        *,
+        reason: str | None = None,
+        details: JSON | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.headers = dict(headers or {})
-        self.status: JSON = {"kind": "Status", "apiVersion": "v1", "metadata": {},
-                             "status": "Failure", "message": message,
-                             "reason": reason or _REASONS.get(code, "Unknown"), "code": code}
+        self.status: JSON = {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": message,
+            "reason": reason or _REASONS.get(code, "Unknown"),
+            "code": code,
+        }
         if details:
             self.status["details"] = details
 
@@ -225,7 +253,7 @@ def parse_field_selector(text: str) -> _Selector:
         if found is None:
             raise ApiStatusError(400, f"invalid field selector: {part!r}")
         if found["key"] not in _FIELDS:
-            raise ApiStatusError(400, f'field label not supported: {found["key"]}')
+            raise ApiStatusError(400, f"field label not supported: {found['key']}")
         op = "notin" if found["op"] == "!=" else "in"
         requirements.append((found["key"], op, frozenset({found["value"]})))
     return tuple(requirements)
@@ -270,8 +298,9 @@ def merge_patch(target: Any, patch: Any) -> Any:
 
 
 def _patch_error(message: str) -> ApiStatusError:
-    return ApiStatusError(422, f"the server rejected our request due to an error in our "
-                               f"request: {message}")
+    return ApiStatusError(
+        422, f"the server rejected our request due to an error in our request: {message}"
+    )
 
 
 def _pointer(text: Any) -> list[str]:
@@ -363,16 +392,21 @@ def _apply_patch(rtype: _Type, content_type: str, current: JSON, body: Any) -> J
     if content_type == _JSON_PATCH:
         if not isinstance(body, list):
             raise ApiStatusError(
-                400, "json: cannot unmarshal object into Go value of type jsonpatch.Patch")
+                400, "json: cannot unmarshal object into Go value of type jsonpatch.Patch"
+            )
         return json_patch(current, body)
     if content_type == _MERGE_PATCH or (content_type == _STRATEGIC_PATCH and not rtype.custom):
         if not isinstance(body, dict):
-            raise ApiStatusError(400, "json: cannot unmarshal array into Go value of type "
-                                      "map[string]interface {}")
+            raise ApiStatusError(
+                400, "json: cannot unmarshal array into Go value of type map[string]interface {}"
+            )
         patched: JSON = merge_patch(current, body)
         return patched
-    raise ApiStatusError(415, "the body of the request was in an unknown format - accepted media "
-                              f"types include: {_JSON_PATCH}, {_MERGE_PATCH}")
+    raise ApiStatusError(
+        415,
+        "the body of the request was in an unknown format - accepted media "
+        f"types include: {_JSON_PATCH}, {_MERGE_PATCH}",
+    )
 
 
 # --- validation and Status builders -------------------------------------------------------
@@ -381,8 +415,12 @@ def _apply_patch(rtype: _Type, content_type: str, current: JSON, body: Any) -> J
 def _invalid(rtype: _Type, name: str, path: str, value: Any, why: str) -> ApiStatusError:
     cause = f"Invalid value: {json.dumps(value)}: {why}"
     kind = f"{rtype.kind}.{rtype.group}" if rtype.group else rtype.kind
-    details = {"name": name, "group": rtype.group, "kind": rtype.kind,
-               "causes": [{"reason": "FieldValueInvalid", "message": cause, "field": path}]}
+    details = {
+        "name": name,
+        "group": rtype.group,
+        "kind": rtype.kind,
+        "causes": [{"reason": "FieldValueInvalid", "message": cause, "field": path}],
+    }
     return ApiStatusError(422, f'{kind} "{name}" is invalid: {path}: {cause}', details=details)
 
 
@@ -392,8 +430,10 @@ def _label_problem(key: Any, value: Any) -> str | None:
         return "a label key prefix must be a lowercase RFC 1123 subdomain"
     if len(name) > 63 or not _LABEL_PART.fullmatch(name):
         return "a label key name must be 63 characters or less, alphanumeric, '-', '_' or '.'"
-    if not isinstance(value, str) or len(value) > 63 or not (
-        value == "" or _LABEL_PART.fullmatch(value)
+    if (
+        not isinstance(value, str)
+        or len(value) > 63
+        or not (value == "" or _LABEL_PART.fullmatch(value))
     ):
         return "a label value must be 63 characters or less, alphanumeric, '-', '_' or '.'"
     return None
@@ -403,9 +443,14 @@ def _validate(rtype: _Type, meta: JSON) -> None:
     name = meta["name"]
     pattern, limit = (_DNS_LABEL, 63) if rtype == _NAMESPACES else (_DNS_SUBDOMAIN, 253)
     if not isinstance(name, str) or len(name) > limit or not pattern.fullmatch(name):
-        raise _invalid(rtype, str(name), "metadata.name", name,
-                       "a lowercase RFC 1123 name must consist of lower case alphanumeric "
-                       "characters, '-' or '.', and start and end with an alphanumeric character")
+        raise _invalid(
+            rtype,
+            str(name),
+            "metadata.name",
+            name,
+            "a lowercase RFC 1123 name must consist of lower case alphanumeric "
+            "characters, '-' or '.', and start and end with an alphanumeric character",
+        )
     labels = meta.get("labels") or {}
     if not isinstance(labels, dict):
         raise ApiStatusError(400, "metadata.labels must be a map of strings")
@@ -420,27 +465,41 @@ def _not_found(rtype: _Type, name: str) -> ApiStatusError:
 
 
 def _conflict(rtype: _Type, name: str, why: str | None = None) -> ApiStatusError:
-    why = why or ("the object has been modified; please apply your changes to the latest "
-                  "version and try again")
-    return ApiStatusError(409, f'Operation cannot be fulfilled on {rtype.qualified} "{name}": '
-                               f"{why}", details=rtype.details(name))
+    why = why or (
+        "the object has been modified; please apply your changes to the latest "
+        "version and try again"
+    )
+    return ApiStatusError(
+        409,
+        f'Operation cannot be fulfilled on {rtype.qualified} "{name}": {why}',
+        details=rtype.details(name),
+    )
 
 
 def _success(rtype: _Type, obj: JSON) -> JSON:
     details = {**rtype.details(obj["metadata"]["name"]), "uid": obj["metadata"].get("uid")}
-    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
-            "details": details}
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Success",
+        "details": details,
+    }
 
 
 def _kind_of(rtype: _Type, body: JSON) -> str:
     """The object's kind, refusing a body whose apiVersion or kind contradicts the URL."""
     sent_version, kind = body.get("apiVersion"), body.get("kind") or rtype.kind
     if sent_version not in (None, "", rtype.api_version):
-        raise ApiStatusError(400, f"the API version in the data ({sent_version}) does not "
-                                  f"match the expected API version ({rtype.api_version})")
+        raise ApiStatusError(
+            400,
+            f"the API version in the data ({sent_version}) does not "
+            f"match the expected API version ({rtype.api_version})",
+        )
     if rtype.plural in _KINDS and kind != rtype.kind:
-        raise ApiStatusError(400, f"the kind in the data ({kind}) does not match the expected "
-                                  f"kind ({rtype.kind})")
+        raise ApiStatusError(
+            400, f"the kind in the data ({kind}) does not match the expected kind ({rtype.kind})"
+        )
     return str(kind)
 
 
@@ -494,8 +553,9 @@ class _Watcher:
 class _Store:
     """Objects, the global resourceVersion counter, a bounded change history and watchers."""
 
-    def __init__(self, namespaces: Iterable[str], history: int, clock: Clock,
-                 cluster_scoped: frozenset[str]) -> None:
+    def __init__(
+        self, namespaces: Iterable[str], history: int, clock: Clock, cluster_scoped: frozenset[str]
+    ) -> None:
         self.cluster_scoped = cluster_scoped
         self._clock = clock
         self._rv = 0
@@ -538,17 +598,24 @@ class _Store:
             raise _not_found(rtype, name)
         return found
 
-    def select(self, rtype: _Type, namespace: str | None, labels: _Selector = (),
-             fields: _Selector = ()) -> list[JSON]:
+    def select(
+        self, rtype: _Type, namespace: str | None, labels: _Selector = (), fields: _Selector = ()
+    ) -> list[JSON]:
         bucket = self._bucket(rtype)
-        return [bucket[k] for k in sorted(bucket)
-                if (namespace is None or k[0] == namespace)
-                and _object_matches(bucket[k], labels, fields)]
+        return [
+            bucket[k]
+            for k in sorted(bucket)
+            if (namespace is None or k[0] == namespace)
+            and _object_matches(bucket[k], labels, fields)
+        ]
 
     def require_namespace(self, namespace: str) -> None:
         if self.find(_NAMESPACES, None, namespace) is None:
-            raise ApiStatusError(404, f'namespaces "{namespace}" not found',
-                                 details={"name": namespace, "kind": "namespaces"})
+            raise ApiStatusError(
+                404,
+                f'namespaces "{namespace}" not found',
+                details={"name": namespace, "kind": "namespaces"},
+            )
 
     def _generate_name(self, rtype: _Type, namespace: str | None, meta: JSON) -> str:
         prefix = meta.get("generateName")
@@ -558,8 +625,9 @@ class _Store:
             name = prefix[:58] + "".join(secrets.choice(_NAME_ALPHABET) for _ in range(5))
             if self.find(rtype, namespace, name) is None:
                 return name
-        raise ApiStatusError(409, f'{rtype.qualified} "{prefix}" already exists',
-                             reason="AlreadyExists")
+        raise ApiStatusError(
+            409, f'{rtype.qualified} "{prefix}" already exists', reason="AlreadyExists"
+        )
 
     def create(self, rtype: _Type, namespace: str | None, body: JSON) -> JSON:
         """Store a new object the way the API server fills in its metadata."""
@@ -567,44 +635,76 @@ class _Store:
             self.require_namespace(namespace)
         meta = dict(body.get("metadata") or {})
         if namespace and meta.get("namespace") not in (None, "", namespace):
-            raise ApiStatusError(400, "the namespace of the provided object does not match "
-                                      "the namespace sent on the request")
+            raise ApiStatusError(
+                400,
+                "the namespace of the provided object does not match "
+                "the namespace sent on the request",
+            )
         meta["name"] = meta.get("name") or self._generate_name(rtype, namespace, meta)
         _validate(rtype, meta)
         if self.find(rtype, namespace, meta["name"]) is not None:
-            raise ApiStatusError(409, f'{rtype.qualified} "{meta["name"]}" already exists',
-                                 reason="AlreadyExists", details=rtype.details(meta["name"]))
+            raise ApiStatusError(
+                409,
+                f'{rtype.qualified} "{meta["name"]}" already exists',
+                reason="AlreadyExists",
+                details=rtype.details(meta["name"]),
+            )
         meta.pop("deletionTimestamp", None)
-        meta.update(uid=str(uuid.uuid4()), resourceVersion=self._next_rv(),
-                    creationTimestamp=self._timestamp())
+        meta.update(
+            uid=str(uuid.uuid4()),
+            resourceVersion=self._next_rv(),
+            creationTimestamp=self._timestamp(),
+        )
         if namespace:
             meta["namespace"] = namespace
         if rtype.custom:
             meta["generation"] = 1
-        obj = {**body, "apiVersion": rtype.api_version, "kind": _kind_of(rtype, body),
-               "metadata": meta}
+        obj = {
+            **body,
+            "apiVersion": rtype.api_version,
+            "kind": _kind_of(rtype, body),
+            "metadata": meta,
+        }
         if rtype == _NAMESPACES:
             obj.update(spec={"finalizers": ["kubernetes"]}, status={"phase": "Active"})
         self._bucket(rtype)[_key(obj)] = obj
         self._emit(rtype, "ADDED", obj, None)
         return obj
 
-    def replace(self, rtype: _Type, namespace: str | None, name: str, body: JSON, *,
-                status_only: bool = False) -> JSON:
+    def replace(
+        self,
+        rtype: _Type,
+        namespace: str | None,
+        name: str,
+        body: JSON,
+        *,
+        status_only: bool = False,
+    ) -> JSON:
         """PUT: optimistic concurrency on metadata.resourceVersion, then commit."""
         current = self.get(rtype, namespace, name)
         meta = body.get("metadata") or {}
         if meta.get("name") not in (None, name):
-            raise ApiStatusError(400, f"the name of the object ({meta.get('name')}) does not "
-                                      f"match the name on the URL ({name})")
+            raise ApiStatusError(
+                400,
+                f"the name of the object ({meta.get('name')}) does not "
+                f"match the name on the URL ({name})",
+            )
         sent = meta.get("resourceVersion")
         if not sent and rtype.custom:
-            raise _invalid(rtype, name, "metadata.resourceVersion", 0,
-                           "must be specified for an update")
+            raise _invalid(
+                rtype, name, "metadata.resourceVersion", 0, "must be specified for an update"
+            )
         return self.commit(rtype, current, body, status_only=status_only, sent_rv=sent)
 
-    def commit(self, rtype: _Type, current: JSON, new: JSON, *, status_only: bool = False,
-               sent_rv: str | None = None) -> JSON:
+    def commit(
+        self,
+        rtype: _Type,
+        current: JSON,
+        new: JSON,
+        *,
+        status_only: bool = False,
+        sent_rv: str | None = None,
+    ) -> JSON:
         """Write an updated object: server fields kept, generation and resourceVersion bumped."""
         old_meta = current["metadata"]
         if sent_rv and sent_rv != old_meta["resourceVersion"]:
@@ -612,8 +712,12 @@ class _Store:
         new = _with_status_of(current, new) if status_only else new
         meta = {k: v for k, v in (new.get("metadata") or {}).items() if k not in _SERVER_FIELDS}
         meta.update({k: old_meta[k] for k in _SERVER_FIELDS if k in old_meta})
-        new = {**new, "apiVersion": current["apiVersion"], "kind": current["kind"],
-               "metadata": meta}
+        new = {
+            **new,
+            "apiVersion": current["apiVersion"],
+            "kind": current["kind"],
+            "metadata": meta,
+        }
         _validate(rtype, meta)
         if new == current:
             return current  # a no-op write neither bumps resourceVersion nor notifies watchers
@@ -626,8 +730,9 @@ class _Store:
         self._emit(rtype, "MODIFIED", new, current)
         return new
 
-    def delete(self, rtype: _Type, namespace: str | None, name: str,
-               preconditions: JSON | None = None) -> tuple[JSON, bool]:
+    def delete(
+        self, rtype: _Type, namespace: str | None, name: str, preconditions: JSON | None = None
+    ) -> tuple[JSON, bool]:
         """Delete now, or mark for deletion while finalizers remain; True when gone."""
         current = self.get(rtype, namespace, name)
         meta = current["metadata"]
@@ -635,13 +740,23 @@ class _Store:
             wanted = (preconditions or {}).get(field_name)
             if wanted and wanted != meta.get(field_name):
                 held = meta.get(field_name)
-                raise _conflict(rtype, name, f"Precondition failed: {label} in precondition: "
-                                             f"{wanted}, {label} in object meta: {held}")
+                raise _conflict(
+                    rtype,
+                    name,
+                    f"Precondition failed: {label} in precondition: "
+                    f"{wanted}, {label} in object meta: {held}",
+                )
         if meta.get("finalizers"):
             if meta.get("deletionTimestamp"):
                 return current, False
-            marked = {**current, "metadata": {**meta, "deletionTimestamp": self._timestamp(),
-                                              "resourceVersion": self._next_rv()}}
+            marked = {
+                **current,
+                "metadata": {
+                    **meta,
+                    "deletionTimestamp": self._timestamp(),
+                    "resourceVersion": self._next_rv(),
+                },
+            }
             self._bucket(rtype)[_key(marked)] = marked
             self._emit(rtype, "MODIFIED", marked, current)
             return marked, False
@@ -663,16 +778,21 @@ class _Store:
         """Register a watcher and return what it must see before live changes."""
         if since in (None, "", "0"):
             current = self.select(watcher.rtype, watcher.namespace)
-            initial = [_Change(int(o["metadata"]["resourceVersion"]), watcher.rtype, "ADDED",
-                               o, None) for o in current]
+            initial = [
+                _Change(int(o["metadata"]["resourceVersion"]), watcher.rtype, "ADDED", o, None)
+                for o in current
+            ]
         else:
             try:
                 start = int(since or "")
             except ValueError:
                 raise ApiStatusError(400, f"invalid resource version {since!r}") from None
             if start < self._expired_rv:
-                raise ApiStatusError(410, f"too old resource version: {start} "
-                                          f"({self._expired_rv + 1})", reason="Expired")
+                raise ApiStatusError(
+                    410,
+                    f"too old resource version: {start} ({self._expired_rv + 1})",
+                    reason="Expired",
+                )
             initial = [c for c in self._history if c.rv > start and c.rtype == watcher.rtype]
         self._watchers.setdefault(watcher.rtype, set()).add(watcher)
         self._announce_watchers()
@@ -731,10 +851,15 @@ class Injection:
         return ApiStatusError(self.status, message, headers=headers)
 
 
-def _json_response(body: Any, status: int = 200,
-                   headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(body=json.dumps(body, separators=(",", ":")).encode(), status=status,
-                        headers=headers, content_type="application/json")
+def _json_response(
+    body: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        body=json.dumps(body, separators=(",", ":")).encode(),
+        status=status,
+        headers=headers,
+        content_type="application/json",
+    )
 
 
 async def _read_json(request: web.Request, *, optional: bool = False) -> Any:
@@ -758,8 +883,9 @@ def _encode_continue(rv: str, key: tuple[str, str]) -> str:
     return base64.urlsafe_b64encode(raw).decode()
 
 
-def _paginate(items: list[JSON], limit_text: str | None, token: str | None,
-              rv: str) -> tuple[list[JSON], JSON]:
+def _paginate(
+    items: list[JSON], limit_text: str | None, token: str | None, rv: str
+) -> tuple[list[JSON], JSON]:
     meta: JSON = {"resourceVersion": rv}
     if token:
         try:
@@ -785,26 +911,39 @@ _Handler = Callable[[web.Request, _Ref], Awaitable[web.StreamResponse]]
 class KubeEmulator:
     """An in-process Kubernetes API server on a loopback port, for tests."""
 
-    def __init__(self, namespaces: Iterable[str] = ("default",), *, token: str | None = None,
-                 host: str = "127.0.0.1", port: int = 0, history: int = 1000,
-                 cluster_scoped: Iterable[str] = (), bookmark_interval: float = 1.0,
-                 clock: Clock = _now_utc) -> None:
+    def __init__(
+        self,
+        namespaces: Iterable[str] = ("default",),
+        *,
+        token: str | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        history: int = 1000,
+        cluster_scoped: Iterable[str] = (),
+        bookmark_interval: float = 1.0,
+        clock: Clock = _now_utc,
+    ) -> None:
         self.token = token
         self.requests: list[tuple[str, str, str]] = []
         self._namespaces = list(namespaces)
-        self._store = _Store(self._namespaces, history, clock,
-                             _CLUSTER_SCOPED | frozenset(cluster_scoped))
+        self._store = _Store(
+            self._namespaces, history, clock, _CLUSTER_SCOPED | frozenset(cluster_scoped)
+        )
         self._host, self._port = host, port
         self._bookmark_interval = bookmark_interval
         self._injections: list[Injection] = []
         self._runner: web.AppRunner | None = None
         self._url: str | None = None
         self._verbs: dict[tuple[str, str], _Handler] = {
-            ("GET", "collection"): self._list, ("POST", "collection"): self._create,
+            ("GET", "collection"): self._list,
+            ("POST", "collection"): self._create,
             ("DELETE", "collection"): self._delete_collection,
-            ("GET", "object"): self._get, ("PUT", "object"): self._replace,
-            ("PATCH", "object"): self._patch, ("DELETE", "object"): self._delete,
-            ("GET", "status"): self._get, ("PUT", "status"): self._replace,
+            ("GET", "object"): self._get,
+            ("PUT", "object"): self._replace,
+            ("PATCH", "object"): self._patch,
+            ("DELETE", "object"): self._delete,
+            ("GET", "status"): self._get,
+            ("PUT", "status"): self._replace,
             ("PATCH", "status"): self._patch,
         }
         self._discovery = self._discovery_documents()
@@ -830,8 +969,12 @@ class KubeEmulator:
         await self.start()
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         await self.stop()
 
     @property
@@ -854,21 +997,36 @@ class KubeEmulator:
     def kubeconfig(self, path: str | Path, *, token: str | None = None) -> Path:
         """Write a kubeconfig for this emulator (for a daemon running as a subprocess)."""
         token = token if token is not None else self.token
-        context = {"cluster": "emulator", "user": "emulator",
-                   "namespace": (self._namespaces or ["default"])[0]}
-        doc = {"apiVersion": "v1", "kind": "Config", "current-context": "emulator",
-               "clusters": [{"name": "emulator", "cluster": {"server": self.url}}],
-               "users": [{"name": "emulator", "user": {"token": token} if token else {}}],
-               "contexts": [{"name": "emulator", "context": context}], "preferences": {}}
+        context = {
+            "cluster": "emulator",
+            "user": "emulator",
+            "namespace": (self._namespaces or ["default"])[0],
+        }
+        doc = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "current-context": "emulator",
+            "clusters": [{"name": "emulator", "cluster": {"server": self.url}}],
+            "users": [{"name": "emulator", "user": {"token": token} if token else {}}],
+            "contexts": [{"name": "emulator", "context": context}],
+            "preferences": {},
+        }
         target = Path(path)
         target.write_text(yaml.safe_dump(doc, sort_keys=False))
         return target
 
     # test controls and introspection
 
-    def inject(self, status: int, *, count: int = 1, method: str | None = None,
-               path_contains: str | None = None, retry_after: int | None = None,
-               body_message: str | None = None) -> Injection:
+    def inject(
+        self,
+        status: int,
+        *,
+        count: int = 1,
+        method: str | None = None,
+        path_contains: str | None = None,
+        retry_after: int | None = None,
+        body_message: str | None = None,
+    ) -> Injection:
         """Fail the next `count` requests matching method and a substring of path?query.
 
         The failure is answered before any state change, as a Status body with
@@ -880,17 +1038,22 @@ class KubeEmulator:
 
     def count(self, *, method: str | None = None, path_contains: str | None = None) -> int:
         """How many requests matched the method and a substring of path?query."""
-        return sum(1 for m, path, query in self.requests
-                   if (method is None or m == method.upper())
-                   and (path_contains is None or path_contains in f"{path}?{query}"))
+        return sum(
+            1
+            for m, path, query in self.requests
+            if (method is None or m == method.upper())
+            and (path_contains is None or path_contains in f"{path}?{query}")
+        )
 
-    def objects(self, group: str, version: str, plural: str,
-                namespace: str | None = None) -> list[JSON]:
+    def objects(
+        self, group: str, version: str, plural: str, namespace: str | None = None
+    ) -> list[JSON]:
         """Copies of the stored objects, sorted by namespace and name."""
         return copy.deepcopy(self._store.select(_Type(group, version, plural), namespace))
 
-    def get_object(self, group: str, version: str, plural: str, name: str,
-                   namespace: str | None = None) -> JSON | None:
+    def get_object(
+        self, group: str, version: str, plural: str, name: str, namespace: str | None = None
+    ) -> JSON | None:
         found = self._store.find(_Type(group, version, plural), namespace, name)
         return copy.deepcopy(found)
 
@@ -905,16 +1068,25 @@ class KubeEmulator:
             return copy.deepcopy(self._store.create(rtype, namespace, body))
         return copy.deepcopy(self._store.commit(rtype, current, body))
 
-    def set_status(self, group: str, version: str, plural: str, name: str, status: JSON, *,
-                   namespace: str | None = None) -> JSON:
+    def set_status(
+        self,
+        group: str,
+        version: str,
+        plural: str,
+        name: str,
+        status: JSON,
+        *,
+        namespace: str | None = None,
+    ) -> JSON:
         """Replace an object's status, as a controller would."""
         rtype = _Type(group, version, plural)
         current = self._store.get(rtype, namespace, name)
         new = {**current, "status": copy.deepcopy(status)}
         return copy.deepcopy(self._store.commit(rtype, current, new, status_only=True))
 
-    def delete_object(self, group: str, version: str, plural: str, name: str,
-                      namespace: str | None = None) -> None:
+    def delete_object(
+        self, group: str, version: str, plural: str, name: str, namespace: str | None = None
+    ) -> None:
         self._store.delete(_Type(group, version, plural), namespace, name)
 
     def add_namespace(self, name: str) -> None:
@@ -963,30 +1135,53 @@ class KubeEmulator:
             raise ApiStatusError(404, "the server could not find the requested resource")
         handler = self._verbs.get((request.method, ref.shape))
         if handler is None or (ref.all_namespaces and request.method != "GET"):
-            raise ApiStatusError(405, "the server does not allow this method on the requested "
-                                      "resource")
+            raise ApiStatusError(
+                405, "the server does not allow this method on the requested resource"
+            )
         return await handler(request, ref)
 
     def _discovery_documents(self) -> dict[str, JSON]:
         groups = sorted({(g, v) for g, v, _, _ in _KNOWN if g})
         documents: dict[str, JSON] = {
-            "/version": {"major": "1", "minor": "30", "gitVersion": "v1.30.0-emulator",
-                         "platform": "linux/amd64"},
+            "/version": {
+                "major": "1",
+                "minor": "30",
+                "gitVersion": "v1.30.0-emulator",
+                "platform": "linux/amd64",
+            },
             "/api": {"kind": "APIVersions", "versions": ["v1"]},
-            "/apis": {"kind": "APIGroupList", "apiVersion": "v1", "groups": [
-                {"name": g, "versions": [{"groupVersion": f"{g}/{v}", "version": v}],
-                 "preferredVersion": {"groupVersion": f"{g}/{v}", "version": v}}
-                for g, v in groups]},
+            "/apis": {
+                "kind": "APIGroupList",
+                "apiVersion": "v1",
+                "groups": [
+                    {
+                        "name": g,
+                        "versions": [{"groupVersion": f"{g}/{v}", "version": v}],
+                        "preferredVersion": {"groupVersion": f"{g}/{v}", "version": v},
+                    }
+                    for g, v in groups
+                ],
+            },
         }
         verbs = ["create", "delete", "get", "list", "patch", "update", "watch"]
         for group, version in [("", "v1"), *groups]:
             api_version = _Type(group, version, "").api_version
-            resources = [{"name": p, "namespaced": p not in self._store.cluster_scoped,
-                          "kind": k, "verbs": verbs}
-                         for g, v, p, k in _KNOWN if (g, v) == (group, version)]
+            resources = [
+                {
+                    "name": p,
+                    "namespaced": p not in self._store.cluster_scoped,
+                    "kind": k,
+                    "verbs": verbs,
+                }
+                for g, v, p, k in _KNOWN
+                if (g, v) == (group, version)
+            ]
             documents["/api/v1" if not group else f"/apis/{api_version}"] = {
-                "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": api_version,
-                "resources": resources}
+                "kind": "APIResourceList",
+                "apiVersion": "v1",
+                "groupVersion": api_version,
+                "resources": resources,
+            }
         return documents
 
     async def _get(self, request: web.Request, ref: _Ref) -> web.StreamResponse:
@@ -998,8 +1193,9 @@ class KubeEmulator:
 
     async def _replace(self, request: web.Request, ref: _Ref) -> web.StreamResponse:
         body = _require_object(await _read_json(request))
-        obj = self._store.replace(ref.rtype, ref.namespace, ref.name or "", body,
-                                  status_only=ref.sub == "status")
+        obj = self._store.replace(
+            ref.rtype, ref.namespace, ref.name or "", body, status_only=ref.sub == "status"
+        )
         return _json_response(obj)
 
     async def _patch(self, request: web.Request, ref: _Ref) -> web.StreamResponse:
@@ -1007,8 +1203,9 @@ class KubeEmulator:
         current = self._store.get(ref.rtype, ref.namespace, ref.name or "")
         patched = _apply_patch(ref.rtype, request.content_type, current, body)
         sent_rv = (patched.get("metadata") or {}).get("resourceVersion")
-        obj = self._store.commit(ref.rtype, current, patched, status_only=ref.sub == "status",
-                                 sent_rv=sent_rv)
+        obj = self._store.commit(
+            ref.rtype, current, patched, status_only=ref.sub == "status", sent_rv=sent_rv
+        )
         return _json_response(obj)
 
     async def _delete(self, request: web.Request, ref: _Ref) -> web.StreamResponse:
@@ -1025,8 +1222,12 @@ class KubeEmulator:
         return _json_response(self._list_body(ref.rtype, deleted, {}))
 
     def _list_body(self, rtype: _Type, items: list[JSON], meta: JSON) -> JSON:
-        return {"kind": f"{rtype.kind}List", "apiVersion": rtype.api_version,
-                "metadata": meta, "items": items}
+        return {
+            "kind": f"{rtype.kind}List",
+            "apiVersion": rtype.api_version,
+            "metadata": meta,
+            "items": items,
+        }
 
     async def _list(self, request: web.Request, ref: _Ref) -> web.StreamResponse:
         query = request.query
@@ -1036,8 +1237,9 @@ class KubeEmulator:
         if query.get("watch", "") in _TRUE:
             return await self._watch(request, watcher)
         items = self._store.select(ref.rtype, ref.namespace, labels, fields)
-        page, meta = _paginate(items, query.get("limit"), query.get("continue"),
-                               self._store.resource_version)
+        page, meta = _paginate(
+            items, query.get("limit"), query.get("continue"), self._store.resource_version
+        )
         return _json_response(self._list_body(ref.rtype, page, meta))
 
     # watch streaming
@@ -1070,8 +1272,14 @@ class KubeEmulator:
             self._store.unsubscribe(watcher)
         return await self._finish(response)
 
-    async def _stream(self, request: web.Request, response: web.StreamResponse,
-                      watcher: _Watcher, initial: list[_Change], bookmarks: bool) -> None:
+    async def _stream(
+        self,
+        request: web.Request,
+        response: web.StreamResponse,
+        watcher: _Watcher,
+        initial: list[_Change],
+        bookmarks: bool,
+    ) -> None:
         for replayed in initial:
             await self._send(response, watcher, replayed)
         while True:
@@ -1084,16 +1292,18 @@ class KubeEmulator:
                     return
                 if bookmarks:
                     meta = {"resourceVersion": self._store.resource_version}
-                    bookmark = {"kind": watcher.rtype.kind,
-                                "apiVersion": watcher.rtype.api_version, "metadata": meta}
+                    bookmark = {
+                        "kind": watcher.rtype.kind,
+                        "apiVersion": watcher.rtype.api_version,
+                        "metadata": meta,
+                    }
                     await self._write_event(response, "BOOKMARK", bookmark)
                 continue
             if change is None:
                 return
             await self._send(response, watcher, change)
 
-    async def _send(self, response: web.StreamResponse, watcher: _Watcher,
-                    change: _Change) -> None:
+    async def _send(self, response: web.StreamResponse, watcher: _Watcher, change: _Change) -> None:
         event = watcher.translate(change)
         if event is not None:
             await self._write_event(response, *event)
@@ -1127,8 +1337,10 @@ async def _serve(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Serve the emulator until SIGTERM or SIGINT."""
-    parser = argparse.ArgumentParser(prog="python -m trigger.testing.kubeapi",
-                                     description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        prog="python -m trigger.testing.kubeapi",
+        description=__doc__.splitlines()[0] if __doc__ else None,
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--namespaces", default="default", help="comma-separated")

@@ -1,0 +1,316 @@
+"""Benchmark: Kafka → `trigger run` (a subprocess) → sinks, on one tansu broker.
+
+(a) Workflows/s from Kafka through the daemon into the Kubernetes API emulator (a
+    subprocess), against a bare kubernetes_asyncio create loop into the same emulator at
+    the same concurrency (the daemon's `submit.max_in_flight`), and their ratio (target
+    ≥ 0.7). The daemon's client-side limiter is set out of reach, as in sink_kubernetes.
+(b) Workflows/s from Kafka to the local sink (target ≥ 5,000/s).
+(c) The daemon's RSS when ready, after a warm-up, and after N messages (target: flat
+    within 10 % after the warm-up), with the stdout sink sent to /dev/null so the figure
+    is the daemon's and not the disk's.
+
+Rates are measured inside the daemon's steady state: messages are produced before it
+starts, and the clock runs from its first created Workflow to its last (read from its
+/metrics), so start-up and the group join are not counted.
+
+Run: .venv/bin/python -m tests.bench.kafka [--local N] [--kube N] [--rss N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+from aiokafka import AIOKafkaProducer
+from prometheus_client.parser import text_string_to_metric_families
+
+from trigger.testing.kafka import KafkaBroker, free_port
+
+RESULTS = Path(__file__).parent / "results"
+IN_FLIGHT = 16
+PARTITIONS = 3
+TEMPLATE = {
+    "apiVersion": "argoproj.io/v1alpha1", "kind": "WorkflowTemplate",
+    "metadata": {"name": "process", "namespace": "default"},
+    "spec": {"entrypoint": "main", "arguments": {"parameters": [{"name": "n"}, {"name": "key"}]},
+             "templates": [{"name": "main", "container": {"image": "busybox"}}]},
+}  # fmt: skip
+
+
+def rule(topic: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "trigger/v1", "kind": "Rule", "metadata": {"name": f"bench-{topic}"},
+        "spec": {"source": {"kafka": {"topics": [topic]}},
+                 "workflow": {"template": "process", "namespace": "default",
+                              "generateName": f"{topic}-",
+                              "parameters": {"n": "{{ event.value.n }}", "key": "{{ event.key }}"}}},
+    }  # fmt: skip
+
+
+async def produce(bootstrap: str, topic: str, count: int, start: int = 0) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=256 * 1024)
+    await producer.start()
+    try:
+        for chunk in _chunks(range(start, start + count), 5000):
+            sent = [
+                await producer.send(topic, json.dumps({"n": i, "kind": "order"}).encode(),
+                                    key=f"k{i}".encode(), partition=i % PARTITIONS)
+                for i in chunk
+            ]  # fmt: skip
+            await asyncio.gather(*sent)
+    finally:
+        await producer.stop()
+
+
+def _chunks(items: range, size: int) -> Iterator[range]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class Daemon:
+    """`trigger run` on one topic with its own group, config and directory."""
+
+    def __init__(self, work: Path, bootstrap: str, topic: str, sink: str,
+                 env: dict[str, str] | None = None) -> None:  # fmt: skip
+        self.work, self.port = work, free_port()
+        work.mkdir(parents=True, exist_ok=True)
+        (work / "rules.yaml").write_text(yaml.safe_dump(rule(topic)))
+        cluster = {"bootstrap_servers": bootstrap, "group": f"bench-{topic}",
+                   "auto_offset_reset": "earliest", "session_timeout": "2s",
+                   "heartbeat_interval": "300ms"}  # fmt: skip
+        config = {"kafka": {"clusters": {"default": cluster}},
+                  "submit": {"max_in_flight": IN_FLIGHT}, "log": {"level": "warning"}}  # fmt: skip
+        (work / "config.yaml").write_text(yaml.safe_dump(config))
+        command = [sys.executable, "-m", "trigger.cli", "run", "--config", str(work / "config.yaml"),
+                   "--rules", str(work / "rules.yaml"), "--sink", sink,
+                   "--listen", f"127.0.0.1:{self.port}", "--state", f"file:{work / 'state.json'}",
+                   "--dead-letter", f"file:{work / 'dead.jsonl'}"]  # fmt: skip
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("TRIGGER_")}
+        environ.update({"TRIGGER_LOG__FORMAT": "json", **(env or {})})
+        self.log = (work / "daemon.log").open("wb")
+        self.process = subprocess.Popen(
+            command, cwd=work, env=environ, stdout=subprocess.DEVNULL, stderr=self.log
+        )
+
+    def metric(self, name: str, **labels: str) -> float:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+        return sum(
+            s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+        )
+
+    def created(self) -> float:
+        try:
+            return self.metric("trigger_workflows_total", outcome="created")
+        except OSError:
+            return -1.0
+
+    def rss_mb(self) -> float:
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        line = next(x for x in status.splitlines() if x.startswith("VmRSS:"))
+        return int(line.split()[1]) / 1024
+
+    async def wait_created(self, count: int, within: float = 900.0) -> tuple[float, float]:
+        """Times of the first created Workflow and of the `count`-th (monotonic seconds)."""
+        first = None
+        end = time.monotonic() + within
+        while time.monotonic() < end:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"daemon exited: see {self.work / 'daemon.log'}")
+            done = await asyncio.to_thread(self.created)
+            now = time.monotonic()
+            if first is None and done > 0:
+                first = now
+            if done >= count:
+                assert first is not None
+                return first, now
+            await asyncio.sleep(0.1)  # polling /metrics costs the daemon CPU: not too often
+        raise TimeoutError(f"{count} workflows not created in {within}s")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        self.log.close()
+
+
+async def rate_through(daemon: Daemon, count: int) -> float:
+    first, last = await daemon.wait_created(count)
+    # Both ends are seen by polling, so each may be up to one interval late; over thousands
+    # of messages that error is small and falls on both ends alike.
+    return (count - 1) / max(last - first, 1e-6)
+
+
+def start_emulator() -> tuple[subprocess.Popen[str], str]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "trigger.testing.kubeapi", "--port", "0", "--namespaces", "default"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert process.stdout is not None
+    line = process.stdout.readline().strip()
+    if not line.startswith("READY "):
+        process.kill()
+        raise RuntimeError(f"emulator did not start: {line!r}")
+    return process, line.split()[1]
+
+
+async def bare_rate(url: str, count: int) -> float:
+    """A bare kubernetes_asyncio create loop, IN_FLIGHT workers."""
+    from kubernetes_asyncio import client
+
+    config = client.Configuration(host=url)
+    config.connection_pool_maxsize = 64
+    api = client.ApiClient(config)
+    custom = client.CustomObjectsApi(api)
+    names = (f"bare-{i:07d}" for i in itertools.count())
+
+    async def worker() -> None:
+        for name in names:
+            if int(name[5:]) >= count:
+                return
+            body = {"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow",
+                    "metadata": {"name": name, "namespace": "default",
+                                 "labels": {"trigger.dev/rule": "bench"}},
+                    "spec": {"workflowTemplateRef": {"name": "process"},
+                             "arguments": {"parameters": [{"name": "n", "value": name}]}}}  # fmt: skip
+            await custom.create_namespaced_custom_object(
+                "argoproj.io", "v1alpha1", "default", "workflows", body, _request_timeout=10
+            )
+
+    try:
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(IN_FLIGHT)))
+        return count / (time.perf_counter() - started)
+    finally:
+        await api.close()
+
+
+async def kube_side(broker: KafkaBroker, work: Path, count: int) -> dict[str, Any]:
+    process, url = start_emulator()
+    try:
+        from kubernetes_asyncio import client
+
+        api = client.ApiClient(client.Configuration(host=url))
+        await client.CustomObjectsApi(api).create_namespaced_custom_object(
+            "argoproj.io", "v1alpha1", "default", "workflowtemplates", TEMPLATE
+        )
+        await api.close()
+        kubeconfig = work / "kubeconfig"
+        kubeconfig.write_text(yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config", "current-context": "e",
+            "clusters": [{"name": "e", "cluster": {"server": url}}],
+            "users": [{"name": "e", "user": {}}],
+            "contexts": [{"name": "e", "context": {"cluster": "e", "user": "e"}}]}))  # fmt: skip
+        await broker.create_topics({"kube": PARTITIONS})
+        await produce(broker.bootstrap, "kube", count)
+        env = {"TRIGGER_KUBERNETES__KUBECONFIG": str(kubeconfig),
+               "TRIGGER_KUBERNETES__QPS": "1000000", "TRIGGER_KUBERNETES__BURST": "100000"}  # fmt: skip
+        daemon = Daemon(work / "kube", broker.bootstrap, "kube", "kubernetes", env)
+        try:
+            daemon_rate = await rate_through(daemon, count)
+        finally:
+            daemon.stop()
+        bare = await bare_rate(url, count)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=10)
+    return {"messages": count, "in_flight": IN_FLIGHT,
+            "daemon_workflows_per_s": round(daemon_rate, 1),
+            "bare_creates_per_s": round(bare, 1), "ratio": round(daemon_rate / bare, 3),
+            "target_ratio": 0.7}  # fmt: skip
+
+
+async def local_side(broker: KafkaBroker, work: Path, count: int) -> dict[str, Any]:
+    await broker.create_topics({"local": PARTITIONS})
+    await produce(broker.bootstrap, "local", count)
+    daemon = Daemon(work / "local", broker.bootstrap, "local", f"local:{work / 'local' / 'wf'}")
+    try:
+        rate = await rate_through(daemon, count)
+    finally:
+        daemon.stop()
+    return {"messages": count, "workflows_per_s": round(rate, 1), "target_per_s": 5000}
+
+
+async def rss_side(broker: KafkaBroker, work: Path, count: int) -> dict[str, Any]:
+    warm = min(20_000, count // 10)
+    await broker.create_topics({"rss": PARTITIONS})
+    daemon = Daemon(work / "rss", broker.bootstrap, "rss", "stdout")
+    try:
+        ready_at = time.monotonic()
+        while daemon.created() < 0:  # the HTTP server is up
+            await asyncio.sleep(0.05)
+            if time.monotonic() - ready_at > 60:
+                raise TimeoutError("daemon did not start")
+        start_rss = daemon.rss_mb()
+        await produce(broker.bootstrap, "rss", warm)
+        await daemon.wait_created(warm)
+        warm_rss = daemon.rss_mb()
+        samples = []
+        for done in range(warm, count, 50_000):
+            step = min(50_000, count - done)
+            await produce(broker.bootstrap, "rss", step, start=done)
+            await daemon.wait_created(done + step)
+            samples.append((done + step, round(daemon.rss_mb(), 1)))
+        end_rss = daemon.rss_mb()
+    finally:
+        daemon.stop()
+    growth = (end_rss - warm_rss) / warm_rss
+    return {"messages": count, "warm_up_messages": warm, "rss_mb_ready": round(start_rss, 1),
+            "rss_mb_after_warm_up": round(warm_rss, 1), "rss_mb_end": round(end_rss, 1),
+            "samples": samples, "growth_after_warm_up": round(growth, 3),
+            "target_growth": 0.10}  # fmt: skip
+
+
+async def measure(args: argparse.Namespace) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="bench-kafka-") as tmp:
+        work = Path(tmp)
+        async with KafkaBroker() as broker:
+            return {
+                "kubernetes": await kube_side(broker, work, args.kube),
+                "local": await local_side(broker, work, args.local),
+                "rss": await rss_side(broker, work, args.rss),
+            }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.bench.kafka")
+    parser.add_argument("--kube", type=int, default=3000, help="messages for (a)")
+    parser.add_argument("--local", type=int, default=20000, help="messages for (b)")
+    parser.add_argument("--rss", type=int, default=200_000, help="messages for (c)")
+    figures = asyncio.run(measure(parser.parse_args()))
+    figures["python"] = sys.version.split()[0]
+    k, local, rss = figures["kubernetes"], figures["local"], figures["rss"]
+    print(f"(a) Kafka -> daemon -> kube emulator: {k['daemon_workflows_per_s']:8.1f} workflows/s")
+    print(f"    bare kubernetes_asyncio loop:     {k['bare_creates_per_s']:8.1f} creates/s")
+    print(f"    ratio daemon / bare:              {k['ratio']:8.3f}  (target >= 0.7)")
+    print(f"(b) Kafka -> daemon -> local sink:    {local['workflows_per_s']:8.1f} workflows/s"
+          "  (target >= 5000)")  # fmt: skip
+    print(f"(c) RSS ready {rss['rss_mb_ready']} MB, after {rss['warm_up_messages']} messages "
+          f"{rss['rss_mb_after_warm_up']} MB, after {rss['messages']} {rss['rss_mb_end']} MB "
+          f"(growth {rss['growth_after_warm_up']:+.1%}, target within 10%)")  # fmt: skip
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "kafka.json").write_text(json.dumps(figures, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

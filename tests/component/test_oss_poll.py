@@ -1,0 +1,405 @@
+"""The OSS poller against the OSS server emulator with the real oss2 client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import oss2
+import pytest
+import yaml
+
+from tests.daemon import running, wait_for
+from trigger.rules.loader import load_rules
+from trigger.runtime.metrics import Metrics
+from trigger.runtime.pipeline import MetricsHooks, Pipeline
+from trigger.runtime.state import FileStateStore
+from trigger.settings import Settings
+from trigger.sources.base import SourceContext
+from trigger.sources.oss_poll import (
+    BucketPoller,
+    Checkpoint,
+    OssPollError,
+    OssPollSource,
+    poll_groups,
+)
+from trigger.submit.clock import VirtualClock
+from trigger.submit.deadletter import FileDeadLetterSink
+from trigger.submit.local import LocalSink
+from trigger.submit.submitter import Submitter
+from trigger.testing.ossserver import OssServer
+
+AK, SK = "AKIDTEST", "SKTEST"
+BUCKET = "raw-data"
+OLD = datetime(2024, 6, 1, tzinfo=UTC)  # long before any scan: outside the lookback window
+DEADLINE = 60.0
+
+
+def rule_yaml(
+    endpoint: str, *, name: str = "poll-in", existing: str = "fire", extra: str = ""
+) -> str:
+    return f"""
+apiVersion: trigger/v1
+kind: Rule
+metadata: {{name: {name}}}
+spec:
+  source:
+    oss:
+      bucket: {BUCKET}
+      key: {{prefix: in/}}
+      {extra}
+      poll:
+        endpoint: {endpoint}
+        region: cn-hangzhou
+        interval: 30s
+        existing: {existing}
+        credentials: {{accessKeyIdEnv: OSS_AK, accessKeySecretEnv: OSS_SK}}
+  workflow:
+    template: ingest
+    namespace: data
+    parameters: {{key: "{{{{ event.key }}}}", etag: "{{{{ event.etag }}}}", type: "{{{{ event.type }}}}"}}
+"""
+
+
+@dataclass
+class Rig:
+    """A poller's world: OSS server, pipeline into a local sink, state file, virtual clock."""
+
+    tmp: Path
+    oss: OssServer
+    clock: VirtualClock
+    sink: LocalSink
+    pipeline: Pipeline
+    settings: Settings
+    environ: dict[str, str]
+
+    @property
+    def workflows(self) -> list[Path]:
+        return sorted((self.tmp / "workflows").rglob("*.yaml"))
+
+    def params(self) -> list[dict[str, str]]:
+        docs = [yaml.safe_load(p.read_text()) for p in self.workflows]
+        return [{p["name"]: p["value"] for p in d["spec"]["arguments"]["parameters"]} for d in docs]
+
+    async def context(self, state: Any = None) -> SourceContext:
+        """A fresh source context; a new state store instance reads the file again (a restart)."""
+        state = state or await FileStateStore.open(self.tmp / "state.json")
+        return SourceContext(
+            self.pipeline, self.pipeline.metrics, self.clock, self.sink,
+            state, self.settings, self.environ,
+        )  # fmt: skip
+
+    async def poller(self, state: Any = None) -> BucketPoller:
+        ctx = await self.context(state)
+        (group,) = poll_groups(self.pipeline.rules).values()
+        return BucketPoller(ctx, group, self.settings.oss.poll, asyncio.Event())
+
+    def use_rules(self, text: str) -> None:
+        path = self.tmp / "rules.yaml"
+        path.write_text(text)
+        self.pipeline.swap(load_rules([str(path)]))
+
+    def seed(self, count: int, *, prefix: str = "in/", when: datetime = OLD) -> None:
+        for i in range(count):
+            self.oss.put_object(
+                BUCKET, f"{prefix}{i:05d}.csv", f"row {i}\n".encode(), last_modified=when
+            )
+
+
+@pytest.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    async with OssServer([BUCKET], credentials={AK: SK}) as oss:
+        clock = VirtualClock()
+        metrics = Metrics()
+        dead = FileDeadLetterSink(tmp_path / "dead.jsonl")
+        sink = LocalSink(tmp_path / "workflows")
+        submitter = Submitter(sink, dead, clock, hooks=MetricsHooks(metrics, clock))
+        path = tmp_path / "rules.yaml"
+        path.write_text(rule_yaml(oss.endpoint))
+        rules = load_rules([str(path)])
+        settings = Settings.model_validate({"oss": {"poll": {"page_size": 1000}}})
+        yield Rig(tmp_path, oss, clock, sink, Pipeline(rules, submitter, dead, metrics, clock), settings,
+                  {"OSS_AK": AK, "OSS_SK": SK})  # fmt: skip
+        await dead.close()
+
+
+async def eventually(condition: Callable[[], Any], what: str) -> Any:
+    """Poll `condition` (sync or async) until truthy; fail after DEADLINE seconds."""
+    end = time.monotonic() + DEADLINE
+    while True:
+        result = condition()
+        if isinstance(result, Awaitable):
+            result = await result
+        if result:
+            return result
+        assert time.monotonic() < end, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)  # polling interval, not synchronization
+
+
+class HookedState:
+    """A state store that calls `on_put` after each successful put (to act mid-scan)."""
+
+    def __init__(self, inner: FileStateStore, on_put: Callable[[int], None]) -> None:
+        self.inner, self.on_put, self.puts = inner, on_put, 0
+
+    async def get(self, key: str) -> Any:
+        return await self.inner.get(key)
+
+    async def put(self, key: str, value: Any) -> None:
+        await self.inner.put(key, value)
+        self.puts += 1
+        self.on_put(self.puts)
+
+
+# --- scanning ------------------------------------------------------------------------------
+
+
+async def test_scan_fires_every_object_over_pages(rig: Rig) -> None:
+    """2,500 objects over 3 ListObjectsV2 pages become 2,500 Workflows."""
+    rig.seed(2500)
+    assert await (await rig.poller()).poll_once() == 2500
+    assert len(rig.workflows) == 2500
+    assert rig.oss.count(operation="ListObjectsV2", status=200) == 3
+
+
+async def test_restart_mid_scan_has_no_gaps_and_no_duplicates(rig: Rig) -> None:
+    """A scan that dies after page 1 resumes after it: every object once, no duplicate submits."""
+    rig.seed(2500)
+
+    def fail_next_list(puts: int) -> None:
+        if puts == 1:
+            rig.oss.inject(403, "AccessDenied", operation="ListObjectsV2")
+
+    state = HookedState(await FileStateStore.open(rig.tmp / "state.json"), fail_next_list)
+    with pytest.raises(OssPollError, match="AccessDenied"):
+        await (await rig.poller(state)).poll_once()
+    assert len(rig.workflows) == 1000
+    assert await (await rig.poller()).poll_once() == 1500  # a new store: the file, read again
+    status = rig.pipeline.status["poll-in"]
+    assert (len(rig.workflows), status.created, status.duplicates) == (2500, 2500, 0)
+
+
+async def test_second_scan_fires_nothing(rig: Rig) -> None:
+    """Objects already fired are not fired again by the next scan."""
+    rig.seed(30, when=datetime.now(UTC))
+    poller = await rig.poller()
+    assert await poller.poll_once() == 30
+    assert await poller.poll_once() == 0
+    assert len(rig.workflows) == 30
+
+
+async def test_reupload_with_new_content_fires_again(rig: Rig) -> None:
+    """An object overwritten with new content (new ETag) fires a new Workflow."""
+    rig.oss.put_object(BUCKET, "in/report.csv", b"v1", last_modified=datetime.now(UTC))
+    poller = await rig.poller()
+    await poller.poll_once()
+    rig.oss.put_object(BUCKET, "in/report.csv", b"v2", last_modified=datetime.now(UTC))
+    assert await poller.poll_once() == 1
+    etags = sorted(p["etag"] for p in rig.params())
+    assert len(etags) == 2 and etags[0] != etags[1]
+
+
+async def test_object_landing_behind_the_scan_is_found_next_scan(rig: Rig) -> None:
+    """An object written mid-scan at a key the scan already passed fires on the next scan."""
+    rig.settings = Settings.model_validate({"oss": {"poll": {"page_size": 100}}})
+    rig.seed(150)
+
+    def land_behind(puts: int) -> None:
+        if puts == 1:
+            rig.oss.put_object(BUCKET, "in/00000-late.csv", b"late")
+
+    state = HookedState(await FileStateStore.open(rig.tmp / "state.json"), land_behind)
+    poller = await rig.poller(state)
+    assert await poller.poll_once() == 150
+    assert await poller.poll_once() == 1
+    assert "in/00000-late.csv" in {p["key"] for p in rig.params()}
+
+
+async def test_existing_skip_fires_only_objects_after_start(rig: Rig) -> None:
+    """With `existing: skip` the first scan fires nothing; later uploads fire."""
+    rig.use_rules(rule_yaml(rig.oss.endpoint, existing="skip"))
+    rig.seed(20)
+    poller = await rig.poller()
+    assert await poller.poll_once() == 0
+    rig.oss.put_object(BUCKET, "in/new.csv", b"new")
+    assert await poller.poll_once() == 1
+    assert [p["key"] for p in rig.params()] == ["in/new.csv"]
+
+
+async def test_checkpoint_stays_small_for_old_objects(rig: Rig) -> None:
+    """After scanning many old objects the checkpoint holds no per-key state."""
+    rig.settings = Settings.model_validate({"oss": {"poll": {"page_size": 100}}})
+    rig.seed(500)
+    await (await rig.poller()).poll_once()
+    (value,) = json.loads((rig.tmp / "state.json").read_text()).values()
+    assert len(json.dumps(value)) < 300
+    assert Checkpoint.load(value).seen == set()
+
+
+async def test_url_encoded_keys_arrive_decoded(rig: Rig) -> None:
+    """Keys listed with encoding-type=url reach rules decoded, `+` and unicode intact."""
+    keys = ["in/a b+c.csv", "in/über/ü%41.csv", "in/x&y=z?.csv"]
+    for key in keys:
+        rig.oss.put_object(BUCKET, key, key.encode(), last_modified=OLD)
+    await (await rig.poller()).poll_once()
+    assert sorted(p["key"] for p in rig.params()) == sorted(keys)
+
+
+async def test_events_are_put_object_with_polled_id(rig: Rig) -> None:
+    """Polled objects are ObjectCreated:PutObject events with id bucket/key@etag."""
+    obj = rig.oss.put_object(BUCKET, "in/one.csv", b"1", last_modified=OLD)
+    await (await rig.poller()).poll_once()
+    (doc,) = [yaml.safe_load(p.read_text()) for p in rig.workflows]
+    annotations = doc["metadata"]["annotations"]
+    assert f"{BUCKET}/in/one.csv@{obj.etag}" in annotations.values()
+    assert rig.params()[0]["type"] == "ObjectCreated:PutObject"
+
+
+async def test_fetch_metadata_enriches_event(rig: Rig) -> None:
+    """With fetchMetadata, HeadObject adds content type, user metadata and storage class."""
+    text = rule_yaml(rig.oss.endpoint, extra="fetchMetadata: true").replace(
+        'type: "{{ event.type }}"',
+        "type: \"{{ event.contentType }}|{{ event.userMeta['x-oss-meta-origin'] }}|{{ event.storageClass }}\"",
+    )
+    rig.use_rules(text)
+    rig.oss.put_object(BUCKET, "in/m.csv", b"m", content_type="text/csv",
+                       user_meta={"x-oss-meta-origin": "uploader"}, last_modified=OLD)  # fmt: skip
+    await (await rig.poller()).poll_once()
+    assert rig.params()[0]["type"] == "text/csv|uploader|Standard"
+    assert rig.oss.count(method="HEAD", key="in/m.csv") == 1
+
+
+async def test_wrong_credentials_give_clear_error(rig: Rig) -> None:
+    """A wrong secret fails the scan with OSS's error code, and fires nothing."""
+    rig.environ["OSS_SK"] = "wrong"
+    rig.seed(3)
+    with pytest.raises(OssPollError, match="403 SignatureDoesNotMatch"):
+        await (await rig.poller()).poll_once()
+    assert rig.workflows == []
+
+
+async def test_missing_credentials_are_a_config_error(rig: Rig) -> None:
+    """An unset credentials variable is reported by name."""
+    del rig.environ["OSS_AK"]
+    with pytest.raises(Exception, match="OSS_AK is not set"):
+        await (await rig.poller()).poll_once()
+
+
+# --- the source: loop, backoff, status, stop ---------------------------------------------------
+
+
+def metric(rig: Rig, name: str, **labels: str) -> float:
+    value = rig.pipeline.metrics.registry.get_sample_value(name, labels)
+    return value or 0.0
+
+
+async def test_source_survives_wrong_credentials_and_reports_them(rig: Rig) -> None:
+    """Failing polls are counted, shown in /status's lastError, retried, and stop cleanly."""
+    rig.environ["OSS_SK"] = "wrong"
+    source = OssPollSource(await rig.context())
+    task = asyncio.create_task(source.run())
+    labels = {"bucket": BUCKET, "reason": "SignatureDoesNotMatch"}
+    await eventually(
+        lambda: metric(rig, "trigger_oss_poll_errors_total", **labels) >= 1, "an error"
+    )
+    assert rig.pipeline.status["poll-in"].last_error.startswith("oss poll: ListObjectsV2")
+    await rig.clock.advance(1)  # the first backoff
+    await eventually(lambda: metric(rig, "trigger_oss_poll_errors_total", **labels) >= 2, "a retry")
+    await source.stop(5)
+    await asyncio.wait_for(task, DEADLINE)
+    assert not task.cancelled() and task.exception() is None
+
+
+async def test_source_retries_server_errors_with_backoff(rig: Rig) -> None:
+    """OSS 500s are retried after 1 s, then 2 s, and the scan then completes."""
+    rig.seed(3)
+    rig.oss.inject(500, "InternalError", count=2, operation="ListObjectsV2")
+    source = OssPollSource(await rig.context())
+    task = asyncio.create_task(source.run())
+    labels = {"bucket": BUCKET, "reason": "InternalError"}
+    for failures, backoff in ((1, 1), (2, 2)):
+        await eventually(
+            lambda n=failures: metric(rig, "trigger_oss_poll_errors_total", **labels) >= n, "error"
+        )
+        assert rig.workflows == []
+        await rig.clock.advance(backoff)
+    await eventually(lambda: len(rig.workflows) == 3, "three workflows")
+    await eventually(lambda: rig.pipeline.status["poll-in"].last_error is None, "error cleared")
+    await source.stop(5)
+    await asyncio.wait_for(task, DEADLINE)
+
+
+async def test_source_polls_again_after_interval(rig: Rig) -> None:
+    """After a scan the source sleeps `interval`, then finds what landed meanwhile."""
+    source = OssPollSource(await rig.context())
+    task = asyncio.create_task(source.run())
+    await eventually(
+        lambda: metric(rig, "trigger_oss_poll_last_success_timestamp_seconds", bucket=BUCKET),
+        "a scan",
+    )
+    rig.oss.put_object(BUCKET, "in/later.csv", b"later")
+    await rig.clock.advance(30)
+    await eventually(lambda: len(rig.workflows) == 1, "the new object")
+    await source.stop(5)
+    await asyncio.wait_for(task, DEADLINE)
+
+
+def test_rules_on_one_prefix_share_a_poller(tmp_path: Path) -> None:
+    """Rules polling the same endpoint, bucket and prefix form one group; others their own."""
+    text = (
+        rule_yaml("http://127.0.0.1:1", name="a")
+        + "---"
+        + rule_yaml("http://127.0.0.1:1", name="b")
+    )
+    text += "---" + rule_yaml("http://127.0.0.1:1", name="c").replace("prefix: in/", "prefix: out/")
+    path = tmp_path / "rules.yaml"
+    path.write_text(text)
+    groups = poll_groups(load_rules([str(path)]))
+    assert sorted(g.rules for g in groups.values()) == [("a", "b"), ("c",)]
+
+
+# --- the daemon ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def oss_process() -> Iterator[str]:
+    """The OSS server as a subprocess (the daemon and this test both talk to it over HTTP)."""
+    command = [sys.executable, "-m", "trigger.testing.ossserver", "--port", "0",
+               "--bucket", BUCKET, "--ak", AK, "--sk", SK]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        match = re.match(r"READY (\S+)", line)
+        assert match, line
+        yield match.group(1)
+    finally:
+        process.kill()
+        process.wait(timeout=DEADLINE)
+
+
+def test_daemon_polls_bucket(tmp_path: Path, oss_process: str) -> None:
+    """`trigger run` with a poll rule turns listed objects into Workflows, then new ones too."""
+    bucket = oss2.Bucket(oss2.AuthV4(AK, SK), oss_process, BUCKET, region="cn-hangzhou")
+    for i in range(3):
+        bucket.put_object(f"in/{i}.csv", b"x%d" % i)
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "poll.yaml").write_text(
+        rule_yaml(oss_process).replace("interval: 30s", "interval: 1s")
+    )
+    with running(tmp_path, rules, env={"OSS_AK": AK, "OSS_SK": SK}) as daemon:
+        wait_for(lambda: len(daemon.workflow_files()) == 3, what="three workflows")
+        bucket.put_object("in/new.csv", b"new")
+        wait_for(lambda: len(daemon.workflow_files()) == 4, what="the new object's workflow")
+        status = daemon.get("/status").json()["rules"]["poll-in"]
+    assert (status["created"], status["last_error"]) == (4, None)

@@ -1,0 +1,447 @@
+"""State stores: the JSON file store and the ConfigMap store against the API emulator."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from kubernetes_asyncio import client
+
+from trigger.errors import ConfigError
+from trigger.runtime.state import (
+    MAX_BYTES,
+    ConfigMapStateStore,
+    FileStateStore,
+    StateError,
+    open_state_store,
+    validate_key,
+)
+from trigger.submit.clock import VIRTUAL_EPOCH
+from trigger.testing.kubeapi import KubeEmulator
+
+NS, CM = "default", "trigger-state"
+KEY = "cron/nightly-report"
+
+
+class RecordingClock:
+    """A clock whose sleeps only yield, recording how long the caller asked to wait."""
+
+    def __init__(self) -> None:
+        self.slept: list[float] = []
+
+    def now(self) -> datetime:
+        return VIRTUAL_EPOCH
+
+    def monotonic(self) -> float:
+        return float(sum(self.slept))
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        await asyncio.sleep(0)
+
+
+def increment(value: dict[str, Any] | None) -> dict[str, Any]:
+    return {"n": (value or {"n": 0})["n"] + 1}
+
+
+# --- file store --------------------------------------------------------------------------
+
+
+async def test_file_store_round_trips_through_a_reopen(tmp_path: Path) -> None:
+    """Values put, updated and deleted survive closing and reopening the file."""
+    path = tmp_path / "state.json"
+    store = await FileStateStore.open(path)
+    await store.put(KEY, {"watermark": "2025-01-01T02:00:00Z"})
+    await store.put("oss-poll/ingest-csv", {"token": "abc"})
+    await store.update("oss-poll/ingest-csv", lambda _: None)
+    await store.close()
+    reopened = await FileStateStore.open(path)
+    assert await reopened.get(KEY) == {"watermark": "2025-01-01T02:00:00Z"}
+    assert await reopened.get("oss-poll/ingest-csv") is None
+    assert json.loads(path.read_text()) == {KEY: {"watermark": "2025-01-01T02:00:00Z"}}
+
+
+async def test_file_store_missing_file_is_empty_state(tmp_path: Path) -> None:
+    """Opening a path that does not exist yet gives an empty store and creates nothing."""
+    store = await FileStateStore.open(tmp_path / "sub" / "state.json")
+    assert await store.get(KEY) is None
+    assert not (tmp_path / "sub").exists()
+
+
+async def test_file_store_leaves_no_temporary_files(tmp_path: Path) -> None:
+    """Writes replace the file atomically: only the state file remains in the directory."""
+    store = await FileStateStore.open(tmp_path / "state.json")
+    for n in range(5):
+        await store.put(f"cron/rule-{n}", {"n": n})
+    assert os.listdir(tmp_path) == ["state.json"]
+
+
+async def test_file_store_get_returns_a_copy(tmp_path: Path) -> None:
+    """Mutating a value returned by get does not change the stored state."""
+    store = await FileStateStore.open(tmp_path / "state.json")
+    await store.put(KEY, {"n": 1})
+    value = await store.get(KEY)
+    assert value is not None
+    value["n"] = 99
+    assert await store.get(KEY) == {"n": 1}
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["{not json", "[1, 2]", '{"cron/x": 5}', ""],
+    ids=["invalid-json", "a-list", "value-not-object", "empty"],
+)
+async def test_file_store_corrupt_file_is_config_error(tmp_path: Path, content: str) -> None:
+    """A corrupt state file is a ConfigError at open and is left untouched."""
+    path = tmp_path / "state.json"
+    path.write_text(content)
+    with pytest.raises(ConfigError, match="corrupt"):
+        await FileStateStore.open(path)
+    assert path.read_text() == content
+
+
+async def test_file_store_concurrent_updates_all_apply(tmp_path: Path) -> None:
+    """Fifty concurrent increments in one process all land: the counter reads 50."""
+    path = tmp_path / "state.json"
+    store = await FileStateStore.open(path)
+    await asyncio.gather(*(store.update(KEY, increment) for _ in range(50)))
+    assert await store.get(KEY) == {"n": 50}
+    assert json.loads(path.read_text())[KEY] == {"n": 50}
+
+
+async def test_file_store_refuses_state_over_the_size_limit(tmp_path: Path) -> None:
+    """A write that would exceed MAX_BYTES is a permanent StateError; the old state stays."""
+    store = await FileStateStore.open(tmp_path / "state.json")
+    await store.put(KEY, {"n": 1})
+    with pytest.raises(StateError, match="limit") as caught:
+        await store.put("big", {"blob": "x" * MAX_BYTES})
+    assert not caught.value.temporary
+    assert await store.get("big") is None
+    assert json.loads((tmp_path / "state.json").read_text()) == {KEY: {"n": 1}}
+
+
+async def test_file_store_refuses_a_non_object_value(tmp_path: Path) -> None:
+    """A value that is not a dict is refused before anything is written."""
+    store = await FileStateStore.open(tmp_path / "state.json")
+    with pytest.raises(TypeError, match="dict"):
+        await store.put(KEY, [1, 2])  # type: ignore[arg-type]
+    assert not (tmp_path / "state.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("key", "valid"),
+    [
+        ("cron/nightly-report", True),
+        ("oss-poll/ingest-csv", True),
+        ("a.b_c/d-e", True),
+        ("x" * 200, True),
+        ("x" * 201, False),
+        ("", False),
+        ("with space", False),
+        ("ünïcode", False),
+        ("a__b", False),
+        ("a_/b", False),
+        ("a/_b", False),
+    ],
+)
+def test_keys_are_validated(key: str, valid: bool) -> None:
+    """Keys are 1-200 characters of [A-Za-z0-9._/-] that encode unambiguously."""
+    if valid:
+        assert validate_key(key) == key
+    else:
+        with pytest.raises(ValueError, match="invalid state key"):
+            validate_key(key)
+
+
+# --- ConfigMap store ---------------------------------------------------------------------
+
+
+StatusLog = list[tuple[str, str, int]]
+
+
+@pytest.fixture
+async def kube() -> AsyncIterator[tuple[KubeEmulator, StatusLog]]:
+    """The emulator, with a log of every response's (method, path, status)."""
+    statuses: StatusLog = []
+    emulator = KubeEmulator(namespaces=[NS, "data"])
+
+    @web.middleware
+    async def record(
+        request: web.Request,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    ) -> web.StreamResponse:
+        response = await handler(request)
+        statuses.append((request.method, request.path, response.status))
+        return response
+
+    emulator.app.middlewares.append(record)
+    async with emulator:
+        yield emulator, statuses
+
+
+@pytest.fixture
+async def api(kube: tuple[KubeEmulator, StatusLog]) -> AsyncIterator[Callable[[], Any]]:
+    """A factory of ApiClients on the emulator (one per simulated replica)."""
+    clients: list[Any] = []
+
+    def make() -> Any:
+        clients.append(client.ApiClient(configuration=kube[0].client_configuration()))
+        return clients[-1]
+
+    yield make
+    for api_client in clients:
+        await api_client.close()
+
+
+def configmap(kube: KubeEmulator, name: str = CM) -> dict[str, Any] | None:
+    return kube.get_object("", "v1", "configmaps", name, NS)
+
+
+async def test_configmap_store_creates_the_configmap_on_first_write(
+    kube: tuple[KubeEmulator, StatusLog], api: Callable[[], Any]
+) -> None:
+    """No ConfigMap until the first write; then one exists with the encoded key."""
+    emulator, _ = kube
+    store = ConfigMapStateStore(api(), NS, CM, clock=RecordingClock())
+    assert await store.get(KEY) is None
+    assert configmap(emulator) is None
+    await store.put(KEY, {"watermark": "2025-01-01T02:00:00Z"})
+    found = configmap(emulator)
+    assert found is not None
+    assert json.loads(found["data"]["cron__nightly-report"]) == {
+        "watermark": "2025-01-01T02:00:00Z"
+    }
+
+
+async def test_configmap_store_round_trips(api: Callable[[], Any]) -> None:
+    """Put, get, update and delete behave as on the file store, seen from another replica."""
+    writer = ConfigMapStateStore(api(), NS, CM, clock=RecordingClock())
+    reader = ConfigMapStateStore(api(), NS, CM, clock=RecordingClock())
+    await writer.put(KEY, {"n": 1})
+    await writer.put("oss-poll/ingest-csv", {"token": "t"})
+    assert await writer.update(KEY, increment) == {"n": 2}
+    assert await writer.update("oss-poll/ingest-csv", lambda _: None) is None
+    assert await reader.get(KEY) == {"n": 2}
+    assert await reader.get("oss-poll/ingest-csv") is None
+
+
+async def test_configmap_store_two_replicas_lose_no_increment(
+    kube: tuple[KubeEmulator, StatusLog], api: Callable[[], Any]
+) -> None:
+    """Two stores doing 25 concurrent increments each end at 50, through real 409s."""
+    _, statuses = kube
+    # A generous bound: this test is about lost updates, not about how often a store loses.
+    stores = [
+        ConfigMapStateStore(api(), NS, CM, clock=RecordingClock(), attempts=200) for _ in range(2)
+    ]
+    await asyncio.gather(*(s.update(KEY, increment) for s in stores for _ in range(25)))
+    assert await stores[0].get(KEY) == {"n": 50}
+    assert any(status == 409 for _, _, status in statuses)
+
+
+async def test_configmap_store_retries_a_write_that_lost_a_race(
+    kube: tuple[KubeEmulator, StatusLog], api: Callable[[], Any]
+) -> None:
+    """A 409 on replace re-reads and re-applies fn, keeping the other writer's change."""
+    emulator, statuses = kube
+    store = ConfigMapStateStore(api(), NS, CM, clock=RecordingClock())
+    await store.put(KEY, {"n": 1})
+    seen: list[dict[str, Any] | None] = []
+
+    def racing(value: dict[str, Any] | None) -> dict[str, Any]:
+        if not seen:  # another replica writes between our read and our replace
+            current = configmap(emulator)
+            assert current is not None
+            current["data"]["other"] = json.dumps({"x": 1})
+            emulator.put_object("", "v1", "configmaps", current)
+        seen.append(value)
+        return increment(value)
+
+    assert await store.update(KEY, racing) == {"n": 2}
+    assert seen == [{"n": 1}, {"n": 1}]
+    assert ("PUT", f"/api/v1/namespaces/{NS}/configmaps/{CM}", 409) in statuses
+    assert await store.get("other") == {"x": 1}
+
+
+async def test_configmap_store_create_race_rereads(
+    kube: tuple[KubeEmulator, StatusLog], api: Callable[[], Any]
+) -> None:
+    """A 409 on create (another replica created it first) re-reads and replaces."""
+    emulator, statuses = kube
+    store = ConfigMapStateStore(api(), NS, CM, clock=RecordingClock())
+    calls: list[dict[str, Any] | None] = []
+
+    def racing(value: dict[str, Any] | None) -> dict[str, Any]:
+        if not calls:
+            emulator.put_object(
+                "",
+                "v1",
+                "configmaps",
+                {
+                    "metadata": {"name": CM, "namespace": NS},
+                    "data": {"oss-poll__x": json.dumps({"token": "t"})},
+                },
+            )
+        calls.append(value)
+        return {"n": 1}
+
+    await store.update(KEY, racing)
+    assert ("POST", f"/api/v1/namespaces/{NS}/configmaps", 409) in statuses
+    assert await store.get(KEY) == {"n": 1}
+    assert await store.get("oss-poll/x") == {"token": "t"}
+
+
+async def test_configmap_store_keeps_foreign_metadata(
+    kube: tuple[KubeEmulator, StatusLog], api: Callable[[], Any]
+) -> None:
+    """Labels and annotations others put on the ConfigMap survive our writes."""
+    emulator, _ = kube
+    emulator.put_object(
+        "",
+        "v1",
+        "configmaps",
+        {
+            "metadata": {
+                "name": CM,
+                "namespace": NS,
+                "labels": {"team": "data"},
+                "annotations": {"owner": "ops"},
+            }
+        },
+    )
+    store = ConfigMapStateStore(api(), NS, CM, clock=RecordingClock())
+    await store.put(KEY, {"n": 1})
+    found = configmap(emulator)
+    assert found is not None
+    assert found["metadata"]["labels"] == {"team": "data"}
+    assert found["metadata"]["annotations"] == {"owner": "ops"}
+
+
+@pytest.mark.parametrize("status", [500, 503, 429])
+async def test_configmap_store_retries_temporary_failures(
+    kube: tuple[KubeEmulator, StatusLog], api: Callable[[], Any], status: int
+) -> None:
+    """Injected 5xx/429 answers are retried with backoff and the write lands."""
+    emulator, _ = kube
+    clock = RecordingClock()
+    store = ConfigMapStateStore(api(), NS, CM, clock=clock)
+    emulator.inject(status, count=2, path_contains="configmaps")
+    await store.put(KEY, {"n": 1})
+    assert len(clock.slept) == 2
+    assert await store.get(KEY) == {"n": 1}
+
+
+async def test_configmap_store_persistent_500_is_a_temporary_state_error(
+    kube: tuple[KubeEmulator, StatusLog], api: Callable[[], Any]
+) -> None:
+    """When every attempt gets 500 the store gives up with a temporary StateError."""
+    emulator, _ = kube
+    clock = RecordingClock()
+    store = ConfigMapStateStore(api(), NS, CM, clock=clock, attempts=3)
+    emulator.inject(500, count=100, path_contains="configmaps")
+    with pytest.raises(StateError, match="500") as caught:
+        await store.put(KEY, {"n": 1})
+    assert caught.value.temporary
+    assert caught.value.status == 500
+    assert len(clock.slept) == 2
+
+
+async def test_configmap_store_does_not_retry_a_forbidden_write(
+    kube: tuple[KubeEmulator, StatusLog], api: Callable[[], Any]
+) -> None:
+    """A 403 (RBAC) is a permanent StateError at once, with no retry."""
+    emulator, _ = kube
+    clock = RecordingClock()
+    store = ConfigMapStateStore(api(), NS, CM, clock=clock)
+    emulator.inject(403, count=5, path_contains="configmaps")
+    with pytest.raises(StateError, match="403") as caught:
+        await store.get(KEY)
+    assert not caught.value.temporary
+    assert clock.slept == []
+
+
+async def test_configmap_store_refuses_state_over_the_size_limit(
+    kube: tuple[KubeEmulator, StatusLog], api: Callable[[], Any]
+) -> None:
+    """A write that would push the ConfigMap past 1 MiB is refused before it is sent."""
+    emulator, _ = kube
+    store = ConfigMapStateStore(api(), NS, CM, clock=RecordingClock())
+    await store.put(KEY, {"n": 1})
+    puts = emulator.count(method="PUT")
+    with pytest.raises(StateError, match="limit") as caught:
+        await store.put("big", {"blob": "x" * MAX_BYTES})
+    assert not caught.value.temporary
+    assert emulator.count(method="PUT") == puts
+
+
+async def test_configmap_store_reports_a_value_that_is_not_json(
+    kube: tuple[KubeEmulator, StatusLog], api: Callable[[], Any]
+) -> None:
+    """A hand-edited value that is not a JSON object is a clear, permanent StateError."""
+    emulator, _ = kube
+    emulator.put_object(
+        "",
+        "v1",
+        "configmaps",
+        {"metadata": {"name": CM, "namespace": NS}, "data": {"cron__nightly-report": "oops"}},
+    )
+    store = ConfigMapStateStore(api(), NS, CM, clock=RecordingClock())
+    with pytest.raises(StateError, match="cron/nightly-report") as caught:
+        await store.get(KEY)
+    assert not caught.value.temporary
+
+
+# --- opening -----------------------------------------------------------------------------
+
+
+async def test_open_file_spec(tmp_path: Path) -> None:
+    """`file:PATH` opens a FileStateStore on that path."""
+    store = await open_state_store(f"file:{tmp_path / 's.json'}")
+    assert isinstance(store, FileStateStore)
+    assert store.path == tmp_path / "s.json"
+
+
+@pytest.mark.parametrize(
+    ("spec", "namespace_text", "expected"),
+    [
+        ("kubernetes", "data\n", ("data", "trigger-state")),
+        ("kubernetes", None, ("default", "trigger-state")),
+        ("kubernetes:data/my-state", "ignored", ("data", "my-state")),
+    ],
+)
+async def test_open_kubernetes_spec(
+    tmp_path: Path,
+    api: Callable[[], Any],
+    spec: str,
+    namespace_text: str | None,
+    expected: tuple[str, str],
+) -> None:
+    """`kubernetes[:NS/NAME]` picks the namespace from the service account, else default."""
+    namespace_file = tmp_path / "namespace"
+    if namespace_text is not None:
+        namespace_file.write_text(namespace_text)
+    store = await open_state_store(spec, api(), namespace_file=str(namespace_file))
+    assert isinstance(store, ConfigMapStateStore)
+    assert (store.namespace, store.name) == expected
+
+
+@pytest.mark.parametrize(
+    "spec", ["", "file:", "redis://x", "kubernetes:noslash", "kubernetes:/x", "kubernetes:a/b/c"]
+)
+async def test_open_bad_spec_is_config_error(api: Callable[[], Any], spec: str) -> None:
+    """A --state value that names no known store is a ConfigError."""
+    with pytest.raises(ConfigError, match="state"):
+        await open_state_store(spec, api())
+
+
+async def test_open_kubernetes_without_a_client_is_config_error() -> None:
+    """`kubernetes` without a cluster connection is a ConfigError, not a crash later."""
+    with pytest.raises(ConfigError, match="Kubernetes"):
+        await open_state_store("kubernetes")

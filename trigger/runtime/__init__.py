@@ -1,0 +1,1 @@
+"""The daemon: supervision, HTTP, state, leadership, the event pipeline."""

@@ -1,0 +1,98 @@
+"""Prometheus metrics, owned by one registry per daemon (no module-level global state)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
+
+@dataclass
+class Metrics:
+    """Every metric the daemon exports, registered in its own registry."""
+
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.events_received = Counter(
+            "trigger_events_received", "Events decoded, by source.", ["source"], registry=r
+        )
+        self.events_rejected = Counter(
+            "trigger_events_rejected",
+            "Deliveries refused before decoding or routing, by source and reason.",
+            ["source", "reason"],
+            registry=r,
+        )
+        self.events_matched = Counter(
+            "trigger_events_matched", "Events that matched a rule, by rule.", ["rule"], registry=r
+        )
+        self.expression_errors = Counter(
+            "trigger_expression_errors",
+            "CEL filters that failed for an event (counted as no match), by rule.",
+            ["rule"],
+            registry=r,
+        )
+        self.workflows = Counter(
+            "trigger_workflows",
+            "Submission outcomes by rule: created, duplicate, failed (with error kind).",
+            ["rule", "outcome", "error"],
+            registry=r,
+        )
+        self.retries = Counter(
+            "trigger_submit_retries",
+            "Temporary submit failures retried, by rule.",
+            ["rule"],
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "trigger_dead_letters",
+            "Records written to the dead-letter sink, by rule and error.",
+            ["rule", "error"],
+            registry=r,
+        )
+        self.submit_latency = Histogram(
+            "trigger_submit_latency_seconds",
+            "From submit start to the Workflow created.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.event_latency = Histogram(
+            "trigger_event_to_workflow_seconds",
+            "From the event's own time to its Workflow created.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.rules_loaded = Gauge(
+            "trigger_rules_loaded", "Rules in the active rule set.", registry=r
+        )
+        self.reloads = Counter(
+            "trigger_rule_reloads", "Rule reloads, by result (ok, error).", ["result"], registry=r
+        )
+        self.leader = Gauge(
+            "trigger_leader", "1 while this replica leads the singleton sources.", registry=r
+        )
+        self.in_flight = Gauge(
+            "trigger_submissions_in_flight", "Submissions under way.", registry=r
+        )
+        self.source_up = Gauge(
+            "trigger_source_running", "1 while a source task runs.", ["source"], registry=r
+        )
+        self.source_restarts = Counter(
+            "trigger_source_restarts",
+            "Source tasks restarted after a failure.",
+            ["source"],
+            registry=r,
+        )
+        self.cron_skipped = Counter(
+            "trigger_cron_ticks_skipped",
+            "Cron ticks not fired, by rule and reason (forbid: a Workflow of the rule was "
+            "still Pending or Running; missed: dropped by catchUp or startingDeadline).",
+            ["rule", "reason"],
+            registry=r,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

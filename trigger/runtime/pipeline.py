@@ -1,0 +1,169 @@
+"""The event pipeline shared by every source: route, then submit every match.
+
+A source hands in a decoded Event and awaits `handle`; when it returns, every matched rule
+has its Workflow (created or duplicate) or a dead letter, and the source may acknowledge.
+When it raises TemporarySubmitError, the source must not acknowledge (a push answers 503,
+a consumer retries). Per-event logs are bound to the event id and rule; events that match
+nothing are only counted (logging them at INFO is how Argo Events reached 400 GB/day).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from trigger.errors import DecodeError
+from trigger.events import Event
+from trigger.rules.router import RuleSet
+from trigger.rules.rule import Rule
+from trigger.runtime.metrics import Metrics
+from trigger.submit.clock import Clock
+from trigger.submit.deadletter import DeadLetter, DeadLetterSink
+from trigger.submit.submitter import NoHooks, OnExhausted, Outcome, Submitter
+
+log = structlog.get_logger("trigger.pipeline")
+
+
+@dataclass
+class RuleStatus:
+    """What /status shows per rule."""
+
+    matched: int = 0
+    created: int = 0
+    duplicates: int = 0
+    dead_letters: int = 0
+    last_event: str | None = None
+    last_event_time: str | None = None
+    last_workflow: str | None = None
+    last_error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Pipeline:
+    """Routes events through the active rule set into the submitter."""
+
+    rules: RuleSet
+    submitter: Submitter
+    dead_letters: DeadLetterSink
+    metrics: Metrics
+    clock: Clock
+    status: dict[str, RuleStatus] = field(default_factory=dict)
+
+    def swap(self, rules: RuleSet) -> None:
+        """Atomically replace the rule set; in-flight events finish with the old one."""
+        self.rules = rules
+        self.metrics.rules_loaded.set(len(rules))
+
+    async def handle(
+        self, event: Event, *, cluster: str = "default", on_exhausted: OnExhausted = "raise"
+    ) -> list[Outcome]:
+        """Submit every rule `event` matches; see the module docstring for the contract."""
+        rules = self.rules  # one rule set for the whole event, even across a reload
+        self.metrics.events_received.labels(event.source).inc()
+        routed = rules.route(event, cluster=cluster)
+        bound = log.bind(event_id=event.id, source=event.source)
+        for failure in routed.failures:
+            if failure.kind == "expression":
+                self.metrics.expression_errors.labels(failure.rule.name).inc()
+                bound.warning("filter.expr failed", rule=failure.rule.name, error=failure.message)
+            else:
+                await self._poison(event, failure.rule.name, failure.message)
+        if not routed.matches:
+            bound.debug("no rule matched")
+            return []
+        for match in routed.matches:
+            self.metrics.events_matched.labels(match.rule.name).inc()
+            status = self.status.setdefault(match.rule.name, RuleStatus())
+            status.matched += 1
+            status.last_event = event.id
+            status.last_event_time = event.doc["time"]
+        pairs = [(m.rule, m.event) for m in routed.matches]
+        outcomes = await self.submitter.submit_many(pairs, on_exhausted=on_exhausted)
+        for outcome in outcomes:
+            self._record(event, outcome)
+        return outcomes
+
+    async def _poison(self, event: Event, rule: str, message: str) -> None:
+        """An event one rule can never take (e.g. a Kafka value that is not JSON)."""
+        record = DeadLetter.of(
+            event, rule=rule, error=DecodeError.__name__, message=message, time=self.clock.now()
+        )
+        await self.dead_letters.write(record)
+        self.metrics.dead_letters.labels(rule, DecodeError.__name__).inc()
+        status = self.status.setdefault(rule, RuleStatus())
+        status.dead_letters += 1
+        status.last_error = message
+        log.warning("event is poison for rule", event_id=event.id, rule=rule, error=message)
+
+    def _record(self, event: Event, outcome: Outcome) -> None:
+        status = self.status.setdefault(outcome.rule, RuleStatus())
+        bound = log.bind(event_id=event.id, rule=outcome.rule, workflow=outcome.workflow)
+        if outcome.kind == "created":
+            status.created += 1
+            status.last_workflow = outcome.workflow
+            bound.info("workflow created", attempts=outcome.attempts)
+        elif outcome.kind == "duplicate":
+            status.duplicates += 1
+            status.last_workflow = outcome.workflow
+            bound.info("workflow already exists (redelivery)")
+        else:
+            status.dead_letters += 1
+            status.last_error = f"{outcome.reason}: {outcome.message}"
+            bound.error("dead-lettered", reason=outcome.reason, error=outcome.message)
+
+
+async def gather_cancelling(*aws: Any) -> list[Any]:
+    """gather() that cancels the siblings when one fails (used for one delivery's events)."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        raise
+
+
+class MetricsHooks(NoHooks):
+    """Feeds submitter outcomes into Prometheus."""
+
+    def __init__(self, metrics: Metrics, clock: Clock) -> None:
+        self._metrics = metrics
+        self._clock = clock
+
+    def on_created(self, rule: Rule, event: Event | None, workflow: str, latency: float) -> None:
+        self._metrics.workflows.labels(rule.name, "created", "").inc()
+        self._metrics.submit_latency.observe(latency)
+        if event is not None:
+            age = (self._clock.now() - event.time).total_seconds()
+            self._metrics.event_latency.observe(max(age, 0.0))
+
+    def on_duplicate(self, rule: Rule, event: Event | None, workflow: str) -> None:
+        self._metrics.workflows.labels(rule.name, "duplicate", "").inc()
+
+    def on_retry(
+        self, rule: Rule, event: Event | None, attempt: int, delay: float, error: Exception
+    ) -> None:
+        self._metrics.retries.labels(rule.name).inc()
+        log.warning(
+            "submit failed, retrying",
+            rule=rule.name,
+            event_id=event.id if event else None,
+            attempt=attempt,
+            delay=round(delay, 3),
+            error=str(error),
+        )
+
+    def on_exhausted(
+        self, rule: Rule, event: Event | None, attempts: int, error: Exception
+    ) -> None:
+        self._metrics.workflows.labels(rule.name, "failed", type(error).__name__).inc()
+
+    def on_dead_letter(self, record: DeadLetter) -> None:
+        self._metrics.dead_letters.labels(record.rule or "", record.error).inc()
+        self._metrics.workflows.labels(record.rule or "", "failed", record.error).inc()

@@ -1,0 +1,1 @@
+"""Event sources: one module per kind, each registered in trigger.runtime.daemon."""

@@ -1,0 +1,63 @@
+"""The Source protocol: what the daemon needs from every kind of event source.
+
+A source turns its transport's deliveries into Events and hands each to
+`SourceContext.pipeline.handle`, acknowledging (committing an offset, advancing a
+checkpoint or a watermark, answering 2xx) only after `handle` returned. Sources are
+registered by kind in `trigger.runtime.sources.REGISTRY`; the daemon starts a source only
+while the loaded rules use its kind, and a `singleton` source only while this replica
+leads (cron, OSS polling).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from trigger.rules.router import RuleSet
+from trigger.runtime.metrics import Metrics
+from trigger.runtime.pipeline import Pipeline
+from trigger.submit.base import Sink
+from trigger.submit.clock import Clock
+
+
+@dataclass
+class SourceContext:
+    """What a source may use. `state` is a trigger.runtime.state.StateStore."""
+
+    pipeline: Pipeline
+    metrics: Metrics
+    clock: Clock
+    sink: Sink
+    state: Any
+    settings: Any  # trigger.settings.Settings (Any: sources must not import the CLI layer)
+    environ: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def rules(self) -> RuleSet:
+        return self.pipeline.rules
+
+
+class Source(Protocol):
+    """One running source. `run` is owned by the daemon's supervisor."""
+
+    name: str
+    singleton: bool
+
+    def routes(self) -> list[web.RouteDef]:
+        """HTTP routes this source serves on the daemon's port (push receivers)."""
+        ...
+
+    async def run(self) -> None:
+        """Consume until `stop` finishes or the task is cancelled."""
+        ...
+
+    async def stop(self, deadline: float) -> None:
+        """Stop intake, finish in-flight work within `deadline` seconds, acknowledge it."""
+        ...
+
+    def rules_changed(self, rules: RuleSet) -> None:
+        """The rule set was swapped: adjust subscriptions (topics, timers, buckets)."""
+        ...

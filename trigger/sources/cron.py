@@ -1,0 +1,425 @@
+"""The cron source: fires each rule's schedule ticks, once each, on the leader only.
+
+One task per cron rule sleeps on the injected clock until its next tick (at most
+`max_sleep` at a time, so a wall-clock jump is noticed), fires it through the pipeline and
+then advances the rule's watermark (`cron/<rule>` in the state store): every tick at or
+before the watermark is settled. A tick's Workflow name derives from the rule and the
+scheduled time, so a restart, a retry or a second replica meets AlreadyExists.
+
+Ticks the daemon did not reach on time (downtime, a pause, `suspend`) follow `catchUp`:
+`latest` fires the most recent, `all` each in order (the last `maxCatchUp`), `none` none;
+ticks older than `startingDeadline` never fire. A rule seen for the first time starts
+from now. `concurrencyPolicy` looks at the rule's Workflows by label before each tick:
+`Forbid` skips the tick while one is Pending or Running, `Replace` stops them first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, tzinfo
+from typing import Any, Final, Protocol, TypeVar, runtime_checkable
+
+import structlog
+
+from trigger.decoders.cron import cron_tick
+from trigger.errors import ConfigError, DecodeError, SubmitError
+from trigger.events import Event, format_time, parse_time
+from trigger.rules.cronmath import Fire, count_fires, fires, recent_fires
+from trigger.rules.render import ANNOTATION_EVENT_ID, LABEL_RULE
+from trigger.rules.router import RuleSet
+from trigger.rules.rule import Rule
+from trigger.rules.schedules import compile_timezone
+from trigger.runtime.sources import SourceKind
+from trigger.runtime.state import StateError
+from trigger.sources.base import SourceContext
+
+log = structlog.get_logger("trigger.cron")
+T = TypeVar("T")
+
+MAX_SLEEP: Final = 60.0  # seconds: the longest sleep before re-reading the wall clock
+LATE_GRACE: Final = 10.0  # seconds: a tick reached later than this counts as missed
+BACKOFF_INITIAL: Final = 1.0
+BACKOFF_MAX: Final = 60.0
+ACTIVE_PHASES: Final = frozenset({"", "Pending", "Running"})  # "": no status.phase yet
+MISSED_COUNT_LIMIT: Final = 1000  # missed ticks counted one by one, then "at least"
+_JUST_UNDER: Final = timedelta(microseconds=1)
+
+
+def state_key(rule: str) -> str:
+    return f"cron/{rule}"
+
+
+@runtime_checkable
+class WorkflowControl(Protocol):
+    """What Forbid and Replace need from a sink."""
+
+    async def list_workflows(self, namespace: str, label_selector: str) -> list[dict[str, Any]]: ...
+
+    async def stop_workflow(self, namespace: str, name: str) -> None: ...
+
+
+def refused_rules(rules: RuleSet, sink: object) -> list[str]:
+    """Cron rules whose concurrencyPolicy the sink cannot enforce."""
+    if isinstance(sink, WorkflowControl):
+        return []
+    return [r.name for r in rules.rules if r.kind == "cron" and r.cron.concurrencyPolicy != "Allow"]
+
+
+def refusal(names: list[str], sink: object) -> str:
+    kind = getattr(sink, "kind", type(sink).__name__)
+    return (
+        f"cron rule(s) {', '.join(names)} use concurrencyPolicy Forbid or Replace, which needs "
+        f"a sink that can list and stop Workflows (kubernetes, argo-server, local); the {kind} "
+        "sink cannot: use concurrencyPolicy Allow or another sink"
+    )
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one look at the clock decided for a rule."""
+
+    fire: tuple[Fire, ...]  # ticks to fire now, oldest first
+    missed: int  # ticks dropped by catchUp or startingDeadline (counted up to a limit)
+    settled: datetime | None  # the watermark to store when nothing fires but ticks dropped
+
+
+def plan_ticks(rule: Rule, tz: tzinfo, watermark: datetime, now: datetime, grace: float) -> Plan:
+    """The ticks in (watermark, now] to fire, per catchUp and startingDeadline.
+
+    A tick reached more than `grace` seconds late counts as missed (for `catchUp: none`).
+    """
+    cron = rule.cron
+    after = watermark
+    if cron.startingDeadline is not None:
+        after = max(after, now - timedelta(seconds=cron.startingDeadline) - _JUST_UNDER)
+    count = cron.maxCatchUp if cron.catchUp == "all" else 1
+    recent = recent_fires(rule.schedules, tz, after, now, count)
+    chosen = recent.fires
+    if cron.catchUp == "none":
+        chosen = tuple(f for f in chosen if (now - f.time).total_seconds() <= grace)
+    if len(chosen) == len(recent.fires) and not recent.older and after == watermark:
+        return Plan(chosen, 0, None)
+    missed = count_fires(rule.schedules, tz, watermark, now, MISSED_COUNT_LIMIT) - len(chosen)
+    if chosen or not missed:
+        return Plan(chosen, max(missed, 0), None)
+    # Nothing fires: settle past the dropped ticks so they are not counted again.
+    (latest,) = recent_fires(rule.schedules, tz, watermark, now, 1).fires
+    return Plan((), missed, latest.time)
+
+
+def is_active(workflow: dict[str, Any]) -> bool:
+    """Pending or Running; a Workflow the controller has not seen yet counts as Pending."""
+    return ((workflow.get("status") or {}).get("phase") or "") in ACTIVE_PHASES
+
+
+def _stored_time(value: dict[str, Any] | None) -> datetime | None:
+    """The watermark in a state value, or None when there is none or it is unreadable."""
+    text = (value or {}).get("scheduledTime")
+    if not text:
+        return None
+    try:
+        return parse_time(text)
+    except DecodeError:
+        return None
+
+
+class _Stopped(Exception):
+    """The source is stopping: unwind a rule's task without acknowledging anything."""
+
+
+class CronSource:
+    """Every cron rule's timer; see the module docstring."""
+
+    name = "cron"
+    singleton = True
+
+    def __init__(
+        self,
+        ctx: SourceContext,
+        *,
+        max_sleep: float = MAX_SLEEP,
+        late_grace: float = LATE_GRACE,
+        backoff_initial: float = BACKOFF_INITIAL,
+        backoff_max: float = BACKOFF_MAX,
+    ) -> None:
+        refused = refused_rules(ctx.rules, ctx.sink)
+        if refused:
+            raise ConfigError(refusal(refused, ctx.sink))
+        self._ctx = ctx
+        self._max_sleep, self._grace = max_sleep, late_grace
+        self._backoff = (backoff_initial, backoff_max)
+        self._refused: frozenset[str] = frozenset()
+        self._wakes: dict[str, asyncio.Event] = {}
+        self._changed = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._finished = asyncio.Event()
+        self._finished.set()
+
+    def routes(self) -> list[Any]:
+        return []
+
+    def rules_changed(self, rules: RuleSet) -> None:
+        refused = refused_rules(rules, self._ctx.sink)
+        if refused:
+            log.error(
+                "cron rules refused; they will not fire", error=refusal(refused, self._ctx.sink)
+            )
+        self._refused = frozenset(refused)
+        self._wake_all()
+
+    async def run(self) -> None:
+        self._finished.clear()
+        tasks: dict[str, asyncio.Task[None]] = {}
+        try:
+            async with asyncio.TaskGroup() as group:
+                while not self._stopping.is_set():
+                    self._changed.clear()
+                    for name in self._cron_names():
+                        if name not in tasks or tasks[name].done():
+                            self._wakes[name] = asyncio.Event()
+                            tasks[name] = group.create_task(
+                                self._run_rule(name), name=f"cron:{name}"
+                            )
+                    await self._changed.wait()
+                self._wake_all()
+        finally:
+            self._finished.set()
+
+    async def stop(self, deadline: float) -> None:  # the manager enforces the deadline
+        """Fire no new tick; a tick being submitted finishes and its watermark is stored."""
+        self._stopping.set()
+        self._wake_all()
+        await self._finished.wait()
+
+    def _wake_all(self) -> None:
+        self._changed.set()
+        for wake in self._wakes.values():
+            wake.set()
+
+    def _cron_names(self) -> list[str]:
+        return [
+            r.name
+            for r in self._ctx.rules.rules
+            if r.kind == "cron" and r.name not in self._refused
+        ]
+
+    def _rule(self, name: str) -> Rule | None:
+        """The current version of a rule, or None when it is gone or no longer runnable."""
+        rule = self._ctx.rules.by_name.get(name)
+        if rule is None or rule.kind != "cron" or name in self._refused:
+            return None
+        return rule
+
+    # --- one rule --------------------------------------------------------------------------
+
+    async def _run_rule(self, name: str) -> None:
+        wake = self._wakes[name]
+        watermark: datetime | None = None
+        loaded = False
+        try:
+            while not self._stopping.is_set():
+                wake.clear()
+                rule = self._rule(name)
+                if rule is None:
+                    return
+                if rule.cron.suspend:  # silent; the watermark stays where it was
+                    await self._pause(self._max_sleep, wake)
+                    continue
+                if not loaded:
+                    watermark = await self._retrying(
+                        name, "read the watermark", wake, lambda: self._load(name)
+                    )
+                    loaded = True
+                watermark, delay = await self._step(rule, watermark, wake)
+                if delay > 0:
+                    await self._pause(delay, wake)
+        except _Stopped:
+            return
+
+    async def _step(
+        self, rule: Rule, watermark: datetime | None, wake: asyncio.Event
+    ) -> tuple[datetime, float]:
+        """Fire what is due; return the new watermark and how long to sleep."""
+        now = self._ctx.clock.now()
+        tz = compile_timezone(rule.cron.timezone)
+        if watermark is None:  # first seen: start from now, no catch-up
+            await self._store(rule.name, now, wake)
+            log.info("cron rule starts from now", rule=rule.name, watermark=format_time(now))
+            watermark = now
+        plan = plan_ticks(rule, tz, watermark, now, self._grace)
+        if plan.missed:
+            self._ctx.metrics.cron_skipped.labels(rule.name, "missed").inc(plan.missed)
+            log.warning(
+                "missed cron ticks dropped",
+                rule=rule.name,
+                at_least=plan.missed,
+                catch_up=rule.cron.catchUp,
+            )
+        if plan.settled is not None:
+            await self._store(rule.name, plan.settled, wake)
+            watermark = plan.settled
+        for fire in plan.fire:
+            if not await self._fire(rule.name, fire, wake):
+                return watermark, 0.0  # the rule changed under the tick: look again
+            watermark = fire.time
+        if plan.fire:
+            return watermark, 0.0
+        upcoming = next(fires(rule.schedules, tz, max(watermark, now)), None)
+        if upcoming is None:
+            return watermark, self._max_sleep
+        return watermark, max(0.0, min((upcoming.time - now).total_seconds(), self._max_sleep))
+
+    async def _fire(self, name: str, fire: Fire, wake: asyncio.Event) -> bool:
+        """Submit one tick (retrying), then store it as the watermark; False if abandoned."""
+        event: Event | None = None
+        attempt = 0
+        while True:
+            rule = self._rule(name)
+            if rule is None or rule.cron.suspend:
+                return False
+            if event is None:
+                event = cron_tick(
+                    name,
+                    fire.schedule.text,
+                    fire.time,
+                    rule.cron.timezone,
+                    fired=self._ctx.clock.now(),
+                )
+            try:
+                if await self._admit(rule, event):
+                    await self._ctx.pipeline.handle(event, on_exhausted="raise")
+                break
+            except SubmitError as exc:
+                attempt += 1
+                delay = self._delay(attempt, getattr(exc, "retry_after", None))
+                log.warning(
+                    "cron tick not submitted; retrying",
+                    rule=name,
+                    event_id=event.id,
+                    attempt=attempt,
+                    delay=delay,
+                    error=str(exc),
+                )
+                await self._pause(delay, wake, interruptible=False)
+        await self._store(name, fire.time, wake)
+        return True
+
+    async def _admit(self, rule: Rule, event: Event) -> bool:
+        """Apply concurrencyPolicy: False means skip this tick (Forbid)."""
+        policy = rule.cron.concurrencyPolicy
+        if policy == "Allow":
+            return True
+        sink = self._ctx.sink
+        assert isinstance(sink, WorkflowControl)  # refused_rules keeps other sinks out
+        namespace = rule.workflow.namespace
+        found = await sink.list_workflows(namespace, f"{LABEL_RULE}={rule.name}")
+        # The tick's own Workflow (a restart mid-tick) is neither a reason to skip nor to stop.
+        active = [
+            w
+            for w in found
+            if is_active(w)
+            and ((w.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_EVENT_ID)
+            != event.id
+        ]
+        names = sorted((w.get("metadata") or {}).get("name", "") for w in active)
+        if not active:
+            return True
+        if policy == "Forbid":
+            self._ctx.metrics.cron_skipped.labels(rule.name, "forbid").inc()
+            log.info(
+                "cron tick skipped: workflows still active (Forbid)",
+                rule=rule.name,
+                event_id=event.id,
+                active=names,
+            )
+            return False
+        for workflow in names:
+            await self._stop_workflow(sink, namespace, workflow)
+        log.info(
+            "stopped active workflows (Replace)", rule=rule.name, event_id=event.id, stopped=names
+        )
+        return True
+
+    @staticmethod
+    async def _stop_workflow(sink: WorkflowControl, namespace: str, name: str) -> None:
+        try:
+            await sink.stop_workflow(namespace, name)
+        except SubmitError as exc:
+            if exc.status != 404:  # gone meanwhile: nothing left to stop
+                raise
+
+    # --- watermark ---------------------------------------------------------------------------
+
+    async def _load(self, name: str) -> datetime | None:
+        value = await self._ctx.state.get(state_key(name))
+        moment = _stored_time(value)
+        if value is not None and moment is None:
+            log.error("unreadable cron watermark; starting from now", rule=name, value=value)
+        return moment
+
+    async def _store(self, name: str, moment: datetime, wake: asyncio.Event) -> None:
+        """Advance the watermark to `moment` (never backwards), retrying state errors."""
+
+        def advance(current: dict[str, Any] | None) -> dict[str, Any]:
+            old = _stored_time(current)
+            if current is not None and old is not None and old >= moment:
+                return current
+            return {**(current or {}), "scheduledTime": format_time(moment)}
+
+        await self._retrying(
+            name,
+            "store the watermark",
+            wake,
+            lambda: self._ctx.state.update(state_key(name), advance),
+        )
+
+    # --- waiting -----------------------------------------------------------------------------
+
+    async def _retrying(
+        self, name: str, what: str, wake: asyncio.Event, call: Callable[[], Awaitable[T]]
+    ) -> T:
+        attempt = 0
+        while True:
+            try:
+                return await call()
+            except StateError as exc:
+                attempt += 1
+                delay = self._delay(attempt, None)
+                log.warning(
+                    f"cannot {what}; retrying",
+                    rule=name,
+                    attempt=attempt,
+                    delay=delay,
+                    error=str(exc),
+                )
+                await self._pause(delay, wake, interruptible=False)
+
+    def _delay(self, attempt: int, retry_after: float | None) -> float:
+        initial, cap = self._backoff
+        delay: float = min(cap, initial * 2.0 ** (attempt - 1))
+        return max(delay, min(retry_after or 0.0, cap))
+
+    async def _pause(
+        self, seconds: float, wake: asyncio.Event, *, interruptible: bool = True
+    ) -> None:
+        """Sleep on the clock until `seconds` pass, the source stops or (if asked) rules change."""
+        waits: list[asyncio.Future[Any]] = [
+            asyncio.ensure_future(self._ctx.clock.sleep(seconds)),
+            asyncio.ensure_future(self._stopping.wait()),
+        ]
+        if interruptible:
+            waits.append(asyncio.ensure_future(wake.wait()))
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
+        if self._stopping.is_set():
+            raise _Stopped
+
+
+KIND: Final = SourceKind(
+    wanted=lambda rules: "cron" in rules.kinds(), build=CronSource, singleton=True
+)

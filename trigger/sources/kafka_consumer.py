@@ -1,0 +1,270 @@
+"""One consumer group member: fetch, hand records out concurrently, commit in order.
+
+`GroupConsumer` owns one aiokafka consumer for one (cluster, group) and the tasks handling
+its records. Records run concurrently across and within partitions; each partition's
+`PartitionWindow` decides what may be committed (only a finished prefix) and when the
+partition pauses (its in-flight bound). Commits are batched on a short interval and
+forced when partitions are given up: on revocation (the rebalance listener waits for
+their in-flight records, up to a deadline, and commits before the partitions move), on a
+topic change and on stop. Records cut short by the deadline are not committed; the next
+owner gets them again, and the Workflow names make the redelivery a duplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+from collections.abc import Callable, Coroutine, Iterable
+from dataclasses import dataclass
+from typing import Any, Final
+
+import structlog
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import IllegalStateError, KafkaError
+
+from trigger.settings import KafkaCluster
+from trigger.sources.kafka_offsets import PartitionWindow
+from trigger.submit.clock import Clock
+
+log = structlog.get_logger("trigger.sources.kafka")
+
+Handler = Callable[[str, Any], Coroutine[Any, Any, None]]  # (cluster, aiokafka ConsumerRecord)
+FETCH_TIMEOUT_MS: Final = 200  # a stop or a topic change is seen within this
+MAX_RECORDS: Final = 500  # per fetch call, across partitions
+COMMIT_INTERVAL: Final = 0.2  # seconds between routine commits; a crash redelivers these
+FETCH_MAX_WAIT_MS: Final = 100  # broker long-poll; bounds latency once a partition is idle
+
+
+@dataclass(frozen=True)
+class GroupSpec:
+    """Which group of which cluster, with the connection options already resolved."""
+
+    cluster: str
+    group: str
+    settings: KafkaCluster
+    options: dict[str, Any]
+
+    def consumer(self) -> AIOKafkaConsumer:
+        s = self.settings
+        return AIOKafkaConsumer(
+            group_id=self.group,
+            enable_auto_commit=False,
+            auto_offset_reset=s.auto_offset_reset,
+            session_timeout_ms=int(s.session_timeout * 1000),
+            heartbeat_interval_ms=int(s.heartbeat_interval * 1000),
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+            **self.options,
+        )
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
+    def __init__(self, group: GroupConsumer) -> None:
+        self._group = group
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        await self._group.give_up(set(revoked), "revoked", self._group.revoke_deadline)
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        self._group.assigned(set(assigned))
+
+
+class GroupConsumer:
+    """One consumer-group member; see the module docstring."""
+
+    def __init__(
+        self, spec: GroupSpec, handler: Handler, clock: Clock, *, revoke_deadline: float
+    ) -> None:
+        self.spec = spec
+        self.topics: frozenset[str] = frozenset()
+        self.windows: dict[TopicPartition, PartitionWindow] = {}
+        self.peaks: dict[TopicPartition, int] = {}
+        self._handler = handler
+        self._clock = clock
+        self.revoke_deadline = revoke_deadline
+        self._consumer: AIOKafkaConsumer | None = None
+        self._fetcher: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._last_commit = 0.0
+        self._log = log.bind(cluster=spec.cluster, group=spec.group)
+
+    @property
+    def fetcher(self) -> asyncio.Task[None]:
+        assert self._fetcher is not None, "start() first"
+        return self._fetcher
+
+    async def start(self, topics: frozenset[str]) -> None:
+        consumer = self.spec.consumer()
+        try:
+            await consumer.start()
+        except BaseException:
+            await consumer.stop()  # release the half-opened client before the retry
+            raise
+        self._consumer = consumer
+        self._subscribe(topics)
+        self._fetcher = asyncio.create_task(
+            self._fetch(), name=f"kafka:{self.spec.cluster}:{self.spec.group}"
+        )
+        self._log.info("kafka consumer started", topics=sorted(topics))
+
+    def _subscribe(self, topics: frozenset[str]) -> None:
+        assert self._consumer is not None
+        self.topics = topics
+        self._consumer.subscribe(topics=sorted(topics), listener=_Listener(self))
+
+    async def resubscribe(self, topics: frozenset[str]) -> None:
+        """Follow a rule reload; what is in flight is finished and committed first."""
+        assert self._consumer is not None
+        # aiokafka forgets the old assignment on subscribe(), and with it the right to
+        # commit for it, so settle everything before switching.
+        self._pause(list(self.windows))
+        await self.give_up(set(self.windows), "topics changed", self.revoke_deadline)
+        self._subscribe(topics)
+        self._log.info("kafka subscription changed", topics=sorted(topics))
+
+    async def _fetch(self) -> None:
+        assert self._consumer is not None
+        while not self._stopping:
+            batch = await self._consumer.getmany(
+                timeout_ms=FETCH_TIMEOUT_MS, max_records=MAX_RECORDS
+            )
+            for tp, records in batch.items():
+                self._dispatch(tp, records)
+            if self._clock.monotonic() - self._last_commit >= COMMIT_INTERVAL:
+                await self._commit(self.windows)
+
+    def _dispatch(self, tp: TopicPartition, records: list[Any]) -> None:
+        assert self._consumer is not None
+        window = self.windows.get(tp)
+        if window is None:  # records never come before their assignment; be safe anyway
+            window = self._window(tp)
+        for record in records:
+            if window.full:
+                # Hand the rest back: the position rewinds to it and the partition pauses,
+                # so nothing beyond the bound is held in memory.
+                self._consumer.seek(tp, record.offset)
+                break
+            window.take(record.offset)
+            task = asyncio.create_task(self._handler(self.spec.cluster, record))
+            window.tasks.add(task)
+            task.add_done_callback(functools.partial(self._done, tp, window, record.offset))
+        self.peaks[tp] = max(self.peaks.get(tp, 0), window.peak)
+        if window.full:
+            self._pause([tp])
+
+    def _done(
+        self, tp: TopicPartition, window: PartitionWindow, offset: int, task: asyncio.Task[None]
+    ) -> None:
+        window.tasks.discard(task)
+        if task.cancelled():
+            return  # cut short by a deadline: not done, so never committed
+        error = task.exception()
+        if error is not None:  # the handler retries everything it can; this is a bug
+            self._log.error("record handler failed", offset=offset, exc_info=error)
+            return
+        window.finish(offset)
+        if window.paused and window.drained and not self._stopping:
+            self._resume(tp, window)
+
+    def _window(self, tp: TopicPartition) -> PartitionWindow:
+        window = PartitionWindow(self.spec.settings.max_in_flight_per_partition)
+        self.windows[tp] = window
+        return window
+
+    def _pause(self, tps: list[TopicPartition]) -> None:
+        assert self._consumer is not None
+        for tp in tps:
+            window = self.windows.get(tp)
+            if window is not None:
+                window.paused = True
+            with contextlib.suppress(IllegalStateError):  # no longer assigned: nothing to do
+                self._consumer.pause(tp)
+
+    def _resume(self, tp: TopicPartition, window: PartitionWindow) -> None:
+        assert self._consumer is not None
+        window.paused = False
+        with contextlib.suppress(IllegalStateError):  # revoked meanwhile
+            self._consumer.resume(tp)
+
+    def assigned(self, tps: set[TopicPartition]) -> None:
+        """New partitions start from the group's committed offset (aiokafka does that)."""
+        for tp in tps:
+            self._window(tp)
+        self._log.info("kafka partitions assigned", partitions=_names(tps))
+
+    async def give_up(self, tps: set[TopicPartition], why: str, deadline: float) -> None:
+        """Finish (within `deadline` seconds) and commit the partitions' in-flight records."""
+        windows = {tp: self.windows[tp] for tp in tps if tp in self.windows}
+        tasks = {task for window in windows.values() for task in window.tasks}
+        unfinished = await _wait(tasks, deadline, self._clock)
+        await self._commit(windows)
+        for tp in windows:
+            del self.windows[tp]
+        self._log.info(
+            "kafka partitions given up", why=why, partitions=_names(tps), unfinished=unfinished
+        )
+
+    async def _commit(self, windows: dict[TopicPartition, PartitionWindow]) -> None:
+        assert self._consumer is not None
+        self._last_commit = self._clock.monotonic()
+        # Window objects are captured: a revocation may drop them from `windows` meanwhile.
+        points = {tp: (w, p) for tp, w in windows.items() if (p := w.to_commit()) is not None}
+        if not points:
+            return
+        try:
+            await self._consumer.commit({tp: point for tp, (_, point) in points.items()})
+        except (KafkaError, IllegalStateError) as exc:
+            # A rebalance took the partitions (their next owner re-handles from the last
+            # commit) or the broker is away (the next commit carries these offsets too).
+            self._log.warning("kafka commit failed", error=f"{type(exc).__name__}: {exc}")
+            return
+        for window, point in points.values():
+            window.committed = point
+
+    async def stop(self, deadline: float) -> None:
+        """Stop fetching, finish in-flight records within `deadline`, commit, leave."""
+        if self._stopping or self._consumer is None:
+            return
+        self._stopping = True
+        started = self._clock.monotonic()
+        self._pause(list(self.windows))
+        if self._fetcher is not None:
+            await _wait({self._fetcher}, deadline, self._clock)
+        left = max(deadline - (self._clock.monotonic() - started), 0.0)
+        await self.give_up(set(self.windows), "stopping", left)
+        await self._consumer.stop()  # sends LeaveGroup: the others take over at once
+        self._log.info("kafka consumer stopped")
+
+    async def abort(self) -> None:
+        """Tear down after a failure: nothing more is committed (records are redelivered)."""
+        self._stopping = True
+        tasks = {t for w in self.windows.values() for t in w.tasks}
+        if self._fetcher is not None:
+            tasks.add(self._fetcher)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+
+async def _wait(tasks: set[asyncio.Task[None]], timeout: float, clock: Clock) -> int:  # noqa: ASYNC109
+    """Wait up to `timeout` (clock) seconds for `tasks`; cancel the rest; how many were cut."""
+    pending = {t for t in tasks if not t.done()}
+    if not pending:
+        return 0
+    expiry = asyncio.ensure_future(clock.sleep(timeout))
+    try:
+        while pending and not expiry.done():
+            await asyncio.wait({*pending, expiry}, return_when=asyncio.FIRST_COMPLETED)
+            pending = {t for t in pending if not t.done()}
+    finally:
+        expiry.cancel()
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    return len(pending)
+
+
+def _names(tps: Iterable[TopicPartition]) -> list[str]:
+    return sorted(f"{tp.topic}/{tp.partition}" for tp in tps)

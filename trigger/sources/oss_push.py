@@ -1,0 +1,217 @@
+"""The OSS push receivers: EventBridge HTTP targets and MNS HTTP endpoints.
+
+Both are mounted on the daemon's HTTP server at `oss.push.eventbridge_path` and
+`oss.push.mns_path` whatever the rules say (a push for a bucket no rule takes is answered
+200 with no Workflows). A delivery is answered only when done (`deliver`): 200 after every
+matched rule's Workflow exists or was dead-lettered, 503 when submission is failing
+temporarily, 400 for an undecodable body, 401 when it cannot be authenticated, 413 over
+the body limit, 503 when a signing certificate cannot be fetched right now.
+
+EventBridge is fail-closed: without a token and without signature verification every
+push is refused (and the daemon says why at start), except for a loopback-only demo with
+`eventbridge_allow_unauthenticated_loopback`. MNS retries a push it did not get a 2xx for
+within 5 s, so MNS deliveries get the shorter `mns_reply_within` deadline: a delivery still
+submitting then is answered 503 and its retry meets the idempotent Workflow names.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Awaitable, Mapping
+from pathlib import Path
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from trigger.decoders.oss import decode_eventbridge, decode_mns
+from trigger.errors import ConfigError, DecodeError
+from trigger.events import Event
+from trigger.runtime.http import HttpContext, deliver, read_body
+from trigger.sources.oss_signatures import (
+    AuthError,
+    CertificateCache,
+    CertificateUnavailable,
+    EventBridgeAuth,
+    MnsAuth,
+)
+
+log = structlog.get_logger("trigger.oss.push")
+SOURCE = "oss"
+RETRY_AFTER = "5"
+
+
+def listens_on_loopback_only(listen: str) -> bool:
+    """True when `HOST:PORT` binds a loopback address (not 0.0.0.0, not a routable one)."""
+    host = listen.rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def read_token(settings: Any, environ: Mapping[str, str]) -> bytes | None:
+    """The EventBridge shared token from env or file; None when none is configured."""
+    variable, path = settings.eventbridge_token_env, settings.eventbridge_token_file
+    if variable:
+        value = environ.get(variable, "")
+        if not value:
+            raise ConfigError(f"environment variable {variable} is not set")
+        return value.encode()
+    if path:
+        try:
+            text = Path(path).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read token file {path}: {exc.strerror}") from exc
+        if not text:
+            raise ConfigError(f"token file {path} is empty")
+        return text.encode()
+    return None
+
+
+def eventbridge_auth(settings: Any, environ: Mapping[str, str], listen: str) -> EventBridgeAuth:
+    """The EventBridge authentication from `oss.push` settings (secrets read now)."""
+    problem = None
+    try:
+        token = read_token(settings, environ)
+    except ConfigError as exc:
+        token, problem = None, f"token unavailable: {exc}"
+    demo = settings.eventbridge_allow_unauthenticated_loopback and listens_on_loopback_only(listen)
+    return EventBridgeAuth(
+        token=token,
+        verify_signature=settings.eventbridge_verify_signature,
+        cert_hosts=tuple(settings.eventbridge_cert_hosts),
+        max_skew=settings.eventbridge_max_skew,
+        allow_unauthenticated=demo,
+        problem=problem,
+    )
+
+
+class OssPush:
+    """The two receivers, sharing one certificate cache. Build with `create`."""
+
+    def __init__(
+        self,
+        ctx: HttpContext,
+        settings: Any,
+        eb_auth: EventBridgeAuth,
+        mns_auth: MnsAuth,
+        certs: CertificateCache,
+    ) -> None:
+        self.ctx = ctx
+        self.settings = settings
+        self.eb_auth = eb_auth
+        self.mns_auth = mns_auth
+        self.certs = certs
+
+    @classmethod
+    def create(
+        cls, ctx: HttpContext, settings: Any, environ: Mapping[str, str], *, listen: str
+    ) -> OssPush:
+        """`settings` is `Settings.oss.push`; `listen` the daemon's HOST:PORT."""
+        mns = MnsAuth(
+            verify_signature=settings.mns_verify_signature,
+            cert_hosts=tuple(settings.mns_cert_hosts),
+            max_skew=settings.mns_max_skew,
+        )
+        certs = CertificateCache(ctx.pipeline.clock)
+        return cls(ctx, settings, eventbridge_auth(settings, environ, listen), mns, certs)
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.post(self.settings.eventbridge_path, self.eventbridge),
+            web.post(self.settings.mns_path, self.mns),
+        ]
+
+    def report(self) -> None:
+        """Say at start what the receivers accept, loudly when they refuse everything."""
+        path = self.settings.eventbridge_path
+        refused = self.eb_auth.refuses_everything
+        if refused:
+            log.error("OSS EventBridge receiver refuses every push", path=path, reason=refused)
+        elif self.eb_auth.token is None and not self.eb_auth.verify_signature:
+            log.warning(
+                "OSS EventBridge receiver accepts unauthenticated pushes (loopback demo)",
+                path=path,
+            )
+        if not self.mns_auth.verify_signature:
+            log.warning("OSS MNS receiver does not verify signatures", path=self.settings.mns_path)
+
+    async def close(self) -> None:
+        await self.certs.close()
+
+    async def eventbridge(self, request: web.Request) -> web.Response:
+        body = await read_body(self.ctx, request, SOURCE)
+        if isinstance(body, web.Response):
+            return body
+        check = self.eb_auth.check(
+            request.headers,
+            body,
+            self._target_urls(request),
+            self.ctx.pipeline.clock.now(),
+            self.certs,
+        )
+        refused = await self._authenticate(check, request.path)
+        if refused is not None:
+            return refused
+        try:
+            events = decode_eventbridge(body, max_bytes=len(body) + 1)
+        except DecodeError as exc:
+            return self._undecodable(exc)
+        return await deliver(self.ctx, events)
+
+    async def mns(self, request: web.Request) -> web.Response:
+        clock = self.ctx.pipeline.clock
+        started = clock.monotonic()
+        body = await read_body(self.ctx, request, SOURCE)
+        if isinstance(body, web.Response):
+            return body
+        check = self.mns_auth.check(
+            request.method, request.raw_path, request.headers, clock.now(), self.certs
+        )
+        refused = await self._authenticate(check, request.path)
+        if refused is not None:
+            return refused
+        try:
+            events = decode_mns(body, headers=request.headers, max_bytes=len(body) + 1)
+        except DecodeError as exc:
+            return self._undecodable(exc)
+        left = self.settings.mns_reply_within - (clock.monotonic() - started)
+        return await self._deliver_within(events, min(self.ctx.push_deadline, left))
+
+    async def _deliver_within(self, events: list[Event], deadline: float) -> web.Response:
+        if deadline <= 0:
+            return _reply(503, "no time left to submit before MNS retries", retry=True)
+        return await deliver(self.ctx, events, deadline=deadline)
+
+    def _target_urls(self, request: web.Request) -> list[str]:
+        configured = self.settings.eventbridge_target_url
+        if configured:
+            return [configured]
+        # A TLS-terminating proxy turns the signed https:// URL into http:// here.
+        url = request.url
+        return [str(url), str(url.with_scheme("https" if url.scheme == "http" else "http"))]
+
+    async def _authenticate(self, check: Awaitable[None], path: str) -> web.Response | None:
+        try:
+            await check
+        except AuthError as exc:
+            self.ctx.metrics.events_rejected.labels(SOURCE, "auth").inc()
+            log.warning("OSS push refused", path=path, reason=str(exc))
+            return _reply(401, str(exc))
+        except CertificateUnavailable as exc:
+            self.ctx.metrics.events_rejected.labels(SOURCE, "certificate").inc()
+            log.warning("OSS push not verifiable now", path=path, reason=str(exc))
+            return _reply(503, str(exc), retry=True)
+        return None
+
+    def _undecodable(self, exc: DecodeError) -> web.Response:
+        self.ctx.metrics.events_rejected.labels(SOURCE, "undecodable").inc()
+        return _reply(400, str(exc))
+
+
+def _reply(status: int, message: str, *, retry: bool = False) -> web.Response:
+    headers = {"Retry-After": RETRY_AFTER} if retry else None
+    return web.json_response({"error": message}, status=status, headers=headers)

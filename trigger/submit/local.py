@@ -1,0 +1,246 @@
+"""The local sink: Workflow manifests in a directory, `<dir>/<namespace>/<name>.yaml`.
+
+It is the embedded default when no cluster is configured, and it keeps the sink contract
+exactly: a name is written once, atomically, and a second create of the same name is
+`AlreadyExists`. Each manifest is written to a temporary file in the same directory,
+fsynced, then hard-linked to its final name — `link` fails if the name exists, so an
+existing manifest is never overwritten, even by a concurrent writer in another process.
+All file I/O runs in a worker thread, off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import os
+import re
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final
+
+import yaml
+
+from trigger.errors import AlreadyExists, PermanentSubmitError, TemporarySubmitError
+from trigger.submit.base import Created
+
+try:  # libyaml is an order of magnitude faster when it is there
+    from yaml import CSafeDumper as Dumper
+    from yaml import CSafeLoader as Loader
+except ImportError:  # pragma: no cover - depends on how PyYAML was built
+    from yaml import SafeDumper as Dumper  # type: ignore[assignment]
+    from yaml import SafeLoader as Loader  # type: ignore[assignment]
+
+SUFFIX: Final = ".yaml"
+_NAME: Final = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
+_NAMESPACE: Final = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_REQUIREMENT: Final = re.compile(
+    r"\s*(?:!(?P<absent>[\w./-]+)|(?P<key>[\w./-]+)(?:\s*(?P<op>==|=|!=)\s*(?P<value>[\w.-]*))?)\s*"
+)
+
+Selector = tuple[tuple[str, str, str], ...]
+
+
+def dump(workflow: Mapping[str, Any]) -> str:
+    """A Workflow as YAML, keys in their given order."""
+    return yaml.dump(dict(workflow), Dumper=Dumper, sort_keys=False, allow_unicode=True)
+
+
+def parse_selector(text: str) -> Selector:
+    """Parse a simple label selector: `k=v`, `k==v`, `k!=v`, `k`, `!k`, comma-separated."""
+    requirements = []
+    for part in (p for p in text.split(",") if p.strip()):
+        found = _REQUIREMENT.fullmatch(part)
+        if found is None:
+            raise PermanentSubmitError(f"unsupported label selector: {part!r}", status=400)
+        if found["absent"]:
+            requirements.append((found["absent"], "absent", ""))
+        elif found["op"]:
+            requirements.append(
+                (found["key"], "!=" if found["op"] == "!=" else "=", found["value"])
+            )
+        else:
+            requirements.append((found["key"], "exists", ""))
+    return tuple(requirements)
+
+
+def matches(selector: Selector, labels: Mapping[str, Any]) -> bool:
+    """Whether the labels satisfy every requirement."""
+    for key, op, value in selector:
+        present = key in labels
+        if (
+            (op == "exists" and not present)
+            or (op == "absent" and present)
+            or (op == "=" and labels.get(key) != value)
+            or (op == "!=" and present and labels[key] == value)
+        ):
+            return False
+    return True
+
+
+def apply_merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386: objects merge, null deletes, anything else replaces."""
+    if not isinstance(patch, Mapping):
+        return copy.deepcopy(patch)
+    result = dict(target) if isinstance(target, Mapping) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = apply_merge_patch(result.get(key), value)
+    return result
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_temporary(directory: Path, name: str, text: str) -> str:
+    fd, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        os.unlink(temporary)
+        raise
+    return temporary
+
+
+def _write_new(path: Path, text: str) -> bool:
+    """Write `path` only if it does not exist; False when it does."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = _write_temporary(path.parent, path.name, text)
+    try:
+        os.link(temporary, path)
+    except FileExistsError:
+        return False
+    finally:
+        os.unlink(temporary)
+    _fsync_directory(path.parent)
+    return True
+
+
+def _replace(path: Path, text: str) -> None:
+    temporary = _write_temporary(path.parent, path.name, text)
+    try:
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+    _fsync_directory(path.parent)
+
+
+def _load(path: Path) -> dict[str, Any] | None:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    loaded = yaml.load(text, Loader=Loader)
+    return loaded if isinstance(loaded, dict) else None
+
+
+def _scan(directory: Path, selector: Selector) -> list[dict[str, Any]]:
+    if not directory.is_dir():
+        return []
+    found = []
+    for path in sorted(directory.glob(f"*{SUFFIX}")):
+        workflow = _load(path)
+        if workflow is not None and matches(
+            selector, (workflow.get("metadata") or {}).get("labels") or {}
+        ):
+            found.append(workflow)
+    return found
+
+
+def _probe(directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(prefix=".check.", suffix=".tmp", dir=directory)
+    os.close(fd)
+    os.unlink(temporary)
+
+
+class LocalSink:
+    """Writes Workflows as YAML manifests under a directory, once per name."""
+
+    kind = "local"
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.directory = Path(directory)
+        self._rewrites = asyncio.Lock()  # patches read, modify and write one file
+
+    def path(self, namespace: str, name: str) -> Path:
+        """Where the manifest of a Workflow lives; the names are checked to stay inside."""
+        if not _NAMESPACE.fullmatch(namespace):
+            raise PermanentSubmitError(f"invalid namespace {namespace!r}", status=422)
+        if not _NAME.fullmatch(name):
+            raise PermanentSubmitError(f"invalid workflow name {name!r}", status=422)
+        return self.directory / namespace / f"{name}{SUFFIX}"
+
+    async def create(self, workflow: Mapping[str, Any]) -> Created:
+        """Write the manifest; AlreadyExists when the name is taken."""
+        meta = workflow.get("metadata") or {}
+        name, namespace = meta.get("name"), meta.get("namespace") or "default"
+        if not name:
+            raise PermanentSubmitError("workflow has no metadata.name (idempotency needs one)")
+        path = self.path(namespace, name)
+        body = dict(workflow)
+        body["metadata"] = {k: v for k, v in meta.items() if k != "generateName"}
+        try:
+            written = await asyncio.to_thread(_write_new, path, dump(body))
+        except OSError as exc:
+            raise TemporarySubmitError(f"write {path}: {exc}") from exc
+        if not written:
+            raise AlreadyExists(f"{path} exists")
+        return Created(name=name, namespace=namespace)
+
+    async def get_workflow(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The stored manifest, or None."""
+        path = self.path(namespace, name)
+        try:
+            return await asyncio.to_thread(_load, path)
+        except (OSError, yaml.YAMLError) as exc:
+            raise TemporarySubmitError(f"read {path}: {exc}") from exc
+
+    async def list_workflows(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        """The manifests in the namespace whose labels match a simple selector."""
+        selector = parse_selector(label_selector)
+        directory = self.path(namespace, "x").parent
+        try:
+            return await asyncio.to_thread(_scan, directory, selector)
+        except (OSError, yaml.YAMLError) as exc:
+            raise TemporarySubmitError(f"list {directory}: {exc}") from exc
+
+    async def patch_workflow(
+        self, namespace: str, name: str, merge_patch: Mapping[str, Any]
+    ) -> None:
+        """Apply a JSON merge patch to the stored manifest (atomic rewrite)."""
+        path = self.path(namespace, name)
+        async with self._rewrites:
+            current = await self.get_workflow(namespace, name)
+            if current is None:
+                raise PermanentSubmitError(f"workflow {namespace}/{name} not found", status=404)
+            try:
+                text = dump(apply_merge_patch(current, merge_patch))
+                await asyncio.to_thread(_replace, path, text)
+            except OSError as exc:
+                raise TemporarySubmitError(f"write {path}: {exc}") from exc
+
+    async def stop_workflow(self, namespace: str, name: str) -> None:
+        """Mark the manifest stopped (spec.shutdown: Stop), as Argo's stop does."""
+        await self.patch_workflow(namespace, name, {"spec": {"shutdown": "Stop"}})
+
+    async def check(self) -> None:
+        """Raise TemporarySubmitError unless a file can be created in the directory."""
+        try:
+            await asyncio.to_thread(_probe, self.directory)
+        except OSError as exc:
+            raise TemporarySubmitError(f"{self.directory} is not writable: {exc}") from exc
+
+    async def close(self) -> None:
+        """Nothing to release: every write is complete when create returns."""

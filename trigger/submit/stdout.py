@@ -1,0 +1,90 @@
+"""The stdout sink: a dry run that prints each Workflow instead of creating it.
+
+YAML documents (each opened with `---`) or JSON lines. It remembers the names it printed
+in this process — the most recent 100,000 — and answers a repeat with `AlreadyExists`, so
+a dry run shows the de-duplication a real backend would do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from typing import Any, Final, Literal, TextIO
+
+from trigger.errors import AlreadyExists, PermanentSubmitError, TemporarySubmitError
+from trigger.submit.base import Created
+from trigger.submit.local import dump
+
+Format = Literal["yaml", "json"]
+REMEMBER: Final = 100_000
+
+
+def _yaml(workflow: Mapping[str, Any]) -> str:
+    return "---\n" + dump(workflow)
+
+
+def _json(workflow: Mapping[str, Any]) -> str:
+    return json.dumps(workflow, ensure_ascii=False, separators=(",", ":")) + "\n"
+
+
+_RENDERERS: Final[Mapping[str, Callable[[Mapping[str, Any]], str]]] = {"yaml": _yaml, "json": _json}
+
+
+class StdoutSink:
+    """Prints Workflows; a name printed before is AlreadyExists."""
+
+    kind = "stdout"
+
+    def __init__(
+        self, stream: TextIO | None = None, format: Format = "yaml", *, remember: int = REMEMBER
+    ) -> None:
+        if format not in _RENDERERS:
+            raise ValueError(f"unknown format {format!r}: expected yaml or json")
+        self.stream = stream if stream is not None else sys.stdout
+        self.format = format
+        self._render = _RENDERERS[format]
+        self._remember = remember
+        self._printed: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._writing = asyncio.Lock()  # whole documents, in the order they were created
+
+    async def create(self, workflow: Mapping[str, Any]) -> Created:
+        """Print the Workflow, unless its name was printed before."""
+        meta = workflow.get("metadata") or {}
+        name, namespace = meta.get("name"), meta.get("namespace") or "default"
+        if not name:
+            raise PermanentSubmitError("workflow has no metadata.name (idempotency needs one)")
+        key = (namespace, name)
+        if key in self._printed:
+            self._printed.move_to_end(key)
+            raise AlreadyExists(f"{namespace}/{name} was printed before")
+        self._printed[key] = None  # claimed before the write: a concurrent twin sees it
+        if len(self._printed) > self._remember:
+            self._printed.popitem(last=False)
+        try:
+            await self._write(self._render(workflow))
+        except (OSError, ValueError) as exc:  # a closed stream raises ValueError
+            self._printed.pop(key, None)
+            raise TemporarySubmitError(f"stdout: {exc}") from exc
+        return Created(name=name, namespace=namespace)
+
+    async def _write(self, text: str) -> None:
+        async with self._writing:
+            await asyncio.to_thread(self._write_now, text)
+
+    def _write_now(self, text: str) -> None:
+        self.stream.write(text)
+        self.stream.flush()
+
+    async def check(self) -> None:
+        """The stream must still be open."""
+        if self.stream.closed:
+            raise TemporarySubmitError("stdout is closed")
+
+    async def close(self) -> None:
+        """Flush; the stream belongs to the caller and stays open."""
+        if not self.stream.closed:
+            async with self._writing:
+                await asyncio.to_thread(self.stream.flush)
