@@ -242,7 +242,11 @@ async def kube_side(broker: KafkaBroker, work: Path, count: int) -> dict[str, An
 async def local_side(broker: KafkaBroker, work: Path, count: int) -> dict[str, Any]:
     await broker.create_topics({"local": PARTITIONS})
     await produce(broker.bootstrap, "local", count)
-    daemon = Daemon(work / "local", broker.bootstrap, "local", f"local:{work / 'local' / 'wf'}")
+    # The local sink commits in batches (one sync per batch): let batches grow.
+    tuning = {"TRIGGER_SUBMIT__MAX_IN_FLIGHT": "512",
+              "TRIGGER_KAFKA__CLUSTERS__DEFAULT__MAX_IN_FLIGHT_PER_PARTITION": "512"}  # fmt: skip
+    daemon = Daemon(work / "local", broker.bootstrap, "local", f"local:{work / 'local' / 'wf'}",
+                    env=tuning)  # fmt: skip
     try:
         rate = await rate_through(daemon, count)
     finally:

@@ -153,10 +153,17 @@ async def test_unwritable_directory_is_temporary(tmp_path: Path, make_workflow: 
         await LocalSink(blocker).create(make_workflow("x"))
 
 
-def test_c_dumper_used_when_available() -> None:
-    """The YAML dumper is libyaml's when PyYAML was built with it."""
-    expected = yaml.CSafeDumper if yaml.__with_libyaml__ else yaml.SafeDumper
-    assert local.Dumper is expected
+def test_manifest_reads_back_as_written() -> None:
+    """The manifest text is YAML that reads back to the Workflow, keys in order."""
+    workflow = {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Workflow",
+        "metadata": {"name": "w", "namespace": "data"},
+        "spec": {"arguments": {"parameters": [{"name": "n", "value": "12"}]}},
+    }
+    text = local.dump(workflow)
+    assert yaml.safe_load(text) == workflow
+    assert text.startswith("apiVersion: argoproj.io/v1alpha1\nkind: Workflow\n")
 
 
 # --- local: reads, patches, stop ---------------------------------------------------------

@@ -47,7 +47,7 @@ def decode_kafka_record(  # noqa: PLR0917 - positional, like the record it mirro
 
     Repeated header names keep the last value; a header without a value reads as "".
     """
-    auto = _auto(value)
+    auto, parsed_as = _auto(value)
     fields = {
         "topic": topic,
         "partition": partition,
@@ -57,7 +57,7 @@ def decode_kafka_record(  # noqa: PLR0917 - positional, like the record it mirro
         "value": auto,
         "timestamp": timestamp_ms,
     }
-    return Event(
+    event = Event(
         id=kafka_event_id(topic, partition, offset),
         source="kafka",
         type="kafka.message",
@@ -67,6 +67,10 @@ def decode_kafka_record(  # noqa: PLR0917 - positional, like the record it mirro
         fields=fields,
         raw=value,
     )
+    if parsed_as is not None:
+        # The auto view already is the json (or text) view: no second parse per rule.
+        event.views[parsed_as] = event
+    return event
 
 
 def view(event: Event, fmt: Format) -> Event:
@@ -98,17 +102,18 @@ def _convert(raw: bytes | None, fmt: Format) -> Any:
     raise ValueError(f"unknown Kafka value format {fmt!r}; expected one of {FORMATS}")
 
 
-def _auto(value: bytes | None) -> Any:
+def _auto(value: bytes | None) -> tuple[Any, Format | None]:
+    """The value as JSON, else text, else base64; and which format view that also is."""
     if value is None:
-        return None
+        return None, None
     try:
         text = value.decode("utf-8")
     except UnicodeDecodeError:
-        return b64text(value)
+        return b64text(value), None
     try:
-        return parse_json(text, where=_VALUE_WHERE)
+        return parse_json(text, where=_VALUE_WHERE), "json"
     except DecodeError:
-        return text
+        return text, "text"
 
 
 def _text_or_base64(data: bytes) -> str:

@@ -47,6 +47,7 @@ from jinja2.utils import pass_environment, pass_eval_context
 
 from trigger.errors import TemplateError, TriggerError
 from trigger.events import parse_time
+from trigger.rules.paths import PathFailure, compile_paths, render_paths
 
 MAX_OUTPUT_BYTES: Final = 64 * 1024
 MAX_VALUE_LEN: Final = 1024 * 1024  # any intermediate string or list, and regex subjects
@@ -485,10 +486,14 @@ def _bounded_join(chunks: Iterator[str]) -> str:
 class Template:
     """One compiled template; `render` is pure and safe to call from any task."""
 
-    __slots__ = ("_globals", "_jinja", "_text", "is_literal", "source", "variables")
+    __slots__ = ("_fast", "_globals", "_jinja", "_text", "is_literal", "source", "variables")
 
     def __init__(
-        self, source: str, jinja: jinja2.Template | None, variables: frozenset[str]
+        self,
+        source: str,
+        jinja: jinja2.Template | None,
+        variables: frozenset[str],
+        reserved: frozenset[str] = frozenset(),
     ) -> None:
         self.source = source
         self.is_literal = jinja is None
@@ -497,6 +502,8 @@ class Template:
         self._text = _literal_text(source) if jinja is None else ""
         # Flattened once: Jinja's own new_context re-flattens a ChainMap on every render.
         self._globals: dict[str, Any] = {} if jinja is None else dict(jinja.globals)
+        # Plain `{{ a.b }}` templates skip Jinja at render time (same output, see paths.py).
+        self._fast = None if jinja is None else compile_paths(_literal_text(source), reserved)
 
     def __repr__(self) -> str:
         return f"Template({self.source!r})"
@@ -505,6 +512,11 @@ class Template:
         """The rendered string; raises TemplateRenderFailure, never returns a partial result."""
         if self._jinja is None:
             return self._text
+        if self._fast is not None:
+            try:
+                return render_paths(self._fast, context, _finalize, MAX_OUTPUT_BYTES)
+            except PathFailure as exc:
+                raise TemplateRenderFailure(str(exc)) from exc
         try:
             env = self._jinja.environment
             scope = env.context_class(env, {**self._globals, **context}, None, {})
@@ -550,4 +562,4 @@ class TemplateEngine:
             raise TemplateError(f"line {exc.lineno}: {exc.message}") from exc
         jinja = self._env.template_class.from_code(self._env, code, self._env.make_globals(None))
         names = frozenset(meta.find_undeclared_variables(ast)) - self._globals
-        return Template(source, jinja, names)
+        return Template(source, jinja, names, self._globals)

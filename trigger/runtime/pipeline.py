@@ -65,20 +65,25 @@ class Pipeline:
     ) -> list[Outcome]:
         """Submit every rule `event` matches; see the module docstring for the contract."""
         rules = self.rules  # one rule set for the whole event, even across a reload
-        self.metrics.events_received.labels(event.source).inc()
+        self.metrics.child(self.metrics.events_received, event.source).inc()
         routed = rules.route(event, cluster=cluster)
-        bound = log.bind(event_id=event.id, source=event.source)
         for failure in routed.failures:
             if failure.kind == "expression":
-                self.metrics.expression_errors.labels(failure.rule.name).inc()
-                bound.warning("filter.expr failed", rule=failure.rule.name, error=failure.message)
+                self.metrics.child(self.metrics.expression_errors, failure.rule.name).inc()
+                log.warning(
+                    "filter.expr failed",
+                    event_id=event.id,
+                    source=event.source,
+                    rule=failure.rule.name,
+                    error=failure.message,
+                )
             else:
                 await self._poison(event, failure.rule.name, failure.message)
         if not routed.matches:
-            bound.debug("no rule matched")
+            log.debug("no rule matched", event_id=event.id, source=event.source)
             return []
         for match in routed.matches:
-            self.metrics.events_matched.labels(match.rule.name).inc()
+            self.metrics.child(self.metrics.events_matched, match.rule.name).inc()
             status = self.status.setdefault(match.rule.name, RuleStatus())
             status.matched += 1
             status.last_event = event.id
@@ -95,7 +100,7 @@ class Pipeline:
             event, rule=rule, error=DecodeError.__name__, message=message, time=self.clock.now()
         )
         await self.dead_letters.write(record)
-        self.metrics.dead_letters.labels(rule, DecodeError.__name__).inc()
+        self.metrics.child(self.metrics.dead_letters, rule, DecodeError.__name__).inc()
         status = self.status.setdefault(rule, RuleStatus())
         status.dead_letters += 1
         status.last_error = message
@@ -103,19 +108,19 @@ class Pipeline:
 
     def _record(self, event: Event, outcome: Outcome) -> None:
         status = self.status.setdefault(outcome.rule, RuleStatus())
-        bound = log.bind(event_id=event.id, rule=outcome.rule, workflow=outcome.workflow)
+        ids = {"event_id": event.id, "rule": outcome.rule, "workflow": outcome.workflow}
         if outcome.kind == "created":
             status.created += 1
             status.last_workflow = outcome.workflow
-            bound.info("workflow created", attempts=outcome.attempts)
+            log.info("workflow created", attempts=outcome.attempts, **ids)
         elif outcome.kind == "duplicate":
             status.duplicates += 1
             status.last_workflow = outcome.workflow
-            bound.info("workflow already exists (redelivery)")
+            log.info("workflow already exists (redelivery)", **ids)
         else:
             status.dead_letters += 1
             status.last_error = f"{outcome.reason}: {outcome.message}"
-            bound.error("dead-lettered", reason=outcome.reason, error=outcome.message)
+            log.error("dead-lettered", reason=outcome.reason, error=outcome.message, **ids)
 
 
 async def gather_cancelling(*aws: Any) -> list[Any]:
@@ -137,19 +142,19 @@ class MetricsHooks(NoHooks):
         self._clock = clock
 
     def on_created(self, rule: Rule, event: Event | None, workflow: str, latency: float) -> None:
-        self._metrics.workflows.labels(rule.name, "created", "").inc()
+        self._metrics.child(self._metrics.workflows, rule.name, "created", "").inc()
         self._metrics.submit_latency.observe(latency)
         if event is not None:
             age = (self._clock.now() - event.time).total_seconds()
             self._metrics.event_latency.observe(max(age, 0.0))
 
     def on_duplicate(self, rule: Rule, event: Event | None, workflow: str) -> None:
-        self._metrics.workflows.labels(rule.name, "duplicate", "").inc()
+        self._metrics.child(self._metrics.workflows, rule.name, "duplicate", "").inc()
 
     def on_retry(
         self, rule: Rule, event: Event | None, attempt: int, delay: float, error: Exception
     ) -> None:
-        self._metrics.retries.labels(rule.name).inc()
+        self._metrics.child(self._metrics.retries, rule.name).inc()
         log.warning(
             "submit failed, retrying",
             rule=rule.name,

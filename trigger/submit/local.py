@@ -2,10 +2,11 @@
 
 It is the embedded default when no cluster is configured, and it keeps the sink contract
 exactly: a name is written once, atomically, and a second create of the same name is
-`AlreadyExists`. Each manifest is written to a temporary file in the same directory,
-fsynced, then hard-linked to its final name — `link` fails if the name exists, so an
-existing manifest is never overwritten, even by a concurrent writer in another process.
-All file I/O runs in a worker thread, off the event loop.
+`AlreadyExists`. Each manifest is written to a temporary file in the same directory, then
+hard-linked to its final name — `link` fails if the name exists, so an existing manifest
+is never overwritten, even by a concurrent writer in another process. Concurrent creates
+are written together in one worker-thread call and made durable by one file-system sync
+before any of them returns (`batching`); all file I/O runs off the event loop.
 """
 
 from __future__ import annotations
@@ -23,12 +24,12 @@ import yaml
 
 from trigger.errors import AlreadyExists, PermanentSubmitError, TemporarySubmitError
 from trigger.submit.base import Created
+from trigger.submit.batching import GroupWriter
+from trigger.submit.manifest import to_yaml
 
 try:  # libyaml is an order of magnitude faster when it is there
-    from yaml import CSafeDumper as Dumper
     from yaml import CSafeLoader as Loader
 except ImportError:  # pragma: no cover - depends on how PyYAML was built
-    from yaml import SafeDumper as Dumper  # type: ignore[assignment]
     from yaml import SafeLoader as Loader  # type: ignore[assignment]
 
 SUFFIX: Final = ".yaml"
@@ -42,8 +43,8 @@ Selector = tuple[tuple[str, str, str], ...]
 
 
 def dump(workflow: Mapping[str, Any]) -> str:
-    """A Workflow as YAML, keys in their given order."""
-    return yaml.dump(dict(workflow), Dumper=Dumper, sort_keys=False, allow_unicode=True)
+    """A Workflow as YAML, keys in their given order (see trigger.submit.manifest)."""
+    return to_yaml(workflow)
 
 
 def parse_selector(text: str) -> Selector:
@@ -112,20 +113,6 @@ def _write_temporary(directory: Path, name: str, text: str) -> str:
     return temporary
 
 
-def _write_new(path: Path, text: str) -> bool:
-    """Write `path` only if it does not exist; False when it does."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = _write_temporary(path.parent, path.name, text)
-    try:
-        os.link(temporary, path)
-    except FileExistsError:
-        return False
-    finally:
-        os.unlink(temporary)
-    _fsync_directory(path.parent)
-    return True
-
-
 def _replace(path: Path, text: str) -> None:
     temporary = _write_temporary(path.parent, path.name, text)
     try:
@@ -173,6 +160,7 @@ class LocalSink:
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.directory = Path(directory)
         self._rewrites = asyncio.Lock()  # patches read, modify and write one file
+        self._writer = GroupWriter()  # creates: one thread hop and one sync per batch
 
     def path(self, namespace: str, name: str) -> Path:
         """Where the manifest of a Workflow lives; the names are checked to stay inside."""
@@ -192,7 +180,7 @@ class LocalSink:
         body = dict(workflow)
         body["metadata"] = {k: v for k, v in meta.items() if k != "generateName"}
         try:
-            written = await asyncio.to_thread(_write_new, path, dump(body))
+            written = await self._writer.write(path, lambda: dump(body))
         except OSError as exc:
             raise TemporarySubmitError(f"write {path}: {exc}") from exc
         if not written:
@@ -243,4 +231,5 @@ class LocalSink:
             raise TemporarySubmitError(f"{self.directory} is not writable: {exc}") from exc
 
     async def close(self) -> None:
-        """Nothing to release: every write is complete when create returns."""
+        """Wait for a batch still being written (its creates have all returned)."""
+        await self._writer.close()

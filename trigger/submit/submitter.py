@@ -129,6 +129,7 @@ class Submitter:
         self._hooks: SubmitHooks = hooks or NoHooks()
         self._caps = caps or RetryCaps()
         self.rate_limiters = RateLimiters(clock)
+        self._policies: dict[str, tuple[Rule, RetryPolicy]] = {}
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -153,6 +154,10 @@ class Submitter:
         self, pairs: Iterable[tuple[Rule, Event]], *, on_exhausted: OnExhausted = "raise"
     ) -> list[Outcome]:
         """Submit one event's matches concurrently; raises the first error once all ended."""
+        pairs = list(pairs)
+        if len(pairs) == 1:  # the common case: no gather, no extra task
+            rule, event = pairs[0]
+            return [await self.submit(rule, event, on_exhausted=on_exhausted)]
         results = await asyncio.gather(
             *(self.submit(rule, event, on_exhausted=on_exhausted) for rule, event in pairs),
             return_exceptions=True,
@@ -197,7 +202,7 @@ class Submitter:
         name: str = workflow["metadata"]["name"]
         started = self._clock.monotonic()
         await self.rate_limiters.acquire(rule)
-        policy = RetryPolicy.for_rule(rule.document.spec.retry, self._caps)
+        policy = self._policy(rule)
         attempt, waited = 0, 0.0
         while True:
             attempt += 1
@@ -249,6 +254,14 @@ class Submitter:
         await self._dead_letters.write(record)
         self._hooks.on_dead_letter(record)
         return Outcome(OutcomeKind.DEAD_LETTERED, rule.name, workflow, attempts, reason, message)
+
+    def _policy(self, rule: Rule) -> RetryPolicy:
+        """The rule's retry policy, built once per loaded rule (not per submission)."""
+        cached = self._policies.get(rule.name)
+        if cached is None or cached[0] is not rule:
+            cached = (rule, RetryPolicy.for_rule(rule.document.spec.retry, self._caps))
+            self._policies[rule.name] = cached
+        return cached[1]
 
     @contextlib.contextmanager
     def _tracked(self) -> Iterator[None]:
