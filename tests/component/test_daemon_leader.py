@@ -20,6 +20,13 @@ metadata: {name: hook}
 spec:
   source: {webhook: {path: /hooks/a, auth: {bearerTokenEnv: HOOK_TOKEN}}}
   workflow: {template: build, namespace: default}
+---
+apiVersion: trigger/v1
+kind: Rule
+metadata: {name: tick}
+spec:
+  source: {cron: {schedules: ["* * * * * *"], catchUp: none}}
+  workflow: {template: build, namespace: default}
 """
 LEASE_ENV = {
     "HOOK_TOKEN": "tok",
@@ -56,6 +63,18 @@ def daemon(tmp: Path, kubeconfig: Path, name: str) -> DaemonProcess:
     return DaemonProcess(workdir, workdir / "rules", env=env, extra_args=["--sink", "kubernetes"])
 
 
+def cron_outcomes(d: DaemonProcess) -> float:
+    """Created + duplicate Workflows of the cron rule, from the daemon's /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    total = 0.0
+    for family in text_string_to_metric_families(d.get("/metrics").body.decode()):
+        for sample in family.samples:
+            if sample.name == "trigger_workflows_total" and sample.labels.get("rule") == "tick":
+                total += sample.value
+    return total
+
+
 def leading(d: DaemonProcess) -> bool:
     response = d.get("/status")
     return response.status == 200 and bool(response.json()["leader"])
@@ -76,8 +95,12 @@ async def test_one_leader_and_takeover(tmp_path: Path, kube: KubeEmulator) -> No
         leader, follower = (first, second) if states[0] else (second, first)
         (lease,) = kube.objects("coordination.k8s.io", "v1", "leases", "default")
         assert lease["spec"]["holderIdentity"]
+        # Only the leader runs the cron source: it fires, the follower fires nothing.
+        await until(lambda: cron_outcomes(leader) >= 2, what="leader's cron ticks")
+        assert await asyncio.to_thread(cron_outcomes, follower) == 0
         leader.stop()  # SIGKILL: no release, the follower must wait for expiry
         await until(lambda: leading(follower), timeout=20, what="takeover")
+        await until(lambda: cron_outcomes(follower) >= 1, what="cron ticks after takeover")
         (lease,) = kube.objects("coordination.k8s.io", "v1", "leases", "default")
         assert lease["spec"]["leaseTransitions"] >= 1
         assert (

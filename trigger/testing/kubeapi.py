@@ -1036,6 +1036,10 @@ class KubeEmulator:
         self._injections.append(injection)
         return injection
 
+    def clear_injections(self) -> None:
+        """Drop every pending injected failure: the API server has recovered."""
+        self._injections.clear()
+
     def count(self, *, method: str | None = None, path_contains: str | None = None) -> int:
         """How many requests matched the method and a substring of path?query."""
         return sum(

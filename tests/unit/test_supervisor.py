@@ -1,0 +1,76 @@
+"""The supervisor: failing sources restart with backoff; failing core tasks end the daemon."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Callable
+
+from trigger.runtime.metrics import Metrics
+from trigger.runtime.supervisor import Supervisor
+from trigger.submit.clock import VirtualClock
+
+
+async def wait_until(predicate: Callable[[], bool]) -> None:
+    """Let the loop run until `predicate` holds (bounded: no real time involved)."""
+    for _ in range(10_000):
+        if predicate():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("condition never held")
+
+
+async def test_failing_source_is_restarted_with_growing_backoff() -> None:
+    """A source that fails is restarted after 1 s, then 2 s; restarts are counted."""
+    clock = VirtualClock()
+    metrics = Metrics()
+    supervisor = Supervisor(clock, metrics)
+    runs: list[float] = []
+
+    async def flaky() -> None:
+        runs.append(clock.monotonic())
+        if len(runs) < 3:
+            raise RuntimeError("transport down")
+        await asyncio.Event().wait()
+
+    supervisor.start("source:x", flaky, "source")
+    await wait_until(lambda: clock.sleeping == 1)
+    await clock.advance(1)
+    await wait_until(lambda: clock.sleeping == 1 and len(runs) == 2)
+    await clock.advance(2)
+    await wait_until(lambda: len(runs) == 3)
+    assert [round(b - a, 3) for a, b in itertools.pairwise(runs)] == [1.0, 2.0]
+    assert metrics.source_restarts.labels("source:x")._value.get() == 2
+    assert supervisor.running("source:") == {"source:x": True}
+    await supervisor.stop()
+    assert supervisor.running() == {}
+    assert not supervisor.failed.done()
+
+
+async def test_failing_core_task_ends_the_daemon() -> None:
+    """A core task that raises resolves `failed` and is not restarted."""
+    supervisor = Supervisor(VirtualClock(), Metrics())
+    calls = 0
+
+    async def broken() -> None:
+        nonlocal calls
+        calls += 1
+        raise RuntimeError("boom")
+
+    supervisor.start("reloader", broken, "core")
+    error = await asyncio.wait_for(supervisor.failed, 5)
+    assert isinstance(error, RuntimeError) and calls == 1
+    await supervisor.stop()
+
+
+async def test_core_task_that_returns_ends_the_daemon() -> None:
+    """A core task that ends on its own is reported as a failure too."""
+    supervisor = Supervisor(VirtualClock(), Metrics())
+
+    async def quits() -> None:
+        return None
+
+    supervisor.start("leader", quits, "core")
+    error = await asyncio.wait_for(supervisor.failed, 5)
+    assert "ended" in str(error)
+    await supervisor.stop()
