@@ -43,6 +43,7 @@ class KubernetesSettings(_Section):
     qps: float = Field(default=50.0, gt=0)  # client-side request rate, requests/s
     burst: int = Field(default=100, ge=1)  # client-side burst, requests
     timeout: Seconds = 10.0  # per request
+    trust_env: bool = False  # honour HTTPS_PROXY/NO_PROXY and ~/.netrc (re-read per request)
 
 
 class ArgoServerSettings(_Section):

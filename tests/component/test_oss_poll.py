@@ -401,5 +401,10 @@ def test_daemon_polls_bucket(tmp_path: Path, oss_process: str) -> None:
         wait_for(lambda: len(daemon.workflow_files()) == 3, what="three workflows")
         bucket.put_object("in/new.csv", b"new")
         wait_for(lambda: len(daemon.workflow_files()) == 4, what="the new object's workflow")
+        # A manifest is visible a moment before its batch is synced and counted.
+        wait_for(
+            lambda: daemon.get("/status").json()["rules"]["poll-in"]["created"] == 4,
+            what="the fourth Workflow counted",
+        )
         status = daemon.get("/status").json()["rules"]["poll-in"]
     assert (status["created"], status["last_error"]) == (4, None)

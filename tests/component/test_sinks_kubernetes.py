@@ -525,3 +525,16 @@ async def test_open_sink_kubernetes(kube: KubeEmulator) -> None:
         await sink.check()
     finally:
         await sink.close()
+
+
+@pytest.mark.parametrize("trust_env", [False, True])
+async def test_environment_proxies_only_when_asked(
+    kube: KubeEmulator, tmp_path: Path, trust_env: bool
+) -> None:
+    """The client reads proxy variables and ~/.netrc per request only with trust_env."""
+    sink = await connect(kubeconfig=str(kube.kubeconfig(tmp_path / "kc")), trust_env=trust_env)
+    try:
+        assert sink.api_client.rest_client.pool_manager.trust_env is trust_env
+        await sink.check()
+    finally:
+        await sink.close()

@@ -62,6 +62,7 @@ def sink_options(settings: Settings, environ: Mapping[str, str]) -> dict[str, An
             "ca_file": k.ca_file,
             "insecure_skip_tls_verify": k.insecure_skip_tls_verify,
             "qps": k.qps,
+            "trust_env": k.trust_env,
             "burst": k.burst,
             "timeout": k.timeout,
         }

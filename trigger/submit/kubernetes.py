@@ -78,6 +78,8 @@ class KubernetesOptions:
     """Maximum concurrent connections to the API server."""
     check_namespace: str | None = None
     """When set, `check()` lists Workflows there (proves RBAC and the CRD), else GET /version."""
+    trust_env: bool = False
+    """Read proxy variables and ~/.netrc from the environment on every request (slow)."""
 
 
 def _message(exc: ApiException) -> str:
@@ -217,7 +219,13 @@ class KubernetesSink:
         """Load the configuration and open the one client every call reuses."""
         options = options or KubernetesOptions()
         config = await load_configuration(options, clock=clock)
-        return cls(client.ApiClient(config), options, clock=clock)
+        api_client = client.ApiClient(config)
+        if not options.trust_env:
+            # kubernetes_asyncio opens its session with trust_env=True, so every request
+            # re-reads ~/.netrc and the proxy variables in worker threads — a fifth of the
+            # daemon's CPU under load. Proxies come from the kubeconfig (proxy-url) instead.
+            api_client.rest_client.pool_manager._trust_env = False
+        return cls(api_client, options, clock=clock)
 
     async def _call(
         self, what: str, call: Callable[[], Awaitable[T]], *, creating: bool = False

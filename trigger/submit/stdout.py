@@ -1,7 +1,7 @@
 """The stdout sink: a dry run that prints each Workflow instead of creating it.
 
 YAML documents (each opened with `---`) or JSON lines. It remembers the names it printed
-in this process — the most recent 100,000 — and answers a repeat with `AlreadyExists`, so
+in this process — the most recent 10,000 — and answers a repeat with `AlreadyExists`, so
 a dry run shows the de-duplication a real backend would do.
 """
 
@@ -19,7 +19,7 @@ from trigger.submit.base import Created
 from trigger.submit.local import dump
 
 Format = Literal["yaml", "json"]
-REMEMBER: Final = 100_000
+REMEMBER: Final = 10_000  # enough for redeliveries; keeps a long dry run flat in memory
 
 
 def _yaml(workflow: Mapping[str, Any]) -> str:
@@ -48,7 +48,10 @@ class StdoutSink:
         self._render = _RENDERERS[format]
         self._remember = remember
         self._printed: OrderedDict[tuple[str, str], None] = OrderedDict()
-        self._writing = asyncio.Lock()  # whole documents, in the order they were created
+        # Whole documents, in the order they were created; concurrent creates share one
+        # write (one thread hop) instead of queueing for one each.
+        self._pending: list[tuple[str, asyncio.Future[None]]] = []
+        self._flushing: asyncio.Task[None] | None = None
 
     async def create(self, workflow: Mapping[str, Any]) -> Created:
         """Print the Workflow, unless its name was printed before."""
@@ -71,8 +74,30 @@ class StdoutSink:
         return Created(name=name, namespace=namespace)
 
     async def _write(self, text: str) -> None:
-        async with self._writing:
-            await asyncio.to_thread(self._write_now, text)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((text, future))
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.create_task(self._flush(), name="stdout-sink-writer")
+        await asyncio.shield(future)
+
+    async def _flush(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                await asyncio.to_thread(self._write_now, "".join(text for text, _ in batch))
+            except (OSError, ValueError) as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            except BaseException:  # cancelled: nobody may wait for ever
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(OSError("stdout writer stopped"))
+                raise
+            for _, future in batch:
+                if not future.done():
+                    future.set_result(None)
 
     def _write_now(self, text: str) -> None:
         self.stream.write(text)
@@ -85,6 +110,7 @@ class StdoutSink:
 
     async def close(self) -> None:
         """Flush; the stream belongs to the caller and stays open."""
+        if self._flushing is not None:
+            await asyncio.gather(self._flushing, return_exceptions=True)
         if not self.stream.closed:
-            async with self._writing:
-                await asyncio.to_thread(self.stream.flush)
+            await asyncio.to_thread(self.stream.flush)
