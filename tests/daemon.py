@@ -40,6 +40,20 @@ def wait_for(
         time.sleep(0.02)  # polling interval, not synchronization
 
 
+async def until(condition: Callable[[], Any], *, timeout: float = DEADLINE, what: str) -> Any:  # noqa: ASYNC109 - a polling deadline
+    """Async `wait_for`: poll a blocking condition in a thread, for tests whose event loop
+    also serves an in-process fake (the Kubernetes API emulator) the daemon talks to."""
+    import asyncio
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        result = await asyncio.to_thread(condition)
+        if result:
+            return result
+        await asyncio.sleep(0.05)  # polling interval while the fake serves
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 @dataclass
 class Response:
     status: int

@@ -10,15 +10,13 @@ import os
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.conftest import EXAMPLE_EVENTS
-from tests.daemon import DaemonProcess, wait_for
+from tests.daemon import DaemonProcess, until, wait_for
 from trigger.testing.kubeapi import KubeEmulator
 
 SECRET = "hook-secret"
@@ -30,17 +28,6 @@ spec:
   source: {webhook: {path: /hooks/a, auth: {hmacSecretEnv: HOOK_SECRET}}}
   workflow: {template: build, namespace: default}
 """
-
-
-async def until(condition: Callable[[], Any], *, timeout: float = 30.0, what: str) -> Any:  # noqa: ASYNC109 - a polling deadline
-    """Poll a blocking condition in a thread (the emulator shares this loop) until truthy."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        result = await asyncio.to_thread(condition)
-        if result:
-            return result
-        await asyncio.sleep(0.05)  # polling interval while the emulator serves
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.daemon import DaemonProcess
+from tests.daemon import DaemonProcess, until
 from trigger.testing.kubeapi import KubeEmulator
 
 RULE = """
@@ -36,17 +34,6 @@ LEASE_ENV = {
     "TRIGGER_LEADER__RETRY_PERIOD": "500ms",
     "TRIGGER_SUBMIT__CHECK_TEMPLATES": "false",
 }
-
-
-async def until(condition: Callable[[], Any], *, timeout: float = 30.0, what: str) -> Any:  # noqa: ASYNC109 - a polling deadline
-    """Poll a blocking condition in a thread (the emulator shares this loop) until truthy."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        result = await asyncio.to_thread(condition)
-        if result:
-            return result
-        await asyncio.sleep(0.05)  # polling interval while the emulator serves, not a sync
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture

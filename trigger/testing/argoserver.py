@@ -30,8 +30,7 @@ from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final
 
 from aiohttp import web
 from cryptography import x509
@@ -40,6 +39,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from trigger.testing.kubeapi import ApiStatusError, parse_label_selector, selector_matches
+from trigger.testing.served import Served
 
 JSON = dict[str, Any]
 Clock = Callable[[], datetime]
@@ -186,7 +186,7 @@ def write_test_pki(directory: Path, now: datetime) -> tuple[Path, Path, Path]:
 # --- the fake ---------------------------------------------------------------------------------
 
 
-class ArgoServerFake:
+class ArgoServerFake(Served):
     """An in-memory Argo Server on a loopback port.
 
     `token` is the bearer token accepted in every namespace (None: no authentication, as
@@ -255,18 +255,6 @@ class ArgoServerFake:
         if self._tempdir is not None:
             self._tempdir.cleanup()
             self._tempdir = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     def _ssl_context(self) -> ssl.SSLContext:
         self._tempdir = tempfile.TemporaryDirectory(prefix="argo-fake-")

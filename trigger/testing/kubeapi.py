@@ -38,11 +38,12 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final
 
 import yaml
 from aiohttp import web
+
+from trigger.testing.served import Served
 
 JSON = dict[str, Any]
 Clock = Callable[[], datetime]
@@ -908,7 +909,7 @@ def _paginate(
 _Handler = Callable[[web.Request, _Ref], Awaitable[web.StreamResponse]]
 
 
-class KubeEmulator:
+class KubeEmulator(Served):
     """An in-process Kubernetes API server on a loopback port, for tests."""
 
     def __init__(
@@ -964,18 +965,6 @@ class KubeEmulator:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     @property
     def url(self) -> str:

@@ -40,14 +40,15 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
-from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final
 from urllib.parse import parse_qsl, quote, unquote
 from xml.sax.saxutils import escape
 
 import aiohttp
 import structlog
 from aiohttp import web
+
+from trigger.testing.served import Served
 
 Clock = Callable[[], datetime]
 Credentials = Mapping[str, str | tuple[str, str]]
@@ -631,7 +632,7 @@ def _list_xml(bucket: str, q: _ListQuery, page: _Page, account: str) -> bytes:
 # --- the server -----------------------------------------------------------------------------
 
 
-class OssServer:
+class OssServer(Served):
     """An in-memory, path-style OSS endpoint on a loopback port.
 
     `credentials` maps AccessKeyId to its secret, or to `(secret, security_token)` for STS
@@ -696,18 +697,6 @@ class OssServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     async def flush_events(self) -> None:
         """Wait until every EventBridge push started so far has finished."""
