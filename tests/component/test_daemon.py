@@ -273,3 +273,35 @@ def test_reload_a_source_cannot_serve_is_refused(tmp_path: Path, rules_dir: Path
         detail = daemon.get("/readyz").json()["rules"]
         assert detail["count"] == 2
         assert any("Forbid" in p or "list" in p for p in detail["lastReloadError"]), detail
+
+
+def test_signal_delivered_twice_is_one_stop(daemon: DaemonProcess) -> None:
+    """SIGTERM sent to the process and its group at once stops cleanly (exit 0), not forced."""
+    daemon.signal(signal.SIGTERM)
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait() == 0
+    assert "second signal" not in daemon.log()
+
+
+def test_match_into_a_closed_pipe_is_quiet(tmp_path: Path) -> None:
+    """`trigger match ... | head` ends without a traceback."""
+    import subprocess
+    import sys
+
+    from tests.conftest import EXAMPLE_EVENTS, EXAMPLE_RULES
+
+    command = [
+        sys.executable,
+        "-m",
+        "trigger.cli",
+        "match",
+        "--rules",
+        str(EXAMPLE_RULES),
+        *map(str, sorted(EXAMPLE_EVENTS.iterdir())),
+    ]
+    producer = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert producer.stdout is not None
+    producer.stdout.read(10)
+    producer.stdout.close()
+    _, err = producer.communicate(timeout=60)
+    assert b"Traceback" not in err

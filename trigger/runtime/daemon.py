@@ -45,6 +45,7 @@ from trigger.submit.templates import TemplateCatalog, check_rules, locate
 
 log = structlog.get_logger("trigger.daemon")
 EXIT_OK, EXIT_RULES, EXIT_CONFIG, EXIT_FORCED = 0, 1, 2, 1
+SIGNAL_ECHO = 0.5  # seconds: a repeat this soon is one request delivered twice, not a second
 
 
 def sink_options(settings: Settings, environ: Mapping[str, str]) -> dict[str, Any]:
@@ -297,11 +298,18 @@ class Daemon:
     def _signals(self, stopping: asyncio.Event, reload_now: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
 
+        first: list[float] = []
+
         def stop() -> None:
-            if stopping.is_set():
+            now = self.clock.monotonic()
+            if not first:
+                first.append(now)
+                stopping.set()
+            elif now - first[0] > SIGNAL_ECHO:
                 log.error("second signal: exiting now")
                 os._exit(EXIT_FORCED)
-            stopping.set()
+            # else: the same request delivered twice (a signal sent to the process group
+            # as well as to the process, as `timeout` and some supervisors do)
 
         loop.add_signal_handler(signal.SIGTERM, stop)
         loop.add_signal_handler(signal.SIGINT, stop)
