@@ -305,3 +305,21 @@ def test_match_into_a_closed_pipe_is_quiet(tmp_path: Path) -> None:
     producer.stdout.close()
     _, err = producer.communicate(timeout=60)
     assert b"Traceback" not in err
+
+
+def test_metrics_on_their_own_port(tmp_path: Path, rules_dir: Path) -> None:
+    """With metrics_listen, /metrics is served there and not on the main port."""
+    from tests.daemon import free_port
+
+    port = free_port()
+    env = {
+        "HOOK_SECRET": SECRET,
+        "HOOK_TOKEN": "tok",
+        "TRIGGER_METRICS_LISTEN": f"127.0.0.1:{port}",
+    }
+    with running(tmp_path, rules_dir, env=env) as daemon:
+        assert daemon.get("/metrics").status == 404
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            assert b"trigger_rules_loaded 2.0" in response.read()
