@@ -66,7 +66,7 @@ def plan(rules: RuleSet, clusters: Mapping[str, KafkaCluster]) -> dict[GroupKey,
         if settings is None:
             # The daemon rejects such rule sets at start and reload (kafka_config); this is
             # the last line of defence, not the user-facing check.
-            log.error(
+            log.warning(
                 "kafka cluster is not configured; its rules are not consumed",
                 cluster=cluster,
                 topics=sorted(topics),
