@@ -230,3 +230,25 @@ def test_mounted_configmap_snapshot_is_not_read_twice(tmp_path: Path) -> None:
     (tmp_path / "rules.yaml").symlink_to("..data/rules.yaml")
     assert sorted(load_rules([tmp_path]).by_name) == ["ingest-csv"]
     assert sorted(load_rules([tmp_path / "..data"]).by_name) == ["ingest-csv"]
+
+
+def test_rules_on_one_webhook_path_share_auth(write_rules: Callable[..., Path]) -> None:
+    """Two rules on one webhook path with different authentication is a load error."""
+    one = "apiVersion: trigger/v1\nkind: Rule\nmetadata: {name: a}\nspec:\n  source: {webhook: {path: /h, auth: {hmacSecretEnv: A}}}\n  workflow: {template: t}\n"
+    two = one.replace("name: a", "name: b").replace("hmacSecretEnv: A", "bearerTokenEnv: B")
+    found = problems(write_rules, one + "---\n" + two)
+    assert len(found) == 1 and found[0].startswith(
+        "F:12:38: rule b: source.webhook.auth differs from rule a"
+    )
+    same = one + "---\n" + one.replace("name: a", "name: c")
+    assert sorted(load_rules([write_rules(same, "same.yaml")]).by_name) == ["a", "c"]
+
+
+def test_identical_patterns_are_compiled_once(write_rules: Callable[..., Path]) -> None:
+    """Rules repeating a pattern share one compiled Pattern; a bad one is reported per rule."""
+    doc = "apiVersion: trigger/v1\nkind: Rule\nmetadata: {name: NAME}\nspec:\n  source: {kafka: {topics: [t]}}\n  filter: {pattern: {value: {n: [{numeric: ['>', 1]}]}}}\n  workflow: {template: t}\n"
+    rules = load_rules([write_rules("---\n".join(doc.replace("NAME", n) for n in ("a", "b")))])
+    assert rules.by_name["a"].pattern is rules.by_name["b"].pattern
+    bad = doc.replace("['>', 1]", "['>']")
+    found = problems(write_rules, "---\n".join(bad.replace("NAME", n) for n in ("c", "d")))
+    assert [p.split(":")[3].strip() for p in found] == ["rule c", "rule d"]

@@ -7,11 +7,13 @@ daemon can keep its previous rule set when a reload fails.
 
 from __future__ import annotations
 
+import gc
+import json
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
-from typing import Any, Final
+from typing import Any, Final, TypeVar, cast
 
 from pydantic import ValidationError
 
@@ -25,6 +27,7 @@ from trigger.rules.schedules import ScheduleError, compile_schedule, compile_tim
 from trigger.rules.templating import Template, TemplateEngine
 from trigger.rules.yamldoc import Document, Path, YamlProblem, read_documents
 
+T = TypeVar("T")
 RULE_SUFFIXES: Final = (".yaml", ".yml")
 TEMPLATE_SCOPE: Final = frozenset({"event", "rule"})
 _LABEL_VALUE: Final = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
@@ -58,8 +61,18 @@ def load_rules(paths: Iterable[str | FsPath], *, engine: TemplateEngine | None =
         raise RuleError(
             [Problem(", ".join(map(str, paths)) or ".", 1, 1, None, "no rule files found")]
         )
-    for file in files:
-        loader.load_file(file)
+    # Loading builds many small long-lived objects; the cyclic collector would rescan them
+    # again and again as they pile up. Nothing here makes cycles that must be collected
+    # before the load ends.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        for file in files:
+            loader.load_file(file)
+    finally:
+        if collecting:
+            gc.enable()
+    loader.check_shared_paths()
     if loader.problems:
         raise RuleError(loader.problems)
     return RuleSet(tuple(loader.rules), files=tuple(str(f) for f in files))
@@ -71,6 +84,7 @@ class _Loader:
     rules: list[Rule] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     seen: dict[str, tuple[str, Document]] = field(default_factory=dict)
+    compiled: dict[tuple[str, str], Any] = field(default_factory=dict)
 
     def load_file(self, file: FsPath) -> None:
         name = str(file)
@@ -84,6 +98,16 @@ class _Loader:
                 _DocumentCompiler(self, name, doc).compile()
         except YamlProblem as exc:
             self.problems.append(Problem(name, exc.line, exc.column, None, str(exc)))
+
+    def memo(self, kind: str, source: Any, compile_: Callable[[Any], T]) -> T:
+        """Compile `source` once per load: rule sets repeat their patterns, expressions and
+        key filters, and compiled ones are immutable, so rules can share them. Errors are
+        not cached: each rule that repeats a bad one gets its own problem."""
+        key = (kind, json.dumps(source, sort_keys=True, default=repr))
+        found = self.compiled.get(key)
+        if found is None:
+            found = self.compiled[key] = compile_(source)
+        return cast(T, found)
 
     def check_shared_paths(self) -> None:
         """Rules that share a webhook path must authenticate it the same way."""
@@ -204,12 +228,12 @@ class _DocumentCompiler:
         pattern = expr = None
         if spec.filter and spec.filter.pattern is not None:
             try:
-                pattern = compile_pattern(spec.filter.pattern)
+                pattern = self.loader.memo("pattern", spec.filter.pattern, compile_pattern)
             except PatternError as exc:
                 self.problem(("spec", "filter", "pattern", *exc.path), f"filter.pattern: {exc}")
         if spec.filter and spec.filter.expr is not None:
             try:
-                expr = compile_expression(spec.filter.expr)
+                expr = self.loader.memo("expr", spec.filter.expr, compile_expression)
             except ExpressionError as exc:
                 self.problem(("spec", "filter", "expr"), f"filter.expr: {exc}")
         parameters = tuple(self.parameters(spec.workflow.parameters))
@@ -272,7 +296,7 @@ class _DocumentCompiler:
             checks: list[Predicate] = []
             for op, operand in oss.key.items():
                 try:
-                    checks.append(match_leaf([{op: operand}]))
+                    checks.append(self.loader.memo("leaf", [{op: operand}], match_leaf))
                 except PatternError as exc:
                     self.problem((*base, "key", op), f"source.oss.key.{op}: {exc}")
             if isinstance(oss.key.get("prefix"), str):
