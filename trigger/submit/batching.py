@@ -115,7 +115,9 @@ class GroupWriter:
         self.pending.append(((path, text), future))
         if self.flushing is None or self.flushing.done():
             self.flushing = asyncio.create_task(self._flush(), name="local-sink-writer")
-        return await asyncio.shield(future)
+        # A caller cancelled while waiting cancels only its own future; the flush skips
+        # futures that are done, and the write itself goes ahead (the name is idempotent).
+        return await future
 
     async def close(self) -> None:
         if self.flushing is not None:

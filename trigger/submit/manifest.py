@@ -11,6 +11,7 @@ tests check the round trip on a table of ambiguous strings.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping
@@ -46,10 +47,16 @@ def _scalar(value: Any) -> str:
     raise TypeError(f"cannot write {type(value).__name__} in a manifest")
 
 
+@functools.lru_cache(maxsize=4096)
+def _key(key: str) -> str:
+    """Keys repeat from one manifest to the next (apiVersion, metadata, name...)."""
+    return _scalar(key)
+
+
 def _emit(value: Any, indent: str, lines: list[str]) -> None:
     if isinstance(value, Mapping):
         for key, item in value.items():
-            head = f"{indent}{_scalar(str(key))}:"
+            head = f"{indent}{_key(str(key))}:"
             if isinstance(item, Mapping | list) and item:
                 lines.append(head)
                 _emit(item, indent + "  " if isinstance(item, Mapping) else indent, lines)
