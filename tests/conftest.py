@@ -49,6 +49,14 @@ def valid_workflow() -> WorkflowChecker:
 
 
 @pytest.fixture
+def closed_port() -> int:
+    """A loopback port nobody listens on."""
+    from tests.daemon import free_port
+
+    return free_port()
+
+
+@pytest.fixture
 def write_rules(tmp_path: Path) -> Callable[..., Path]:
     """Write YAML text (dedented) as a rule file and return its path."""
 

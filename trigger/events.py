@@ -20,8 +20,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from trigger.errors import DecodeError
 
 SourceKind = Literal["oss", "kafka", "cron", "webhook"]
-SOURCE_KINDS: Final = ("oss", "kafka", "cron", "webhook")
-COMMON_FIELDS: Final = frozenset({"id", "source", "type", "subject", "time", "data"})
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -80,15 +79,6 @@ async def sink(kube: KubeEmulator) -> AsyncIterator[KubernetesSink]:
     opened = await KubernetesSink.connect(KubernetesOptions(server=kube.url, token=TOKEN))
     yield opened
     await opened.close()
-
-
-@pytest.fixture
-def closed_port() -> int:
-    """A loopback port nobody listens on."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 @pytest.fixture

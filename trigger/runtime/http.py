@@ -24,7 +24,7 @@ from trigger.decoders.webhook import decode_webhook
 from trigger.errors import DecodeError, TemporarySubmitError
 from trigger.events import Event
 from trigger.runtime.metrics import Metrics
-from trigger.runtime.pipeline import Pipeline
+from trigger.runtime.pipeline import Pipeline, RuleStatus
 from trigger.sources.webhook import PathAuth
 from trigger.submit.submitter import Outcome
 
@@ -120,7 +120,7 @@ async def _status(ctx: HttpContext) -> web.Response:
                 rule.name: {
                     "source": rule.kind,
                     "file": rule.file,
-                    **ctx.pipeline.status.get(rule.name, _EMPTY).as_dict(),
+                    **ctx.pipeline.status.get(rule.name, RuleStatus()).as_dict(),
                 }
                 for rule in rules.rules
             },
@@ -221,11 +221,3 @@ def _error(status: int, message: str, *, retry_after: int | None = None) -> web.
         content_type="application/json",
         headers=headers,
     )
-
-
-class _Empty:
-    def as_dict(self) -> dict[str, Any]:
-        return {}
-
-
-_EMPTY = _Empty()

@@ -30,7 +30,6 @@ from trigger.submit.clock import Clock, SystemClock
 
 # 408 is a 4xx but says "try again": the server gave up waiting, the request was fine.
 TEMPORARY_STATUSES: Final = frozenset({408, 429, 500, 502, 503, 504})
-PERMANENT_STATUSES: Final = frozenset({400, 401, 403, 404, 422})
 CONFLICT: Final = 409
 TRANSPORT_ERRORS: Final = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
 

@@ -153,7 +153,8 @@ async def _serve(args: argparse.Namespace) -> None:
     try:
         if args.topics:
             await broker.create_topics(_parse_topics(args.topics))
-        print(f"READY {broker.bootstrap}", flush=True)
+        sys.stdout.write(f"READY {broker.bootstrap}\n")
+        sys.stdout.flush()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
