@@ -254,3 +254,20 @@ async def test_limiters_acquire_waits_for_the_rule(write_rules: Callable[..., Pa
     await limiters.acquire(slow)
     await limiters.acquire(slow)
     assert clock.monotonic() == 2.0
+
+
+async def test_virtual_clock_reports_the_next_wake() -> None:
+    """until_next_wake is the time to the earliest sleeper, or None when nobody sleeps."""
+    from trigger.submit.clock import VirtualClock
+
+    clock = VirtualClock()
+    assert clock.until_next_wake() is None
+    sleepers = [asyncio.create_task(clock.sleep(s)) for s in (30, 10)]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert clock.until_next_wake() == 10
+    await clock.advance(4)
+    assert clock.until_next_wake() == 6
+    await clock.advance(30)
+    await asyncio.gather(*sleepers)
+    assert clock.until_next_wake() is None

@@ -112,6 +112,11 @@ class VirtualClock:
         finally:
             future.cancel()  # a no-op once woken; marks a cancelled sleeper dead
 
+    def until_next_wake(self) -> float | None:
+        """Seconds until the earliest sleeper is due, or None when nobody sleeps."""
+        deadline = self._next_deadline()
+        return None if deadline is None else max(0.0, deadline - self._elapsed)
+
     async def advance(self, seconds: float) -> None:
         """Move time forward by `seconds`, waking every sleeper that falls due on the way."""
         target = self._elapsed + max(0.0, seconds)
