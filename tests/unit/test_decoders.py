@@ -495,3 +495,20 @@ def test_eventbridge_does_not_mutate_input() -> None:
     before = copy.deepcopy(doc)
     decode_eventbridge(doc)
     assert doc == before
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("\ufeff{}", "Unexpected UTF-8 BOM"),
+        ('{"a": NaN}', "NaN is not valid JSON"),
+        ('{"a": 1', "Expecting ',' delimiter"),
+        ("", "Expecting value"),
+    ],
+)
+def test_parse_json_failures_are_decode_errors(text: str, message: str) -> None:
+    """The shared decoder refuses what json.loads() refuses, with the reason in the error."""
+    from trigger.decoders._common import parse_json
+
+    with pytest.raises(DecodeError, match=message):
+        parse_json(text, where="body")

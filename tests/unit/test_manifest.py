@@ -135,3 +135,14 @@ def test_random_strings_round_trip() -> None:
         text = "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 12)))
         document = {"v": text, "l": [text]}
         assert yaml.safe_load(to_yaml(document)) == document, repr(text)
+
+
+def test_output_is_the_same_once_strings_are_remembered() -> None:
+    """The written form of repeated strings is cached (bounded); the text never changes,
+    also across the cache filling up and starting over."""
+    documents = [{"k": f"v{i}", "same": "yes", "list": [f"x{i}", "12"]} for i in range(9000)]
+    first = [to_yaml(d) for d in documents]  # 18,000 distinct strings: the cache restarts
+    assert [to_yaml(d) for d in documents] == first
+    sample = range(0, len(documents), 97)
+    assert all(yaml.safe_load(first[i]) == documents[i] for i in sample)
+    assert first[0] == 'k: v0\nsame: "yes"\nlist:\n- x0\n- "12"\n'

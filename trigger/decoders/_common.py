@@ -56,10 +56,16 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+# One decoder for every call: json.loads() with any keyword argument builds a new one.
+_DECODER: Final = json.JSONDecoder(parse_constant=_no_constant)
+
+
 def parse_json(text: str, *, where: str) -> Any:
     """Parse JSON; any failure (syntax, NaN, nesting too deep, huge ints) is a DecodeError."""
     try:
-        return json.loads(text, parse_constant=_no_constant)
+        if text.startswith("\ufeff"):  # what json.loads() refuses before decoding
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        return _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         message = f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         raise DecodeError(message, where=where) from exc

@@ -26,6 +26,7 @@ from trigger.rules.loader import load_rules, rule_files
 from trigger.rules.router import RuleSet
 from trigger.runtime.http import Health, HttpContext, build_app, metrics_app
 from trigger.runtime.leader import Leadership
+from trigger.runtime.memory import settle_heap
 from trigger.runtime.metrics import Metrics
 from trigger.runtime.pipeline import MetricsHooks, Pipeline
 from trigger.runtime.sources import SourceManager
@@ -233,6 +234,7 @@ class Daemon:
         self._signals(stopping, reload_now)
         supervisor.start("rules-reloader", lambda: self._reloader(ctx, reload_now), "core")
         self._announce(rules)
+        settle_heap()  # start-up is done: see trigger.runtime.memory
         stopper: asyncio.Future[Any] = asyncio.ensure_future(stopping.wait())
         waits: set[asyncio.Future[Any]] = {stopper, supervisor.failed}
         await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)

@@ -11,7 +11,6 @@ tests check the round trip on a table of ambiguous strings.
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 from collections.abc import Mapping
@@ -47,43 +46,63 @@ def _scalar(value: Any) -> str:
     raise TypeError(f"cannot write {type(value).__name__} in a manifest")
 
 
-@functools.lru_cache(maxsize=4096)
-def _key(key: str) -> str:
-    """Keys repeat from one manifest to the next (apiVersion, metadata, name...)."""
-    return _scalar(key)
+# Strings repeat from one manifest to the next (keys, namespaces, label values, template
+# names); their written form is kept, up to a bound, so most scalars cost one dict lookup.
+_SEEN_LIMIT: Final = 8192
+_seen: dict[str, str] = {}
 
 
-def _emit(value: Any, indent: str, lines: list[str]) -> None:
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            head = f"{indent}{_key(str(key))}:"
-            if isinstance(item, Mapping | list) and item:
-                lines.append(head)
-                _emit(item, indent + "  " if isinstance(item, Mapping) else indent, lines)
-            else:
-                lines.append(f"{head} {_inline(item)}")
-    else:
-        for item in value:
-            if isinstance(item, Mapping) and item:
-                inner: list[str] = []
-                _emit(item, indent + "  ", inner)
-                lines.append(f"{indent}- {inner[0].lstrip()}")
-                lines.extend(inner[1:])
-            elif isinstance(item, list) and item:
-                inner = []
-                _emit(item, indent + "  ", inner)
-                lines.append(f"{indent}- {inner[0].lstrip()}")
-                lines.extend(inner[1:])
-            else:
-                lines.append(f"{indent}- {_inline(item)}")
+def _string(value: str) -> str:
+    written = _seen.get(value)
+    if written is None:
+        written = _scalar(value)
+        if len(_seen) >= _SEEN_LIMIT:
+            _seen.clear()
+        _seen[value] = written
+    return written
 
 
 def _inline(value: Any) -> str:
-    if isinstance(value, Mapping):
+    kind = type(value)
+    if kind is str:
+        return _string(value)
+    if kind is dict or isinstance(value, Mapping):
         return "{}"
-    if isinstance(value, list):
+    if kind is list:
         return "[]"
     return _scalar(value)
+
+
+def _is_block(value: Any) -> bool:
+    """A non-empty mapping or list: written on the lines below its key or dash."""
+    kind = type(value)
+    if kind is dict or kind is list:
+        return bool(value)
+    return isinstance(value, Mapping) and bool(value)
+
+
+def _emit(value: Any, indent: str, lines: list[str]) -> None:
+    # Exact type checks first: manifests are plain dicts and lists, and an ABC
+    # isinstance() per node was most of the cost.
+    if type(value) is dict or isinstance(value, Mapping):
+        inner = indent + "  "
+        for key, item in value.items():
+            head = f"{indent}{_string(key if type(key) is str else str(key))}:"
+            if _is_block(item):
+                lines.append(head)
+                _emit(item, inner if type(item) is not list else indent, lines)
+            else:
+                lines.append(f"{head} {_inline(item)}")
+        return
+    inner = indent + "  "
+    for item in value:
+        if _is_block(item):
+            block: list[str] = []
+            _emit(item, inner, block)
+            lines.append(f"{indent}- {block[0].lstrip()}")
+            lines.extend(block[1:])
+        else:
+            lines.append(f"{indent}- {_inline(item)}")
 
 
 def to_yaml(document: Mapping[str, Any]) -> str:

@@ -36,6 +36,7 @@ from trigger.submit.clock import Clock
 from trigger.submit.deadletter import DeadLetter, DeadLetterSink
 from trigger.submit.ratelimit import RateLimiters
 from trigger.submit.retry import RetryCaps, RetryPolicy
+from trigger.submit.slots import Slots
 
 OnExhausted = Literal["dead-letter", "raise"]
 RETRIES_EXHAUSTED = "RetriesExhausted"
@@ -124,7 +125,7 @@ class Submitter:
         self._sink = sink
         self._dead_letters = dead_letters
         self._clock = clock
-        self._slots = asyncio.Semaphore(max_in_flight)
+        self._slots = Slots(max_in_flight)
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._hooks: SubmitHooks = hooks or NoHooks()
         self._caps = caps or RetryCaps()
