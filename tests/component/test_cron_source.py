@@ -192,6 +192,7 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
     made = Harness(tmp_path, RecordingSink(LocalSink(tmp_path / "workflows")), state)
     yield made
     await made.stop()
+    await made.sink.close()
 
 
 async def seed_watermark(state: StateStore, moment: datetime, rule: str = "tick") -> None:
@@ -546,6 +547,7 @@ async def kube_harness(tmp_path: Path, kube_sink: KubernetesSink) -> AsyncIterat
     await seed_watermark(state, START)
     yield made
     await made.stop()
+    await made.sink.close()
 
 
 @pytest.mark.parametrize("phase", ["Running", "Pending", None])

@@ -129,6 +129,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
         settings = Settings.model_validate({"oss": {"poll": {"page_size": 1000}}})
         yield Rig(tmp_path, oss, clock, sink, Pipeline(rules, submitter, dead, metrics, clock), settings,
                   {"OSS_AK": AK, "OSS_SK": SK})  # fmt: skip
+        await sink.close()
         await dead.close()
 
 

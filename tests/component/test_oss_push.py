@@ -586,4 +586,5 @@ async def test_mns_answers_503_within_reply_window_then_retry_succeeds(
                 assert second.status == 200, await second.text()
     finally:
         await cert_runner.cleanup()
+        await local.close()
     assert len(list((tmp_path / "workflows").rglob("*.yaml"))) == 1

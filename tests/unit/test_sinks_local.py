@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +63,10 @@ def make_workflow(valid_workflow: Callable[[dict[str, Any]], None]) -> Make:
 
 
 @pytest.fixture
-def sink(tmp_path: Path) -> LocalSink:
-    return LocalSink(tmp_path / "out")
+async def sink(tmp_path: Path) -> AsyncIterator[LocalSink]:
+    made = LocalSink(tmp_path / "out")
+    yield made
+    await made.close()
 
 
 def files_under(directory: Path) -> list[str]:
@@ -149,8 +151,10 @@ async def test_unwritable_directory_is_temporary(tmp_path: Path, make_workflow: 
     """A directory that cannot be created (a file is in the way) is temporary."""
     blocker = tmp_path / "file"
     blocker.write_text("")
+    sink = LocalSink(blocker)
     with pytest.raises(TemporarySubmitError):
-        await LocalSink(blocker).create(make_workflow("x"))
+        await sink.create(make_workflow("x"))
+    await sink.close()
 
 
 def test_manifest_reads_back_as_written() -> None:

@@ -1,142 +1,143 @@
-"""Group commit for the local sink: concurrent creates share one worker-thread call and
-one file-system sync.
+"""Group commit for the local sink: concurrent creates share one request to the file
+writer process and one file-system sync.
 
-A create waits on a future; whichever create finds no flush running starts one, and the
-flush takes everything pending at that moment into a single `asyncio.to_thread` call that
-writes each manifest (temporary file, then hard link to its name, so an existing name is
-never overwritten) and then syncs the file system once for the whole batch. Creates that
-arrive during a flush form the next batch. The futures resolve only after the sync, so a
-caller that acknowledges its event on success never acknowledges data that is not on
-disk. Under load, batches grow to the number of creates in flight; alone, a create is a
-batch of one — the latency of a single write plus a sync.
+A create encodes its document (so a document that cannot be sent fails alone, at once)
+and waits on a future; whichever create finds no flush running starts one, and the flush
+sends everything pending at that moment — up to `MAX_BATCH` items — to the writer process
+(trigger.submit.filewriter) as one request. The writer writes each manifest without ever
+overwriting an existing name, syncs the file system once for the whole batch, and answers.
+Creates that arrive during a flush form the next batch. The futures resolve only after the
+sync, so a caller that acknowledges its event on success never acknowledges data that is
+not on disk. Under load, batches grow to the number of creates in flight; alone, a create
+is a batch of one — the latency of a single write plus a sync.
+
+The writer process starts with the first write and again after it dies: a request it did
+not answer fails with OSError (a temporary error to the sink's callers, who retry; the
+names make a retry of an already written manifest a duplicate). `close` ends it by closing
+its input.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import ctypes.util
-import itertools
-import os
-from collections.abc import Callable, Sequence
+import contextlib
+import json
+import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
-Write = tuple[Path, Callable[[], str]]  # the final path, and how to make its text
+from trigger.submit.filewriter import HEADER, frame
 
-
-def _load_syncfs() -> Callable[[int], int] | None:
-    """libc's syncfs(2), which syncs one file system, where the platform has it."""
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
-    try:
-        function = ctypes.CDLL(name, use_errno=True).syncfs
-    except (OSError, AttributeError):
-        return None
-    function.argtypes = [ctypes.c_int]
-    function.restype = ctypes.c_int
-    result: Callable[[int], int] = function
-    return result
+MAX_BATCH: Final = 1024  # items per request: bounds the writer's memory per request
+STOP_TIMEOUT: Final = 10.0  # seconds for the writer to finish and exit after close
 
 
-_SYNCFS: Final = _load_syncfs()
-
-
-def sync_filesystem(directory: Path) -> None:
-    """Make everything written under `directory` durable: syncfs, else fsync of the dir
-    after os.sync()."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        if _SYNCFS is None or _SYNCFS(fd) != 0:
-            os.sync()
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_batch(items: Sequence[Write]) -> list[bool | OSError]:
-    """Write each new file (True), or find its name taken (False), or fail (the error);
-    then sync once. Runs in a worker thread."""
-    results: list[bool | OSError] = []
-    made: set[Path] = set()
-    for path, text in items:
-        try:
-            if path.parent not in made:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                made.add(path.parent)
-            results.append(_link_new(path, text()))
-        except OSError as exc:
-            results.append(exc)
-    if any(r is True for r in results):
-        try:
-            for directory in made:
-                sync_filesystem(directory)
-                break  # one file system: one sync covers every directory under the root
-        except OSError as exc:
-            results = [exc if r is True else r for r in results]
-    return results
-
-
-_UNIQUE: Final = itertools.count()
-
-
-def _link_new(path: Path, text: str) -> bool:
-    # A temporary name unique to this process and call; O_EXCL guards against anything
-    # left over by a crashed process with a recycled pid.
-    temporary = path.parent / f".{path.name}.{os.getpid()}.{next(_UNIQUE)}.tmp"
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        try:
-            data = memoryview(text.encode())
-            while data:
-                data = data[os.write(fd, data) :]
-        finally:
-            os.close(fd)
-        os.link(temporary, path)
-    except FileExistsError:
-        return False
-    finally:
-        os.unlink(temporary)
-    return True
+class InvalidDocument(ValueError):
+    """The writer cannot write this document (it is not plain YAML data)."""
 
 
 @dataclass
 class GroupWriter:
-    """Batches concurrent writes into one thread hop and one sync (see the module doc)."""
+    """Batches concurrent writes into one request and one sync (see the module doc)."""
 
-    pending: list[tuple[Write, asyncio.Future[bool]]] = field(default_factory=list)
+    root: Path
+    pending: list[tuple[bytes, asyncio.Future[bool]]] = field(default_factory=list)
     flushing: asyncio.Task[None] | None = None
+    process: asyncio.subprocess.Process | None = None
 
-    async def write(self, path: Path, text: Callable[[], str]) -> bool:
-        """True when written, False when the name already exists; raises OSError."""
+    async def write(self, relative: str, document: Mapping[str, Any]) -> bool:
+        """True when written, False when the name already exists; raises OSError, or
+        InvalidDocument for a document that cannot be written."""
+        try:
+            item = json.dumps([relative, document], separators=(",", ":")).encode()
+        except (TypeError, ValueError) as exc:
+            raise InvalidDocument(f"cannot write the document: {exc}") from exc
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self.pending.append(((path, text), future))
+        self.pending.append((item, future))
         if self.flushing is None or self.flushing.done():
             self.flushing = asyncio.create_task(self._flush(), name="local-sink-writer")
         # A caller cancelled while waiting cancels only its own future; the flush skips
         # futures that are done, and the write itself goes ahead (the name is idempotent).
         return await future
 
+    @property
+    def pid(self) -> int | None:
+        """The writer process's pid while it runs."""
+        return self.process.pid if self.process is not None else None
+
     async def close(self) -> None:
+        """Finish the batches in hand, then end the writer process."""
         if self.flushing is not None:
             await asyncio.gather(self.flushing, return_exceptions=True)
+        process, self.process = self.process, None
+        if process is None:
+            return
+        assert process.stdin is not None
+        process.stdin.close()
+        try:
+            await asyncio.wait_for(process.wait(), STOP_TIMEOUT)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
 
     async def _flush(self) -> None:
         while self.pending:
-            batch, self.pending = self.pending, []
+            batch, self.pending = self.pending[:MAX_BATCH], self.pending[MAX_BATCH:]
             try:
-                results = await asyncio.to_thread(write_batch, [item for item, _ in batch])
-            except BaseException as exc:  # the thread could not even run: fail them all
+                answers = await self._exchange(b"[" + b",".join(i for i, _ in batch) + b"]")
+            except OSError as exc:
                 for _, future in batch:
                     if not future.done():
-                        future.set_exception(OSError(f"write failed: {exc}"))
+                        future.set_exception(exc)
+                continue
+            except BaseException:  # cancelled: nobody may wait for ever
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(OSError("the file writer was stopped"))
                 raise
-            for (_, future), result in zip(batch, results, strict=True):
+            for (_, future), answer in zip(batch, answers, strict=True):
                 if future.done():
                     continue
-                if isinstance(result, OSError):
-                    future.set_exception(result)
+                if isinstance(answer, bool):
+                    future.set_result(answer)
+                elif "invalid" in answer:
+                    future.set_exception(InvalidDocument(answer["invalid"]))
                 else:
-                    future.set_result(result)
+                    future.set_exception(OSError(answer["errno"], answer["error"]))
+
+    async def _exchange(self, request: bytes) -> list[Any]:
+        process = self.process or await self._start()
+        assert process.stdin is not None and process.stdout is not None
+        try:
+            process.stdin.write(frame(request))
+            await process.stdin.drain()
+            size = int.from_bytes(await process.stdout.readexactly(HEADER), "big")
+            answers: list[Any] = json.loads(await process.stdout.readexactly(size))
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            await self._discard(process)
+            raise OSError(f"the file writer process failed: {exc!r}") from exc
+        except BaseException:  # cancelled mid-request: the streams are out of step
+            await self._discard(process)
+            raise
+        return answers
+
+    async def _start(self) -> asyncio.subprocess.Process:
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "trigger.submit.filewriter",
+            str(self.root),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            start_new_session=True,  # terminal signals go to the daemon, which drains
+        )
+        return self.process
+
+    async def _discard(self, process: asyncio.subprocess.Process) -> None:
+        if self.process is process:
+            self.process = None
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()

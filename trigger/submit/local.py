@@ -2,11 +2,13 @@
 
 It is the embedded default when no cluster is configured, and it keeps the sink contract
 exactly: a name is written once, atomically, and a second create of the same name is
-`AlreadyExists`. Each manifest is written to a temporary file in the same directory, then
-hard-linked to its final name — `link` fails if the name exists, so an existing manifest
-is never overwritten, even by a concurrent writer in another process. Concurrent creates
-are written together in one worker-thread call and made durable by one file-system sync
-before any of them returns (`batching`); all file I/O runs off the event loop.
+`AlreadyExists`. Each manifest is written as an unnamed (or temporary) file in the same
+directory, then linked to its final name — `link` fails if the name exists, so an existing
+manifest is never overwritten, even by a concurrent writer in another process. Concurrent
+creates are sent together to a file-writer process of the sink's own and made durable by
+one file-system sync before any of them returns (`batching`, `filewriter`): no file I/O
+runs on the event loop, and none competes with it for the GIL. Reads and patches (cron's
+Forbid and Replace) are rare and run in worker threads.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import yaml
 
 from trigger.errors import AlreadyExists, PermanentSubmitError, TemporarySubmitError
 from trigger.submit.base import Created
-from trigger.submit.batching import GroupWriter
+from trigger.submit.batching import GroupWriter, InvalidDocument
 from trigger.submit.manifest import to_yaml
 
 try:  # libyaml is an order of magnitude faster when it is there
@@ -160,7 +162,7 @@ class LocalSink:
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.directory = Path(directory)
         self._rewrites = asyncio.Lock()  # patches read, modify and write one file
-        self._writer = GroupWriter()  # creates: one thread hop and one sync per batch
+        self._writer = GroupWriter(self.directory)  # creates: one request, one sync per batch
 
     def path(self, namespace: str, name: str) -> Path:
         """Where the manifest of a Workflow lives; the names are checked to stay inside."""
@@ -180,7 +182,9 @@ class LocalSink:
         body = dict(workflow)
         body["metadata"] = {k: v for k, v in meta.items() if k != "generateName"}
         try:
-            written = await self._writer.write(path, lambda: dump(body))
+            written = await self._writer.write(f"{namespace}/{path.name}", body)
+        except InvalidDocument as exc:
+            raise PermanentSubmitError(f"write {path}: {exc}") from exc
         except OSError as exc:
             raise TemporarySubmitError(f"write {path}: {exc}") from exc
         if not written:

@@ -1,0 +1,160 @@
+"""The local sink's file writer, with O_TMPFILE and with a named temporary file."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import signal
+import stat
+from pathlib import Path
+
+import pytest
+import yaml
+
+from trigger.submit import filewriter
+from trigger.submit.batching import GroupWriter, InvalidDocument
+from trigger.submit.filewriter import write_batch
+
+
+@pytest.fixture(params=["tmpfile", "named"])
+def way(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run each test both ways; the O_TMPFILE way only where the platform has it."""
+    if request.param == "tmpfile" and not filewriter._TMPFILE.usable:
+        pytest.skip("no O_TMPFILE here")
+    monkeypatch.setattr(filewriter._TMPFILE, "usable", request.param == "tmpfile")
+    return str(request.param)
+
+
+def test_writes_new_files_in_several_directories(tmp_path: Path, way: str) -> None:
+    a, b = tmp_path / "ns1" / "a.yaml", tmp_path / "ns2" / "deep" / "b.yaml"
+    assert write_batch([(a, "one\n"), (b, "two ü\n")]) == [True, True]
+    assert a.read_text() == "one\n"
+    assert b.read_text(encoding="utf-8") == "two ü\n"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(a.stat().st_mode) == 0o644 & ~umask
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["a.yaml", "b.yaml"]
+
+
+def test_an_existing_name_is_false_and_kept(tmp_path: Path, way: str) -> None:
+    path = tmp_path / "x.yaml"
+    path.write_text("first\n")
+    assert write_batch([(path, "second\n")]) == [False]
+    assert path.read_text() == "first\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["x.yaml"]
+
+
+def test_the_same_name_twice_in_one_batch_is_written_once(tmp_path: Path, way: str) -> None:
+    path = tmp_path / "x.yaml"
+    assert write_batch([(path, "a\n"), (path, "b\n")]) == [True, False]
+    assert path.read_text() == "a\n"
+
+
+def test_one_failing_item_fails_alone(tmp_path: Path, way: str) -> None:
+    (tmp_path / "blocker").write_text("a file where a directory should be")
+    good, bad = tmp_path / "ok" / "a.yaml", tmp_path / "blocker" / "b.yaml"
+    results = write_batch([(bad, "no\n"), (good, "yes\n")])
+    assert isinstance(results[0], OSError)
+    assert results[1] is True
+    assert good.read_text() == "yes\n"
+
+
+def test_large_text_is_written_whole(tmp_path: Path, way: str) -> None:
+    body = "x" * (3 * 1024 * 1024) + "\n"
+    path = tmp_path / "big.yaml"
+    assert write_batch([(path, body)]) == [True]
+    assert path.stat().st_size == len(body)
+
+
+# --- the writer process, through GroupWriter ---------------------------------------------
+
+
+async def test_group_writer_writes_through_its_process_and_closes_it(tmp_path: Path) -> None:
+    writer = GroupWriter(tmp_path)
+    results = await asyncio.gather(
+        *(writer.write(f"ns/w{i}.yaml", {"metadata": {"name": f"w{i}"}}) for i in range(50))
+    )
+    assert results == [True] * 50
+    assert await writer.write("ns/w0.yaml", {"other": 1}) is False
+    assert yaml.safe_load((tmp_path / "ns" / "w7.yaml").read_text()) == {"metadata": {"name": "w7"}}
+    process = writer.process
+    assert process is not None
+    await writer.close()
+    assert process.returncode == 0
+    assert writer.pid is None
+
+
+async def test_a_dead_writer_fails_its_request_and_is_replaced(tmp_path: Path) -> None:
+    writer = GroupWriter(tmp_path)
+    try:
+        assert await writer.write("ns/a.yaml", {"a": 1}) is True
+        process = writer.process
+        assert process is not None
+        process.kill()
+        await process.wait()
+        with pytest.raises(OSError, match="file writer process failed"):
+            await writer.write("ns/b.yaml", {"b": 1})
+        assert await writer.write("ns/b.yaml", {"b": 1}) is True
+        assert writer.pid not in (None, process.pid)
+    finally:
+        await writer.close()
+
+
+async def test_the_writer_ignores_sigint(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C reaches the whole process group; the daemon drains through the
+    writer, so the writer must not die of it."""
+    writer = GroupWriter(tmp_path)
+    try:
+        assert await writer.write("ns/a.yaml", {"a": 1}) is True
+        pid = writer.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGINT)
+        assert await writer.write("ns/b.yaml", {"b": 1}) is True
+        assert writer.pid == pid
+    finally:
+        await writer.close()
+
+
+async def test_documents_that_cannot_be_written_fail_alone(tmp_path: Path) -> None:
+    writer = GroupWriter(tmp_path)
+    try:
+        with pytest.raises(InvalidDocument, match="cannot write"):
+            await writer.write("ns/a.yaml", {"when": {1, 2}})
+        outcomes = await asyncio.gather(
+            writer.write("../escape.yaml", {"a": 1}),
+            writer.write("ns/ok.yaml", {"a": 1}),
+            return_exceptions=True,
+        )
+        assert isinstance(outcomes[0], InvalidDocument)
+        assert "not inside" in str(outcomes[0])
+        assert outcomes[1] is True
+        assert not (tmp_path.parent / "escape.yaml").exists()
+    finally:
+        await writer.close()
+
+
+@pytest.mark.parametrize("relative", ["/abs.yaml", "a/../../b.yaml", "..", ""])
+def test_paths_must_stay_inside_the_root(tmp_path: Path, relative: str) -> None:
+    with pytest.raises(ValueError, match="not inside"):
+        filewriter.inside(tmp_path, relative)
+
+
+def test_serve_answers_frames_until_the_input_ends(tmp_path: Path) -> None:
+    """The protocol itself, without a process: two requests, two answers, then EOF."""
+    requests = [
+        [["ns/a.yaml", {"a": 1}], ["ns/a.yaml", {"a": 2}]],
+        [["../x.yaml", {}], ["ns/b.yaml", {"b": [1, "2"]}]],
+    ]
+    source = io.BytesIO(b"".join(filewriter.frame(json.dumps(r).encode()) for r in requests))
+    sink = io.BytesIO()
+    filewriter.serve(tmp_path, source, sink)
+    sink.seek(0)
+    answers = []
+    while (body := filewriter.read_frame(sink)) is not None:
+        answers.append(json.loads(body))
+    assert answers[0] == [True, False]
+    assert answers[1][0] == {"invalid": "path '../x.yaml' is not inside the output directory"}
+    assert answers[1][1] is True
+    assert (tmp_path / "ns" / "b.yaml").read_text() == 'b:\n- 1\n- "2"\n'
