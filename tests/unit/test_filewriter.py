@@ -27,9 +27,13 @@ def way(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     return str(request.param)
 
 
+def w(path: Path, text: str) -> tuple[str, str, str]:
+    return str(path.parent), path.name, text
+
+
 def test_writes_new_files_in_several_directories(tmp_path: Path, way: str) -> None:
     a, b = tmp_path / "ns1" / "a.yaml", tmp_path / "ns2" / "deep" / "b.yaml"
-    assert write_batch([(a, "one\n"), (b, "two ü\n")]) == [True, True]
+    assert write_batch([w(a, "one\n"), w(b, "two ü\n")]) == [True, True]
     assert a.read_text() == "one\n"
     assert b.read_text(encoding="utf-8") == "two ü\n"
     umask = os.umask(0)
@@ -41,21 +45,21 @@ def test_writes_new_files_in_several_directories(tmp_path: Path, way: str) -> No
 def test_an_existing_name_is_false_and_kept(tmp_path: Path, way: str) -> None:
     path = tmp_path / "x.yaml"
     path.write_text("first\n")
-    assert write_batch([(path, "second\n")]) == [False]
+    assert write_batch([w(path, "second\n")]) == [False]
     assert path.read_text() == "first\n"
     assert [p.name for p in tmp_path.iterdir()] == ["x.yaml"]
 
 
 def test_the_same_name_twice_in_one_batch_is_written_once(tmp_path: Path, way: str) -> None:
     path = tmp_path / "x.yaml"
-    assert write_batch([(path, "a\n"), (path, "b\n")]) == [True, False]
+    assert write_batch([w(path, "a\n"), w(path, "b\n")]) == [True, False]
     assert path.read_text() == "a\n"
 
 
 def test_one_failing_item_fails_alone(tmp_path: Path, way: str) -> None:
     (tmp_path / "blocker").write_text("a file where a directory should be")
     good, bad = tmp_path / "ok" / "a.yaml", tmp_path / "blocker" / "b.yaml"
-    results = write_batch([(bad, "no\n"), (good, "yes\n")])
+    results = write_batch([w(bad, "no\n"), w(good, "yes\n")])
     assert isinstance(results[0], OSError)
     assert results[1] is True
     assert good.read_text() == "yes\n"
@@ -64,7 +68,7 @@ def test_one_failing_item_fails_alone(tmp_path: Path, way: str) -> None:
 def test_large_text_is_written_whole(tmp_path: Path, way: str) -> None:
     body = "x" * (3 * 1024 * 1024) + "\n"
     path = tmp_path / "big.yaml"
-    assert write_batch([(path, body)]) == [True]
+    assert write_batch([w(path, body)]) == [True]
     assert path.stat().st_size == len(body)
 
 
@@ -138,7 +142,7 @@ async def test_documents_that_cannot_be_written_fail_alone(tmp_path: Path) -> No
 @pytest.mark.parametrize("relative", ["/abs.yaml", "a/../../b.yaml", "..", ""])
 def test_paths_must_stay_inside_the_root(tmp_path: Path, relative: str) -> None:
     with pytest.raises(ValueError, match="not inside"):
-        filewriter.inside(tmp_path, relative)
+        filewriter.inside(str(tmp_path), relative)
 
 
 def test_serve_answers_frames_until_the_input_ends(tmp_path: Path) -> None:
@@ -149,7 +153,7 @@ def test_serve_answers_frames_until_the_input_ends(tmp_path: Path) -> None:
     ]
     source = io.BytesIO(b"".join(filewriter.frame(json.dumps(r).encode()) for r in requests))
     sink = io.BytesIO()
-    filewriter.serve(tmp_path, source, sink)
+    filewriter.serve(str(tmp_path), source, sink)
     sink.seek(0)
     answers = []
     while (body := filewriter.read_frame(sink)) is not None:

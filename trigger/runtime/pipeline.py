@@ -10,13 +10,15 @@ nothing are only counted (logging them at INFO is how Argo Events reached 400 GB
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import structlog
 
-from trigger.errors import DecodeError
+from trigger.errors import DecodeError, RenderError
 from trigger.events import Event
+from trigger.rules.render import render
 from trigger.rules.router import RuleSet
 from trigger.rules.rule import Rule
 from trigger.runtime.metrics import Metrics
@@ -83,16 +85,81 @@ class Pipeline:
             log.debug("no rule matched", event_id=event.id, source=event.source)
             return []
         for match in routed.matches:
-            self.metrics.child(self.metrics.events_matched, match.rule.name).inc()
-            status = self.status.setdefault(match.rule.name, RuleStatus())
-            status.matched += 1
-            status.last_event = event.id
-            status.last_event_time = event.doc["time"]
+            self._matched(match.rule, event)
         pairs = [(m.rule, m.event) for m in routed.matches]
         outcomes = await self.submitter.submit_many(pairs, on_exhausted=on_exhausted)
         for outcome in outcomes:
             self._record(event, outcome)
         return outcomes
+
+    @property
+    def batches(self) -> bool:
+        """Whether `handle_batch` can be used (the sink creates many in one call)."""
+        return self.submitter.batches
+
+    async def handle_batch(
+        self, events: Sequence[Event], *, cluster: str = "default"
+    ) -> list[Batched]:
+        """Handle many events with one sink call for all their Workflows (see Batched).
+
+        The batch takes only the plain case: every match renders and no matched rule is
+        rate-limited. An event with a routing failure (poison, a failing filter), a render
+        error or a rate-limited match is left untouched, for the caller to `handle` — so
+        dead letters and retries always happen on the one-event path."""
+        rules = self.rules  # one rule set for the whole batch, even across a reload
+        results: list[Batched] = []
+        plans: list[tuple[Event, list[tuple[Rule, Event, dict[str, Any]]]]] = []
+        for event in events:
+            items = _plan(rules, event, cluster)
+            if items is None:
+                results.append(SLOW)
+                continue
+            results.append(DONE)  # until a failed item says otherwise
+            plans.append((event, items))
+            self.metrics.child(self.metrics.events_received, event.source).inc()
+            if not items:
+                log.debug("no rule matched", event_id=event.id, source=event.source)
+            for rule, _, _ in items:
+                self._matched(rule, event)
+        if not plans:
+            return results
+        outcomes = iter(
+            await self.submitter.create_batch([item for _, items in plans for item in items])
+        )
+        plan_of = iter(plans)
+        for index, result in enumerate(results):
+            if result is SLOW:
+                continue
+            event, items = next(plan_of)
+            failed: list[tuple[Rule, Event]] = []
+            for (rule, routed, _), outcome in zip(items, outcomes, strict=False):
+                if isinstance(outcome, Outcome):
+                    self._record(event, outcome)
+                else:
+                    failed.append((rule, routed))
+            if failed:
+                results[index] = Batched(failed=tuple(failed))
+        return results
+
+    async def submit_matches(
+        self,
+        event: Event,
+        pairs: Sequence[tuple[Rule, Event]],
+        *,
+        on_exhausted: OnExhausted = "raise",
+    ) -> list[Outcome]:
+        """Submit some of an event's matches (what a batch left over) the one-event way."""
+        outcomes = await self.submitter.submit_many(pairs, on_exhausted=on_exhausted)
+        for outcome in outcomes:
+            self._record(event, outcome)
+        return outcomes
+
+    def _matched(self, rule: Rule, event: Event) -> None:
+        self.metrics.child(self.metrics.events_matched, rule.name).inc()
+        status = self.status.setdefault(rule.name, RuleStatus())
+        status.matched += 1
+        status.last_event = event.id
+        status.last_event_time = event.doc["time"]
 
     async def _poison(self, event: Event, rule: str, message: str) -> None:
         """An event one rule can never take (e.g. a Kafka value that is not JSON)."""
@@ -121,6 +188,42 @@ class Pipeline:
             status.dead_letters += 1
             status.last_error = f"{outcome.reason}: {outcome.message}"
             log.error("dead-lettered", reason=outcome.reason, error=outcome.message, **ids)
+
+
+@dataclass(frozen=True)
+class Batched:
+    """How `handle_batch` left one event: `slow` — nothing was done, `handle` it; else
+    every match has its Workflow except those in `failed`, to `submit_matches`."""
+
+    slow: bool = False
+    failed: tuple[tuple[Rule, Event], ...] = ()
+
+    @property
+    def done(self) -> bool:
+        return not self.slow and not self.failed
+
+
+SLOW: Final = Batched(slow=True)
+DONE: Final = Batched()
+
+
+def _plan(
+    rules: RuleSet, event: Event, cluster: str
+) -> list[tuple[Rule, Event, dict[str, Any]]] | None:
+    """The event's rendered Workflows, or None when it needs the one-event path."""
+    routed = rules.route(event, cluster=cluster)
+    if routed.failures:
+        return None
+    items = []
+    for match in routed.matches:
+        if match.rule.document.spec.rateLimit is not None:
+            return None
+        try:
+            workflow = render(match.rule, match.event)
+        except RenderError:
+            return None
+        items.append((match.rule, match.event, workflow))
+    return items
 
 
 async def gather_cancelling(*aws: Any) -> list[Any]:

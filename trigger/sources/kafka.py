@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import random
-from collections.abc import Iterator, Mapping
+from collections.abc import Coroutine, Iterator, Mapping
 from typing import Any, Final
 
 import structlog
@@ -40,12 +40,14 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from trigger.decoders.kafka import decode_kafka_record
 from trigger.errors import DecodeError, TemporarySubmitError
+from trigger.events import Event
 from trigger.rules.router import RuleSet
+from trigger.rules.rule import Rule
 from trigger.runtime.sources import SourceKind
 from trigger.settings import KafkaCluster
 from trigger.sources.base import SourceContext
 from trigger.sources.kafka_config import client_options, group_of
-from trigger.sources.kafka_consumer import GroupConsumer, GroupSpec
+from trigger.sources.kafka_consumer import Finished, GroupConsumer, GroupSpec
 from trigger.submit.deadletter import DeadLetter
 from trigger.submit.deadletter_kafka import KafkaOrigin, origin_scope
 
@@ -149,7 +151,7 @@ class KafkaSource:
         options = client_options(cluster, settings, self._ctx.environ)
         spec = GroupSpec(cluster, group, settings, options)
         return GroupConsumer(
-            spec, self._handle, self._ctx.clock, revoke_deadline=self._revoke_deadline
+            spec, self._handle_chunk, self._ctx.clock, revoke_deadline=self._revoke_deadline
         )
 
     async def _wait_for_change(self) -> None:
@@ -171,10 +173,47 @@ class KafkaSource:
             return
         await asyncio.gather(*(g.stop(self._deadline) for g in groups))
 
-    # --- one record -----------------------------------------------------------------
+    # --- records ---------------------------------------------------------------------
 
-    async def _handle(self, cluster: str, record: Any) -> None:
-        """Returns once the record is done; retries until then (see the module docstring)."""
+    async def _handle_chunk(self, cluster: str, records: list[Any], finished: Finished) -> None:
+        """Returns once every record is done, calling `finished` for each as it is.
+
+        With a sink that writes many Workflows in one call (local, stdout), the records go
+        through `Pipeline.handle_batch` together; what it leaves — undecodable records,
+        events that need dead letters or rate limits, Workflows the sink failed — goes the
+        one-record way, concurrently. Otherwise every record goes the one-record way."""
+        pipeline = self._ctx.pipeline
+        if not pipeline.batches:
+            await asyncio.gather(*(self._handle(cluster, r, finished) for r in records))
+            return
+        slow: list[Coroutine[Any, Any, None]] = []
+        decoded: list[tuple[Any, Event]] = []
+        for record in records:
+            try:
+                decoded.append((record, _decode(record)))
+            except DecodeError:
+                slow.append(self._handle(cluster, record, finished))
+        if decoded:
+            results = await pipeline.handle_batch([e for _, e in decoded], cluster=cluster)
+            for (record, event), result in zip(decoded, results, strict=True):
+                if result.done:
+                    finished(record.offset)
+                elif result.slow:
+                    slow.append(self._handle(cluster, record, finished))
+                else:
+                    slow.append(self._handle(cluster, record, finished, (event, result.failed)))
+        if slow:
+            await asyncio.gather(*slow)
+
+    async def _handle(
+        self,
+        cluster: str,
+        record: Any,
+        finished: Finished,
+        rest: tuple[Event, tuple[tuple[Rule, Event], ...]] | None = None,
+    ) -> None:
+        """Returns once the record is done — all its matches, or the `rest` a batch left —
+        and calls `finished`; retries until then (see the module docstring)."""
         origin = KafkaOrigin(
             cluster,
             record.topic,
@@ -188,7 +227,11 @@ class KafkaSource:
         with origin_scope(origin):
             while True:
                 try:
-                    await self._deliver(cluster, record, origin)
+                    if rest is None:
+                        await self._deliver(cluster, record, origin)
+                    else:
+                        await self._ctx.pipeline.submit_matches(rest[0], rest[1])
+                    finished(record.offset)
                     return
                 except TemporarySubmitError as exc:
                     delay = self._backoff(attempt, exc.retry_after)
@@ -212,15 +255,7 @@ class KafkaSource:
 
     async def _deliver(self, cluster: str, record: Any, origin: KafkaOrigin) -> None:
         try:
-            event = decode_kafka_record(
-                record.topic,
-                record.partition,
-                record.offset,
-                record.timestamp,
-                record.key,
-                record.value,
-                record.headers,
-            )
+            event = _decode(record)
         except DecodeError as exc:
             await self._undecodable(origin, exc)
             return
@@ -248,6 +283,18 @@ class KafkaSource:
         step = min(RETRY_MAX, RETRY_INITIAL * 2.0 ** min(attempt, 32))
         step -= step * RETRY_JITTER * self._rng.random()
         return max(step, float(retry_after or 0.0))
+
+
+def _decode(record: Any) -> Event:
+    return decode_kafka_record(
+        record.topic,
+        record.partition,
+        record.offset,
+        record.timestamp,
+        record.key,
+        record.value,
+        record.headers,
+    )
 
 
 class PartitionCollector:

@@ -29,7 +29,10 @@ from trigger.submit.clock import Clock
 
 log = structlog.get_logger("trigger.sources.kafka")
 
-Handler = Callable[[str, Any], Coroutine[Any, Any, None]]  # (cluster, aiokafka ConsumerRecord)
+Finished = Callable[[int], None]  # called with each record's offset once it is done
+# (cluster, consecutive aiokafka ConsumerRecords of one partition, finished): returns when
+# every record is done, calling `finished` for each as it is.
+Handler = Callable[[str, list[Any], Finished], Coroutine[Any, Any, None]]
 FETCH_TIMEOUT_MS: Final = 200  # a stop or a topic change is seen within this
 MAX_RECORDS: Final = 500  # per fetch call, across partitions
 COMMIT_INTERVAL: Final = 0.2  # seconds between routine commits; a crash redelivers these
@@ -134,37 +137,40 @@ class GroupConsumer:
                 await self._commit(self.windows)
 
     def _dispatch(self, tp: TopicPartition, records: list[Any]) -> None:
+        """One task for the records the window has room for; the rest are handed back."""
         assert self._consumer is not None
         window = self.windows.get(tp)
         if window is None:  # records never come before their assignment; be safe anyway
             window = self._window(tp)
-        for record in records:
-            if window.full:
-                # Hand the rest back: the position rewinds to it and the partition pauses,
-                # so nothing beyond the bound is held in memory.
-                self._consumer.seek(tp, record.offset)
-                break
-            window.take(record.offset)
-            task = asyncio.create_task(self._handler(self.spec.cluster, record))
+        room = max(window.bound - window.in_flight, 0)
+        taken = records[:room]
+        if len(taken) < len(records):
+            # The position rewinds to the first record not taken and the partition pauses,
+            # so nothing beyond the bound is held in memory.
+            self._consumer.seek(tp, records[len(taken)].offset)
+        if taken:
+            for record in taken:
+                window.take(record.offset)
+            finished = functools.partial(self._finished, tp, window)
+            task = asyncio.create_task(self._handler(self.spec.cluster, taken, finished))
             window.tasks.add(task)
-            task.add_done_callback(functools.partial(self._done, tp, window, record.offset))
+            task.add_done_callback(functools.partial(self._done, window, taken[0].offset))
         self.peaks[tp] = max(self.peaks.get(tp, 0), window.peak)
         if window.full:
             self._pause([tp])
 
-    def _done(
-        self, tp: TopicPartition, window: PartitionWindow, offset: int, task: asyncio.Task[None]
-    ) -> None:
-        window.tasks.discard(task)
-        if task.cancelled():
-            return  # cut short by a deadline: not done, so never committed
-        error = task.exception()
-        if error is not None:  # the handler retries everything it can; this is a bug
-            self._log.error("record handler failed", offset=offset, exc_info=error)
-            return
+    def _finished(self, tp: TopicPartition, window: PartitionWindow, offset: int) -> None:
         window.finish(offset)
         if window.paused and window.drained and not self._stopping:
             self._resume(tp, window)
+
+    def _done(self, window: PartitionWindow, first: int, task: asyncio.Task[None]) -> None:
+        window.tasks.discard(task)
+        if task.cancelled():
+            return  # cut short by a deadline: what is not finished is never committed
+        error = task.exception()
+        if error is not None:  # the handler retries everything it can; this is a bug
+            self._log.error("record handler failed", first_offset=first, exc_info=error)
 
     def _window(self, tp: TopicPartition) -> PartitionWindow:
         window = PartitionWindow(self.spec.settings.max_in_flight_per_partition)

@@ -23,7 +23,8 @@ import asyncio
 import contextlib
 import json
 import sys
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -31,6 +32,7 @@ from typing import Any, Final
 from trigger.submit.filewriter import HEADER, frame
 
 MAX_BATCH: Final = 1024  # items per request: bounds the writer's memory per request
+PIPELINE: Final = 2  # requests sent ahead of their answers
 STOP_TIMEOUT: Final = 10.0  # seconds for the writer to finish and exit after close
 
 
@@ -38,29 +40,49 @@ class InvalidDocument(ValueError):
     """The writer cannot write this document (it is not plain YAML data)."""
 
 
+Answer = bool | Exception  # written, name taken, or why not
+_Request = tuple[list[bytes], "asyncio.Future[list[Answer]]"]
+
+
 @dataclass
 class GroupWriter:
     """Batches concurrent writes into one request and one sync (see the module doc)."""
 
     root: Path
-    pending: list[tuple[bytes, asyncio.Future[bool]]] = field(default_factory=list)
+    pending: list[_Request] = field(default_factory=list)
     flushing: asyncio.Task[None] | None = None
     process: asyncio.subprocess.Process | None = None
 
     async def write(self, relative: str, document: Mapping[str, Any]) -> bool:
         """True when written, False when the name already exists; raises OSError, or
         InvalidDocument for a document that cannot be written."""
-        try:
-            item = json.dumps([relative, document], separators=(",", ":")).encode()
-        except (TypeError, ValueError) as exc:
-            raise InvalidDocument(f"cannot write the document: {exc}") from exc
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self.pending.append((item, future))
-        if self.flushing is None or self.flushing.done():
-            self.flushing = asyncio.create_task(self._flush(), name="local-sink-writer")
-        # A caller cancelled while waiting cancels only its own future; the flush skips
-        # futures that are done, and the write itself goes ahead (the name is idempotent).
-        return await future
+        (answer,) = await self.write_many([(relative, document)])
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    async def write_many(self, items: Sequence[tuple[str, Mapping[str, Any]]]) -> list[Answer]:
+        """Write several documents in one go: an answer per item, in order — True, False
+        (the name exists), InvalidDocument or OSError."""
+        answers: list[Answer | None] = [None] * len(items)
+        encoded: list[bytes] = []
+        places: list[int] = []
+        for index, item in enumerate(items):
+            try:
+                encoded.append(json.dumps(item, separators=(",", ":")).encode())
+                places.append(index)
+            except (TypeError, ValueError) as exc:
+                answers[index] = InvalidDocument(f"cannot write the document: {exc}")
+        if encoded:
+            future: asyncio.Future[list[Answer]] = asyncio.get_running_loop().create_future()
+            self.pending.append((encoded, future))
+            if self.flushing is None or self.flushing.done():
+                self.flushing = asyncio.create_task(self._flush(), name="local-sink-writer")
+            # A caller cancelled while waiting cancels only its own future; the flush skips
+            # futures that are done, and the write goes ahead (the names are idempotent).
+            for index, answer in zip(places, await future, strict=True):
+                answers[index] = answer
+        return [a for a in answers if a is not None]
 
     @property
     def pid(self) -> int | None:
@@ -82,45 +104,57 @@ class GroupWriter:
             process.kill()
             await process.wait()
 
-    async def _flush(self) -> None:
-        while self.pending:
-            batch, self.pending = self.pending[:MAX_BATCH], self.pending[MAX_BATCH:]
-            try:
-                answers = await self._exchange(b"[" + b",".join(i for i, _ in batch) + b"]")
-            except OSError as exc:
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            except BaseException:  # cancelled: nobody may wait for ever
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(OSError("the file writer was stopped"))
-                raise
-            for (_, future), answer in zip(batch, answers, strict=True):
-                if future.done():
-                    continue
-                if isinstance(answer, bool):
-                    future.set_result(answer)
-                elif "invalid" in answer:
-                    future.set_exception(InvalidDocument(answer["invalid"]))
-                else:
-                    future.set_exception(OSError(answer["errno"], answer["error"]))
+    def _take(self) -> list[_Request]:
+        """Whole requests, up to MAX_BATCH items (at least one request)."""
+        count, size = 0, 0
+        for items, _ in self.pending:
+            if count and size + len(items) > MAX_BATCH:
+                break
+            count, size = count + 1, size + len(items)
+        batch, self.pending = self.pending[:count], self.pending[count:]
+        return batch
 
-    async def _exchange(self, request: bytes) -> list[Any]:
-        process = self.process or await self._start()
-        assert process.stdin is not None and process.stdout is not None
+    async def _flush(self) -> None:
+        # Up to PIPELINE requests are sent ahead, so the writer finds the next one waiting
+        # when it answers one; answers come back in the order the requests went.
+        sent: deque[list[_Request]] = deque()
+        process: asyncio.subprocess.Process | None = None
         try:
-            process.stdin.write(frame(request))
-            await process.stdin.drain()
+            while self.pending or sent:
+                if self.pending and len(sent) < PIPELINE:
+                    batch = self._take()
+                    sent.append(batch)
+                    if process is None or process is not self.process:
+                        process = self.process or await self._start()
+                    assert process.stdin is not None
+                    body = b"[" + b",".join(i for items, _ in batch for i in items) + b"]"
+                    process.stdin.write(frame(body))  # buffered; the answer tells how it went
+                    continue
+                assert process is not None
+                try:
+                    answers = iter(await self._receive(process))
+                except OSError as exc:  # every request sent to that process is lost
+                    await self._discard(process)
+                    _fail(sent, exc)
+                    continue
+                for items, future in sent.popleft():
+                    # `items` first: zip() stops on it without taking an answer too many.
+                    mine = [_answer(a) for _, a in zip(items, answers, strict=False)]
+                    if not future.done():
+                        future.set_result(mine)
+        except BaseException:  # cancelled: the streams are out of step, nobody may wait
+            if process is not None:
+                await self._discard(process)
+            _fail(sent, OSError("the file writer was stopped"))
+            raise
+
+    async def _receive(self, process: asyncio.subprocess.Process) -> list[Any]:
+        assert process.stdout is not None
+        try:
             size = int.from_bytes(await process.stdout.readexactly(HEADER), "big")
             answers: list[Any] = json.loads(await process.stdout.readexactly(size))
         except (OSError, asyncio.IncompleteReadError) as exc:
-            await self._discard(process)
             raise OSError(f"the file writer process failed: {exc!r}") from exc
-        except BaseException:  # cancelled mid-request: the streams are out of step
-            await self._discard(process)
-            raise
         return answers
 
     async def _start(self) -> asyncio.subprocess.Process:
@@ -141,3 +175,19 @@ class GroupWriter:
         with contextlib.suppress(ProcessLookupError):
             process.kill()
         await process.wait()
+
+
+def _fail(sent: deque[list[_Request]], error: OSError) -> None:
+    for batch in sent:
+        for _, future in batch:
+            if not future.done():
+                future.set_exception(error)
+    sent.clear()
+
+
+def _answer(raw: Any) -> Answer:
+    if isinstance(raw, bool):
+        return raw
+    if "invalid" in raw:
+        return InvalidDocument(raw["invalid"])
+    return OSError(raw["errno"], raw["error"])

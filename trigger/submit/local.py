@@ -18,7 +18,7 @@ import copy
 import os
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -172,8 +172,7 @@ class LocalSink:
             raise PermanentSubmitError(f"invalid workflow name {name!r}", status=422)
         return self.directory / namespace / f"{name}{SUFFIX}"
 
-    async def create(self, workflow: Mapping[str, Any]) -> Created:
-        """Write the manifest; AlreadyExists when the name is taken."""
+    def _prepare(self, workflow: Mapping[str, Any]) -> tuple[Created, Path, dict[str, Any]]:
         meta = workflow.get("metadata") or {}
         name, namespace = meta.get("name"), meta.get("namespace") or "default"
         if not name:
@@ -181,15 +180,44 @@ class LocalSink:
         path = self.path(namespace, name)
         body = dict(workflow)
         body["metadata"] = {k: v for k, v in meta.items() if k != "generateName"}
-        try:
-            written = await self._writer.write(f"{namespace}/{path.name}", body)
-        except InvalidDocument as exc:
-            raise PermanentSubmitError(f"write {path}: {exc}") from exc
-        except OSError as exc:
-            raise TemporarySubmitError(f"write {path}: {exc}") from exc
-        if not written:
-            raise AlreadyExists(f"{path} exists")
-        return Created(name=name, namespace=namespace)
+        return Created(name=name, namespace=namespace), path, body
+
+    async def create(self, workflow: Mapping[str, Any]) -> Created:
+        """Write the manifest; AlreadyExists when the name is taken."""
+        (result,) = await self.create_many([workflow])
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    async def create_many(
+        self, workflows: Sequence[Mapping[str, Any]]
+    ) -> list[Created | Exception]:
+        """Write several manifests in one request and one sync: per Workflow, in order,
+        Created or the error `create` would raise (AlreadyExists, Temporary-, Permanent-)."""
+        results: list[Created | Exception | None] = [None] * len(workflows)
+        writes: list[tuple[str, dict[str, Any]]] = []
+        places: list[tuple[int, Created, Path]] = []
+        for index, workflow in enumerate(workflows):
+            try:
+                created, path, body = self._prepare(workflow)
+            except PermanentSubmitError as exc:
+                results[index] = exc
+                continue
+            writes.append((f"{created.namespace}/{path.name}", body))
+            places.append((index, created, path))
+        answers = await self._writer.write_many(writes) if writes else []
+        for (index, created, path), answer in zip(places, answers, strict=True):
+            if answer is True:
+                results[index] = created
+            elif answer is False:
+                results[index] = AlreadyExists(f"{path} exists")
+            elif isinstance(answer, InvalidDocument):
+                results[index] = PermanentSubmitError(f"write {path}: {answer}", status=422)
+            else:
+                error = TemporarySubmitError(f"write {path}: {answer}")
+                error.__cause__ = answer
+                results[index] = error
+        return [r for r in results if r is not None]
 
     async def get_workflow(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The stored manifest, or None."""

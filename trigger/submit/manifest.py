@@ -63,9 +63,10 @@ def _string(value: str) -> str:
 
 
 def _inline(value: Any) -> str:
+    """A scalar or an empty collection, written on its key's or dash's line."""
     kind = type(value)
     if kind is str:
-        return _string(value)
+        return _seen.get(value) or _string(value)
     if kind is dict or isinstance(value, Mapping):
         return "{}"
     if kind is list:
@@ -73,36 +74,38 @@ def _inline(value: Any) -> str:
     return _scalar(value)
 
 
-def _is_block(value: Any) -> bool:
-    """A non-empty mapping or list: written on the lines below its key or dash."""
-    kind = type(value)
-    if kind is dict or kind is list:
-        return bool(value)
-    return isinstance(value, Mapping) and bool(value)
-
-
 def _emit(value: Any, indent: str, lines: list[str]) -> None:
-    # Exact type checks first: manifests are plain dicts and lists, and an ABC
-    # isinstance() per node was most of the cost.
+    # Exact type checks first and the common case (a string) inline: manifests are plain
+    # dicts, lists and strings, and a function call or ABC isinstance() per node was most
+    # of the cost.
+    seen = _seen
+    append = lines.append
     if type(value) is dict or isinstance(value, Mapping):
         inner = indent + "  "
-        for key, item in value.items():
-            head = f"{indent}{_string(key if type(key) is str else str(key))}:"
-            if _is_block(item):
-                lines.append(head)
-                _emit(item, inner if type(item) is not list else indent, lines)
+        for name, item in value.items():
+            key = name if type(name) is str else str(name)
+            head = indent + (seen.get(key) or _string(key)) + ":"
+            kind = type(item)
+            if kind is str:
+                append(head + " " + (seen.get(item) or _string(item)))
+            elif item and (kind is dict or kind is list or isinstance(item, Mapping)):
+                append(head)
+                _emit(item, indent if kind is list else inner, lines)
             else:
-                lines.append(f"{head} {_inline(item)}")
+                append(head + " " + _inline(item))
         return
     inner = indent + "  "
     for item in value:
-        if _is_block(item):
+        kind = type(item)
+        if kind is str:
+            append(indent + "- " + (seen.get(item) or _string(item)))
+        elif item and (kind is dict or kind is list or isinstance(item, Mapping)):
             block: list[str] = []
             _emit(item, inner, block)
-            lines.append(f"{indent}- {block[0].lstrip()}")
+            append(indent + "- " + block[0].lstrip())
             lines.extend(block[1:])
         else:
-            lines.append(f"{indent}- {_inline(item)}")
+            append(indent + "- " + _inline(item))
 
 
 def to_yaml(document: Mapping[str, Any]) -> str:

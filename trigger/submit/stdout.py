@@ -11,7 +11,7 @@ import asyncio
 import json
 import sys
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, Literal, TextIO
 
 from trigger.errors import AlreadyExists, PermanentSubmitError, TemporarySubmitError
@@ -55,23 +55,48 @@ class StdoutSink:
 
     async def create(self, workflow: Mapping[str, Any]) -> Created:
         """Print the Workflow, unless its name was printed before."""
-        meta = workflow.get("metadata") or {}
-        name, namespace = meta.get("name"), meta.get("namespace") or "default"
-        if not name:
-            raise PermanentSubmitError("workflow has no metadata.name (idempotency needs one)")
-        key = (namespace, name)
-        if key in self._printed:
-            self._printed.move_to_end(key)
-            raise AlreadyExists(f"{namespace}/{name} was printed before")
-        self._printed[key] = None  # claimed before the write: a concurrent twin sees it
-        if len(self._printed) > self._remember:
-            self._printed.popitem(last=False)
-        try:
-            await self._write(self._render(workflow))
-        except (OSError, ValueError) as exc:  # a closed stream raises ValueError
-            self._printed.pop(key, None)
-            raise TemporarySubmitError(f"stdout: {exc}") from exc
-        return Created(name=name, namespace=namespace)
+        (result,) = await self.create_many([workflow])
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    async def create_many(
+        self, workflows: Sequence[Mapping[str, Any]]
+    ) -> list[Created | Exception]:
+        """Print several Workflows in one write: per Workflow, in order, Created or the
+        error `create` would raise."""
+        results: list[Created | Exception] = []
+        claimed: list[tuple[str, str]] = []
+        texts: list[str] = []
+        for workflow in workflows:
+            meta = workflow.get("metadata") or {}
+            name, namespace = meta.get("name"), meta.get("namespace") or "default"
+            if not name:
+                results.append(
+                    PermanentSubmitError("workflow has no metadata.name (idempotency needs one)")
+                )
+                continue
+            key = (namespace, name)
+            if key in self._printed:
+                self._printed.move_to_end(key)
+                results.append(AlreadyExists(f"{namespace}/{name} was printed before"))
+                continue
+            self._printed[key] = None  # claimed before the write: a concurrent twin sees it
+            if len(self._printed) > self._remember:
+                self._printed.popitem(last=False)
+            claimed.append(key)
+            texts.append(self._render(workflow))
+            results.append(Created(name=name, namespace=namespace))
+        if texts:
+            try:
+                await self._write("".join(texts))
+            except (OSError, ValueError) as exc:  # a closed stream raises ValueError
+                for key in claimed:
+                    self._printed.pop(key, None)
+                error = TemporarySubmitError(f"stdout: {exc}")
+                error.__cause__ = exc
+                results = [error if isinstance(r, Created) else r for r in results]
+        return results
 
     async def _write(self, text: str) -> None:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()

@@ -12,6 +12,11 @@ Temporary errors that outlast the retry policy either re-raise the last
 503 and the sender redelivers; a Kafka consumer pauses and retries) or are dead-lettered
 as "RetriesExhausted" (`on_exhausted="dead-letter"`, for callers that prefer to move on).
 
+Sinks that can write many Workflows in one call (local, stdout) also get `create_batch`:
+already rendered Workflows in one sink call and one slot, outcomes per item, no retries —
+the caller sends whatever failed through `submit`. It is how a Kafka fetch becomes one
+request to the local sink's writer instead of a task per record.
+
 There is no internal queue: callers awaiting `submit` are the backpressure. Backoff waits
 happen outside the slots, so one throttled rule sleeping does not starve the others;
 `in_flight` and `drain` count whole submissions, backoff included.
@@ -23,7 +28,7 @@ import asyncio
 import contextlib
 import enum
 import random
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -31,7 +36,7 @@ from trigger.errors import AlreadyExists, PermanentSubmitError, RenderError, Tem
 from trigger.events import Event
 from trigger.rules.render import build_workflow, render, workflow_name
 from trigger.rules.rule import Rule
-from trigger.submit.base import Sink
+from trigger.submit.base import Created, Sink
 from trigger.submit.clock import Clock
 from trigger.submit.deadletter import DeadLetter, DeadLetterSink
 from trigger.submit.ratelimit import RateLimiters
@@ -39,6 +44,7 @@ from trigger.submit.retry import RetryCaps, RetryPolicy
 from trigger.submit.slots import Slots
 
 OnExhausted = Literal["dead-letter", "raise"]
+CreateMany = Callable[[Sequence[Mapping[str, Any]]], Awaitable[Sequence[Created | Exception]]]
 RETRIES_EXHAUSTED = "RetriesExhausted"
 
 
@@ -131,6 +137,7 @@ class Submitter:
         self._caps = caps or RetryCaps()
         self.rate_limiters = RateLimiters(clock)
         self._policies: dict[str, tuple[Rule, RetryPolicy]] = {}
+        self._create_many: CreateMany | None = getattr(sink, "create_many", None)
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -167,6 +174,40 @@ class Submitter:
             if isinstance(result, BaseException):
                 raise result
         return [r for r in results if isinstance(r, Outcome)]
+
+    @property
+    def batches(self) -> bool:
+        """Whether the sink creates many Workflows in one call (`create_batch` works)."""
+        return self._create_many is not None
+
+    async def create_batch(
+        self, items: Sequence[tuple[Rule, Event, dict[str, Any]]]
+    ) -> list[Outcome | Exception]:
+        """One sink call for many rendered Workflows: per item, in order, its Outcome
+        (CREATED or DUPLICATE) or the error the sink gave it. Nothing is retried or
+        dead-lettered here: the caller takes each failed item through `submit`, which
+        does both. Rate-limited rules must not come this way (see Pipeline)."""
+        if self._create_many is None:
+            raise TypeError(f"the {self._sink.kind} sink has no batch create")
+        if not items:
+            return []
+        with self._tracked(len(items)):
+            started = self._clock.monotonic()
+            async with self._slots:  # one sink call: one slot
+                results = await self._create_many([workflow for _, _, workflow in items])
+            latency = self._clock.monotonic() - started
+        outcomes: list[Outcome | Exception] = []
+        for (rule, event, workflow), result in zip(items, results, strict=True):
+            name: str = workflow["metadata"]["name"]
+            if isinstance(result, AlreadyExists):
+                self._hooks.on_duplicate(rule, event, name)
+                outcomes.append(Outcome(OutcomeKind.DUPLICATE, rule.name, name, 1))
+            elif isinstance(result, Exception):
+                outcomes.append(result)
+            else:
+                self._hooks.on_created(rule, event, name, latency)
+                outcomes.append(Outcome(OutcomeKind.CREATED, rule.name, name, 1))
+        return outcomes
 
     async def fire(
         self,
@@ -265,13 +306,13 @@ class Submitter:
         return cached[1]
 
     @contextlib.contextmanager
-    def _tracked(self) -> Iterator[None]:
-        """Count one submission in flight for its whole life, however it ends."""
-        self._in_flight += 1
+    def _tracked(self, count: int = 1) -> Iterator[None]:
+        """Count submissions in flight for their whole life, however they end."""
+        self._in_flight += count
         self._idle.clear()
         try:
             yield
         finally:
-            self._in_flight -= 1
+            self._in_flight -= count
             if self._in_flight == 0:
                 self._idle.set()
