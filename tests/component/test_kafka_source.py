@@ -650,3 +650,72 @@ def test_handover_loses_and_doubles_nothing(shared: ShareResult) -> None:
     assert len(ids) == len(set(ids)) == shared.total
     assert shared.created == shared.total
     assert shared.duplicates == 0
+
+
+# --- the batch path hands back what the sink failed ----------------------------------------
+
+
+def test_items_a_batch_could_not_write_are_retried_alone(
+    broker: KafkaBroker, tmp_path: Path
+) -> None:
+    """The local sink writes a fetch in one batch. Items it fails (here: one namespace's
+    directory cannot be made) go the one-record way, retried until they are written; the
+    others are created once, and no offset is committed past an unwritten item."""
+    topic, group = unique("batch"), unique("g")
+    rules = write_rules(
+        tmp_path / "rules",
+        kafka_rule("plain", topic, {"n": "{{ event.value.n }}"})
+        + kafka_rule("blocked", topic, {"n": "{{ event.value.n }}"}).replace(
+            "namespace: default", "namespace: blocked"
+        ),
+    )
+    records = json_records(60)
+    workdir = tmp_path / "d"
+    blocker = workdir / "workflows" / "blocked"
+
+    async def scenario() -> tuple[dict[str, int], dict[int, int], dict[int, int], int]:
+        await broker.create_topics({topic: 3})
+        await produce(broker.bootstrap, topic, records)
+        blocker.parent.mkdir(parents=True)
+        blocker.write_text("a file where the namespace directory should be")
+        daemon = start_daemon(
+            workdir, rules, write_config(tmp_path / "c.yaml", broker.bootstrap, group=group)
+        )
+        try:
+            await ready(daemon)
+            await poll(
+                lambda: asyncio.to_thread(
+                    lambda: log_count(daemon, "submit failed, retrying") >= 60
+                ),
+                "every record retrying its blocked Workflow",
+            )
+            held = await committed(broker.bootstrap, group, topic, 3)
+            blocker.unlink()
+            await poll(
+                lambda: asyncio.to_thread(lambda: len(daemon.workflow_files()) >= 120),
+                "120 workflows",
+            )
+            await poll(lambda: asyncio.to_thread(idle, daemon, 3), "nothing in flight")
+            counts: dict[str, int] = {}
+            for labels, value in metric_samples(daemon, "trigger_workflows_total"):
+                key = f"{labels['rule']}/{labels['outcome']}"
+                counts[key] = counts.get(key, 0) + int(value)
+            done = await poll(
+                lambda: _all_committed(broker.bootstrap, group, topic), "offsets committed"
+            )
+            return counts, held, done, len(daemon.workflow_files())
+        finally:
+            daemon.stop()
+
+    counts, held, done, files = asyncio.run(scenario())
+    assert files == 120
+    assert counts.get("plain/created") == 60
+    assert counts.get("blocked/created") == 60
+    assert counts.get("plain/duplicate", 0) == 0
+    assert held == {0: -1, 1: -1, 2: -1}  # nothing committed while every record was unfinished
+    assert done == {0: 20, 1: 20, 2: 20}
+
+
+async def _all_committed(bootstrap: str, group: str, topic: str) -> dict[int, int] | None:
+    offsets = await committed(bootstrap, group, topic, 3)
+    return offsets if offsets == {0: 20, 1: 20, 2: 20} else None
