@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
-import json
+import marshal
 import os
 import signal
 import stat
@@ -151,13 +151,14 @@ def test_serve_answers_frames_until_the_input_ends(tmp_path: Path) -> None:
         [["ns/a.yaml", {"a": 1}], ["ns/a.yaml", {"a": 2}]],
         [["../x.yaml", {}], ["ns/b.yaml", {"b": [1, "2"]}]],
     ]
-    source = io.BytesIO(b"".join(filewriter.frame(json.dumps(r).encode()) for r in requests))
+    bodies = [b"".join(filewriter.encode_item(path, doc) for path, doc in r) for r in requests]
+    source = io.BytesIO(b"".join(filewriter.frame(body) for body in bodies))
     sink = io.BytesIO()
     filewriter.serve(str(tmp_path), source, sink)
     sink.seek(0)
     answers = []
     while (body := filewriter.read_frame(sink)) is not None:
-        answers.append(json.loads(body))
+        answers.append(marshal.loads(body))
     assert answers[0] == [True, False]
     assert answers[1][0] == {"invalid": "path '../x.yaml' is not inside the output directory"}
     assert answers[1][1] is True

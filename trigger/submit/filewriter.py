@@ -8,10 +8,14 @@ busy thread managed 72 files/s, alone 7,000/s). So the writing happens in a proc
 its own, with its own interpreter and its own core: `GroupWriter` (trigger.submit.batching)
 sends it batches of documents and it answers each batch once the batch is on disk.
 
-Protocol, on the child's stdin and stdout: frames of a 4-byte big-endian length and a JSON
-body. A request is `[[relative path, document], ...]`; the answer is one entry per item:
-`true` (written), `false` (the name exists: never overwritten), `{"errno": n, "error":
-text}` (an OSError) or `{"invalid": text}` (a document that cannot be written as YAML).
+Protocol, on the child's stdin and stdout: frames of a 4-byte big-endian length and a
+body. A request body is a run of framed items, each `marshal`ed `(relative path,
+document)`; the answer is one marshalled list, an entry per item: True (written), False
+(the name exists: never overwritten), `{"errno": n, "error": text}` (an OSError) or
+`{"invalid": text}` (a document that cannot be written as YAML). marshal, not JSON: it is
+five times cheaper to make on the daemon's loop, and both ends are the same interpreter
+(`sys.executable`) talking over a private pipe, so its format and trust are not in
+question.
 Each manifest is an unnamed O_TMPFILE file linked to its name once written (a named
 temporary file and a hard link where O_TMPFILE is missing) — `link` fails if the name
 exists — and one `syncfs` per batch makes the whole batch durable before it is answered.
@@ -28,7 +32,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import itertools
-import json
+import marshal
 import os
 import signal
 import sys
@@ -209,11 +213,28 @@ def frame(body: bytes) -> bytes:
     return len(body).to_bytes(HEADER, "big") + body
 
 
+def encode_item(relative: str, document: Any) -> bytes:
+    """One request item, framed; raises ValueError for what marshal cannot carry."""
+    return frame(marshal.dumps((relative, document)))
+
+
+def split_items(body: bytes) -> list[Any]:
+    """The items of a request body: `encode_item` outputs, one after another."""
+    items = []
+    view, start = memoryview(body), 0
+    while start < len(body):
+        size = int.from_bytes(view[start : start + HEADER], "big")
+        start += HEADER
+        items.append(marshal.loads(view[start : start + size]))  # noqa: S302 - from our parent
+        start += size
+    return items
+
+
 def serve(root: str, source: BinaryIO, sink: BinaryIO) -> None:
     """Answer requests until the input ends."""
     while (body := read_frame(source)) is not None:
-        answers = handle(root, json.loads(body))
-        sink.write(frame(json.dumps(answers, separators=(",", ":")).encode()))
+        answers = handle(root, split_items(body))
+        sink.write(frame(marshal.dumps(answers)))
         sink.flush()
 
 

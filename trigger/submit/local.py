@@ -49,6 +49,17 @@ def dump(workflow: Mapping[str, Any]) -> str:
     return to_yaml(workflow)
 
 
+def _relative(namespace: str, name: str) -> str:
+    """`<namespace>/<name>.yaml`, once both are checked to be DNS names (so the path
+    cannot leave the sink's directory). Plain strings: pathlib per Workflow cost more
+    than the rest of the sink's work on the event loop."""
+    if not _NAMESPACE.fullmatch(namespace):
+        raise PermanentSubmitError(f"invalid namespace {namespace!r}", status=422)
+    if not _NAME.fullmatch(name):
+        raise PermanentSubmitError(f"invalid workflow name {name!r}", status=422)
+    return f"{namespace}/{name}{SUFFIX}"
+
+
 def parse_selector(text: str) -> Selector:
     """Parse a simple label selector: `k=v`, `k==v`, `k!=v`, `k`, `!k`, comma-separated."""
     requirements = []
@@ -166,21 +177,17 @@ class LocalSink:
 
     def path(self, namespace: str, name: str) -> Path:
         """Where the manifest of a Workflow lives; the names are checked to stay inside."""
-        if not _NAMESPACE.fullmatch(namespace):
-            raise PermanentSubmitError(f"invalid namespace {namespace!r}", status=422)
-        if not _NAME.fullmatch(name):
-            raise PermanentSubmitError(f"invalid workflow name {name!r}", status=422)
-        return self.directory / namespace / f"{name}{SUFFIX}"
+        return self.directory / _relative(namespace, name)
 
-    def _prepare(self, workflow: Mapping[str, Any]) -> tuple[Created, Path, dict[str, Any]]:
+    def _prepare(self, workflow: Mapping[str, Any]) -> tuple[Created, str, dict[str, Any]]:
         meta = workflow.get("metadata") or {}
         name, namespace = meta.get("name"), meta.get("namespace") or "default"
         if not name:
             raise PermanentSubmitError("workflow has no metadata.name (idempotency needs one)")
-        path = self.path(namespace, name)
+        relative = _relative(namespace, name)
         body = dict(workflow)
         body["metadata"] = {k: v for k, v in meta.items() if k != "generateName"}
-        return Created(name=name, namespace=namespace), path, body
+        return Created(name=name, namespace=namespace), relative, body
 
     async def create(self, workflow: Mapping[str, Any]) -> Created:
         """Write the manifest; AlreadyExists when the name is taken."""
@@ -196,20 +203,22 @@ class LocalSink:
         Created or the error `create` would raise (AlreadyExists, Temporary-, Permanent-)."""
         results: list[Created | Exception | None] = [None] * len(workflows)
         writes: list[tuple[str, dict[str, Any]]] = []
-        places: list[tuple[int, Created, Path]] = []
+        places: list[tuple[int, Created]] = []
         for index, workflow in enumerate(workflows):
             try:
-                created, path, body = self._prepare(workflow)
+                created, relative, body = self._prepare(workflow)
             except PermanentSubmitError as exc:
                 results[index] = exc
                 continue
-            writes.append((f"{created.namespace}/{path.name}", body))
-            places.append((index, created, path))
+            writes.append((relative, body))
+            places.append((index, created))
         answers = await self._writer.write_many(writes) if writes else []
-        for (index, created, path), answer in zip(places, answers, strict=True):
+        for (index, created), (relative, _), answer in zip(places, writes, answers, strict=True):
             if answer is True:
                 results[index] = created
-            elif answer is False:
+                continue
+            path = self.directory / relative
+            if answer is False:
                 results[index] = AlreadyExists(f"{path} exists")
             elif isinstance(answer, InvalidDocument):
                 results[index] = PermanentSubmitError(f"write {path}: {answer}", status=422)
