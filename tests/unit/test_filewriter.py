@@ -13,9 +13,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from trigger.errors import AlreadyExists, TemporarySubmitError
 from trigger.submit import filewriter
 from trigger.submit.batching import GroupWriter, InvalidDocument
 from trigger.submit.filewriter import write_batch
+from trigger.submit.local import LocalSink
 
 
 @pytest.fixture(params=["tmpfile", "named"])
@@ -163,3 +165,19 @@ def test_serve_answers_frames_until_the_input_ends(tmp_path: Path) -> None:
     assert answers[1][0] == {"invalid": "path '../x.yaml' is not inside the output directory"}
     assert answers[1][1] is True
     assert (tmp_path / "ns" / "b.yaml").read_text() == 'b:\n- 1\n- "2"\n'
+
+
+async def test_a_dead_writer_is_a_temporary_error_for_the_local_sink(tmp_path: Path) -> None:
+    sink = LocalSink(tmp_path)
+    body = {"metadata": {"name": "a", "namespace": "ns"}}
+    try:
+        await sink.create(body)
+        process = sink._writer.process
+        assert process is not None
+        process.kill()
+        await process.wait()
+        with pytest.raises(TemporarySubmitError, match="file writer process failed"):
+            await sink.create({"metadata": {"name": "b", "namespace": "ns"}})
+        assert [type(r) for r in await sink.create_many([body])] == [AlreadyExists]
+    finally:
+        await sink.close()

@@ -34,8 +34,10 @@ import errno
 import itertools
 import marshal
 import os
+import queue
 import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, Final
@@ -71,8 +73,23 @@ def sync_filesystem(directory: int) -> None:
 
 
 def write_batch(items: Sequence[Write]) -> list[bool | OSError]:
-    """Write each new file (True), or find its name taken (False), or fail (the error);
-    then sync once."""
+    """`write_files`, then one sync: what is True is durable."""
+    results = write_files(items)
+    written = [item for item, r in zip(items, results, strict=True) if r is True]
+    if written:
+        fd = os.open(written[0][0], os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            sync_filesystem(fd)  # one file system: one sync covers every directory
+        except OSError as exc:
+            results = [exc if r is True else r for r in results]
+        finally:
+            os.close(fd)
+    return results
+
+
+def write_files(items: Sequence[Write]) -> list[bool | OSError]:
+    """Write each new file (True), or find its name taken (False), or fail (the error).
+    Nothing is synced here."""
     results: list[bool | OSError] = []
     directories: dict[str, int] = {}  # each directory opened once per batch
     try:
@@ -85,12 +102,6 @@ def write_batch(items: Sequence[Write]) -> list[bool | OSError]:
                 results.append(_write_new(fd, name, text.encode()))
             except OSError as exc:
                 results.append(exc)
-        if directories and any(r is True for r in results):
-            try:
-                # One file system: one sync covers every directory under the root.
-                sync_filesystem(next(iter(directories.values())))
-            except OSError as exc:
-                results = [exc if r is True else r for r in results]
     finally:
         for fd in directories.values():
             os.close(fd)
@@ -178,9 +189,12 @@ def answer(result: bool | OSError) -> bool | dict[str, Any]:
     return {"errno": result.errno or 0, "error": (result.strerror or str(result))[:MAX_ERROR]}
 
 
-def handle(root: str, items: list[list[Any]]) -> list[bool | dict[str, Any]]:
-    """Write one request's items; the answer list, in the request's order."""
-    answers: list[bool | dict[str, Any] | None] = [None] * len(items)
+Result = bool | OSError | dict[str, Any]  # a write's outcome, or an answer already made
+
+
+def handle(root: str, items: list[list[Any]]) -> list[Result]:
+    """Write one request's items (not synced yet); their results, in the request's order."""
+    answers: list[Result | None] = [None] * len(items)
     writes: list[Write] = []
     slots: list[int] = []
     for index, (relative, document) in enumerate(items):
@@ -192,8 +206,8 @@ def handle(root: str, items: list[list[Any]]) -> list[bool | dict[str, Any]]:
             continue
         writes.append((directory, name, text))
         slots.append(index)
-    for index, result in zip(slots, write_batch(writes), strict=True):
-        answers[index] = answer(result)
+    for index, result in zip(slots, write_files(writes), strict=True):
+        answers[index] = result
     return [a for a in answers if a is not None]
 
 
@@ -231,11 +245,58 @@ def split_items(body: bytes) -> list[Any]:
 
 
 def serve(root: str, source: BinaryIO, sink: BinaryIO) -> None:
-    """Answer requests until the input ends."""
-    while (body := read_frame(source)) is not None:
-        answers = handle(root, split_items(body))
-        sink.write(frame(marshal.dumps(answers)))
-        sink.flush()
+    """Answer requests until the input ends.
+
+    This thread writes each request's files and hands the results to a second thread,
+    which syncs the file system and answers — so the next request is written while the
+    last one is synced, and one sync covers every request written meanwhile."""
+    written: queue.SimpleQueue[list[Result] | None] = queue.SimpleQueue()
+    syncer = threading.Thread(
+        target=_sync_and_answer, args=(root, written, sink), name="sync", daemon=True
+    )
+    syncer.start()
+    try:
+        while (body := read_frame(source)) is not None:
+            written.put(handle(root, split_items(body)))
+    finally:
+        written.put(None)
+        syncer.join()
+
+
+def _sync_and_answer(
+    root: str, written: queue.SimpleQueue[list[Result] | None], sink: BinaryIO
+) -> None:
+    fd: int | None = None  # the root, opened once something was written under it
+    try:
+        ending = False
+        while not ending:
+            batches: list[list[Result]] = []
+            item = written.get()  # wait for one, then take every one already there
+            while item is not None:
+                batches.append(item)
+                if written.empty():
+                    break
+                item = written.get()
+            ending = item is None
+            error: OSError | None = None
+            if any(r is True for batch in batches for r in batch):
+                try:
+                    if fd is None:
+                        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+                    sync_filesystem(fd)
+                except OSError as exc:
+                    error = exc
+            for batch in batches:
+                results = batch if error is None else [error if r is True else r for r in batch]
+                sink.write(frame(marshal.dumps([_answer(r) for r in results])))
+            sink.flush()
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def _answer(result: Result) -> bool | dict[str, Any]:
+    return answer(result) if isinstance(result, bool | OSError) else result
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -212,7 +212,10 @@ class LocalSink:
                 continue
             writes.append((relative, body))
             places.append((index, created))
-        answers = await self._writer.write_many(writes) if writes else []
+        try:
+            answers = await self._writer.write_many(writes) if writes else []
+        except OSError as exc:  # the writer process failed the whole request
+            answers = [exc] * len(writes)
         for (index, created), (relative, _), answer in zip(places, writes, answers, strict=True):
             if answer is True:
                 results[index] = created
