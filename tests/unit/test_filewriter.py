@@ -20,12 +20,16 @@ from trigger.submit.filewriter import write_batch
 from trigger.submit.local import LocalSink
 
 
-@pytest.fixture(params=["tmpfile", "named"])
+@pytest.fixture(params=["empty-path", "proc-link", "named"])
 def way(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Run each test both ways; the O_TMPFILE way only where the platform has it."""
-    if request.param == "tmpfile" and not filewriter._TMPFILE.usable:
+    """Run each test every way: O_TMPFILE linked by linkat(AT_EMPTY_PATH), O_TMPFILE
+    linked through /proc, and a named temporary file — each only where the platform has it."""
+    if request.param != "named" and not filewriter._TMPFILE.usable:
         pytest.skip("no O_TMPFILE here")
-    monkeypatch.setattr(filewriter._TMPFILE, "usable", request.param == "tmpfile")
+    if request.param == "empty-path" and filewriter._LINKAT is None:
+        pytest.skip("no linkat here")
+    monkeypatch.setattr(filewriter._TMPFILE, "usable", request.param != "named")
+    monkeypatch.setattr(filewriter._TMPFILE, "empty_path", request.param == "empty-path")
     return str(request.param)
 
 
