@@ -4,7 +4,8 @@ One aiokafka consumer runs per (cluster, group) that the loaded rules use, subsc
 the union of those rules' topics (`RuleSet.kafka_topics()`; a rule without a group uses
 its cluster's `group`); a reload re-subscribes, starts and stops consumers. Every record
 is decoded once (`decode_kafka_record`; per-rule formats are the router's business) and
-handed to the pipeline. Its offset is committed only when it and every earlier record of
+handed to the pipeline — a fetched chunk as one batch when the sink writes many Workflows
+at once (`Pipeline.handle_batch`), otherwise record by record. Its offset is committed only when it and every earlier record of
 its partition are done — created, duplicate or dead-lettered — so a crash redelivers,
 and the deterministic Workflow names turn redeliveries into duplicates. A temporary
 submit failure is retried here with capped, jittered backoff on the clock; the record
