@@ -5,15 +5,15 @@ the union of those rules' topics (`RuleSet.kafka_topics()`; a rule without a gro
 its cluster's `group`); a reload re-subscribes, starts and stops consumers. Every record
 is decoded once (`decode_kafka_record`; per-rule formats are the router's business) and
 handed to the pipeline — a fetched chunk as one batch when the sink writes many Workflows
-at once (`Pipeline.handle_batch`), otherwise record by record. Its offset is committed only when it and every earlier record of
-its partition are done — created, duplicate or dead-lettered — so a crash redelivers,
-and the deterministic Workflow names turn redeliveries into duplicates. A temporary
-submit failure is retried here with capped, jittered backoff on the clock; the record
-stays unfinished meanwhile, so commits stop before it, and its partition fetches on up to
-`max_in_flight_per_partition` records and then pauses (see `kafka_offsets`). Poison
-records (undecodable for a rule, render errors, rejected Workflows) are dead-lettered by
-the pipeline — to the cluster's `dead_letter_topic` when configured (`deadletter_kafka`)
-— and committed like any other.
+at once (`Pipeline.handle_batch`), otherwise record by record. Its offset is committed
+only when it and every earlier record of its partition are done — created, duplicate or
+dead-lettered — so a crash redelivers, and the deterministic Workflow names turn
+redeliveries into duplicates. A temporary submit failure is retried here with capped,
+jittered backoff on the clock; the record stays unfinished meanwhile, so commits stop
+before it, and its partition fetches on up to `max_in_flight_per_partition` records and
+then pauses (see `kafka_offsets`). Poison records (undecodable for a rule, render errors,
+rejected Workflows) are dead-lettered by the pipeline — to the cluster's
+`dead_letter_topic` when configured (`deadletter_kafka`) — and committed like any other.
 
 Starting position. A group with no committed offset starts at the cluster's
 `auto_offset_reset`: `latest` (the default) skips everything published before the group

@@ -1,14 +1,15 @@
 """One consumer group member: fetch, hand records out concurrently, commit in order.
 
-`GroupConsumer` owns one aiokafka consumer for one (cluster, group) and the tasks handling
-its records: each fetch hands a partition's records to the handler as one chunk (one
-task), which finishes them one by one as they are done. Chunks run concurrently across
-and within partitions; each partition's `PartitionWindow` decides what may be committed
-(only a finished prefix) and when the partition pauses (its in-flight bound). Commits are batched on a short interval and
-forced when partitions are given up: on revocation (the rebalance listener waits for
-their in-flight records, up to a deadline, and commits before the partitions move), on a
-topic change and on stop. Records cut short by the deadline are not committed; the next
-owner gets them again, and the Workflow names make the redelivery a duplicate.
+`GroupConsumer` owns one aiokafka consumer for one (cluster, group) and the tasks
+handling its records: each fetch hands a partition's records to the handler as one chunk
+(one task), which finishes them one by one as they are done. Chunks run concurrently
+across and within partitions; each partition's `PartitionWindow` decides what may be
+committed (only a finished prefix) and when the partition pauses (its in-flight bound).
+Commits are batched on a short interval and forced when partitions are given up: on
+revocation (the rebalance listener waits for their in-flight records, up to a deadline,
+and commits before the partitions move), on a topic change and on stop. Records cut short
+by the deadline are not committed; the next owner gets them again, and the Workflow names
+make the redelivery a duplicate.
 """
 
 from __future__ import annotations
