@@ -18,7 +18,7 @@ from trigger.rules.loader import load_rules
 from trigger.rules.render import render
 from trigger.runtime.metrics import Metrics
 from trigger.runtime.pipeline import DONE, SLOW, MetricsHooks, Pipeline
-from trigger.submit.base import Created
+from trigger.submit.base import BatchSink, Created
 from trigger.submit.clock import VirtualClock
 from trigger.submit.deadletter import FileDeadLetterSink
 from trigger.submit.local import LocalSink
@@ -200,6 +200,8 @@ async def test_create_batch_outcomes_and_refusal_without_batch_sink(
 
 async def test_local_create_many_answers_each_item(tmp_path: Path) -> None:
     sink = LocalSink(tmp_path)
+    assert isinstance(sink, BatchSink)
+    assert isinstance(StdoutSink(io.StringIO()), BatchSink)
     try:
         meta = {"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow"}
         good = {**meta, "metadata": {"name": "a", "namespace": "ns"}}

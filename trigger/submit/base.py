@@ -14,7 +14,7 @@ No client library exception ever leaves a sink.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -45,3 +45,23 @@ class Sink(Protocol):
     async def close(self) -> None:
         """Release connections. Idempotent."""
         ...
+
+
+@runtime_checkable
+class BatchSink(Sink, Protocol):
+    """A sink that also creates many Workflows in one call (local, stdout); the submitter's
+    `create_batch` uses it."""
+
+    async def create_many(
+        self, workflows: Sequence[Mapping[str, Any]]
+    ) -> Sequence[Created | Exception]:
+        """Per Workflow, in order: Created, or the error `create` would raise for it."""
+        ...
+
+
+async def create_one(sink: BatchSink, workflow: Mapping[str, Any]) -> Created:
+    """`create` for a batch sink: a batch of one."""
+    (result,) = await sink.create_many([workflow])
+    if isinstance(result, Exception):
+        raise result
+    return result

@@ -25,7 +25,7 @@ from typing import Any, Final
 import yaml
 
 from trigger.errors import AlreadyExists, PermanentSubmitError, TemporarySubmitError
-from trigger.submit.base import Created
+from trigger.submit.base import Created, create_one
 from trigger.submit.batching import GroupWriter, InvalidDocument
 from trigger.submit.manifest import to_yaml
 
@@ -191,10 +191,7 @@ class LocalSink:
 
     async def create(self, workflow: Mapping[str, Any]) -> Created:
         """Write the manifest; AlreadyExists when the name is taken."""
-        (result,) = await self.create_many([workflow])
-        if isinstance(result, Exception):
-            raise result
-        return result
+        return await create_one(self, workflow)
 
     async def create_many(
         self, workflows: Sequence[Mapping[str, Any]]

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, Literal, TextIO
 
 from trigger.errors import AlreadyExists, PermanentSubmitError, TemporarySubmitError
-from trigger.submit.base import Created
+from trigger.submit.base import Created, create_one
 from trigger.submit.local import dump
 
 Format = Literal["yaml", "json"]
@@ -55,10 +55,7 @@ class StdoutSink:
 
     async def create(self, workflow: Mapping[str, Any]) -> Created:
         """Print the Workflow, unless its name was printed before."""
-        (result,) = await self.create_many([workflow])
-        if isinstance(result, Exception):
-            raise result
-        return result
+        return await create_one(self, workflow)
 
     async def create_many(
         self, workflows: Sequence[Mapping[str, Any]]
