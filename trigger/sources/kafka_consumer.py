@@ -36,7 +36,7 @@ Finished = Callable[[int], None]  # called with each record's offset once it is 
 # every record is done, calling `finished` for each as it is.
 Handler = Callable[[str, list[Any], Finished], Coroutine[Any, Any, None]]
 FETCH_TIMEOUT_MS: Final = 200  # a stop or a topic change is seen within this
-MAX_RECORDS: Final = 500  # per fetch call, across partitions
+MAX_RECORDS: Final = 2000  # per fetch call, across partitions
 COMMIT_INTERVAL: Final = 0.2  # seconds between routine commits; a crash redelivers these
 FETCH_MAX_WAIT_MS: Final = 100  # broker long-poll; bounds latency once a partition is idle
 
