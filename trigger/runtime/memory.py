@@ -11,8 +11,11 @@ defaults, 4,400/s with this tuning.
 So once the daemon has started, `settle_heap` collects what start-up left behind, moves
 everything alive to the permanent generation (`gc.freeze`: never scanned again, still
 freed by reference counting), and raises the first threshold so that collections run
-every `THRESHOLDS[0]` net allocations. Cycles are still found; they are only found in
-larger batches, which costs a few MB at most.
+every `THRESHOLDS[0]` net allocations. Cycles are still found, in larger batches. A full
+collection comes every 20,000 × 10 × 5 allocations; with the start-up heap frozen it
+only walks what is in flight, so it is cheap, and keeping it that frequent keeps memory
+flat: with (20000, 20, 20) the daemon's RSS grew 12–21% over 300k–1M Kafka messages
+after the warm-up, with (20000, 10, 5) 2% over 300k, at the same throughput.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from __future__ import annotations
 import gc
 from typing import Final
 
-THRESHOLDS: Final = (20_000, 20, 20)
+THRESHOLDS: Final = (20_000, 10, 5)
 
 
 def settle_heap() -> None:
