@@ -16,7 +16,7 @@ import yaml
 from trigger.errors import AlreadyExists, TemporarySubmitError
 from trigger.submit import filewriter
 from trigger.submit.batching import GroupWriter, InvalidDocument
-from trigger.submit.filewriter import write_batch
+from trigger.submit.filewriter import write_files
 from trigger.submit.local import LocalSink
 
 
@@ -39,7 +39,7 @@ def w(path: Path, text: str) -> tuple[str, str, str]:
 
 def test_writes_new_files_in_several_directories(tmp_path: Path, way: str) -> None:
     a, b = tmp_path / "ns1" / "a.yaml", tmp_path / "ns2" / "deep" / "b.yaml"
-    assert write_batch([w(a, "one\n"), w(b, "two ü\n")]) == [True, True]
+    assert write_files([w(a, "one\n"), w(b, "two ü\n")]) == [True, True]
     assert a.read_text() == "one\n"
     assert b.read_text(encoding="utf-8") == "two ü\n"
     umask = os.umask(0)
@@ -51,21 +51,21 @@ def test_writes_new_files_in_several_directories(tmp_path: Path, way: str) -> No
 def test_an_existing_name_is_false_and_kept(tmp_path: Path, way: str) -> None:
     path = tmp_path / "x.yaml"
     path.write_text("first\n")
-    assert write_batch([w(path, "second\n")]) == [False]
+    assert write_files([w(path, "second\n")]) == [False]
     assert path.read_text() == "first\n"
     assert [p.name for p in tmp_path.iterdir()] == ["x.yaml"]
 
 
 def test_the_same_name_twice_in_one_batch_is_written_once(tmp_path: Path, way: str) -> None:
     path = tmp_path / "x.yaml"
-    assert write_batch([w(path, "a\n"), w(path, "b\n")]) == [True, False]
+    assert write_files([w(path, "a\n"), w(path, "b\n")]) == [True, False]
     assert path.read_text() == "a\n"
 
 
 def test_one_failing_item_fails_alone(tmp_path: Path, way: str) -> None:
     (tmp_path / "blocker").write_text("a file where a directory should be")
     good, bad = tmp_path / "ok" / "a.yaml", tmp_path / "blocker" / "b.yaml"
-    results = write_batch([w(bad, "no\n"), w(good, "yes\n")])
+    results = write_files([w(bad, "no\n"), w(good, "yes\n")])
     assert isinstance(results[0], OSError)
     assert results[1] is True
     assert good.read_text() == "yes\n"
@@ -74,7 +74,7 @@ def test_one_failing_item_fails_alone(tmp_path: Path, way: str) -> None:
 def test_large_text_is_written_whole(tmp_path: Path, way: str) -> None:
     body = "x" * (3 * 1024 * 1024) + "\n"
     path = tmp_path / "big.yaml"
-    assert write_batch([w(path, body)]) == [True]
+    assert write_files([w(path, body)]) == [True]
     assert path.stat().st_size == len(body)
 
 

@@ -26,7 +26,7 @@ from trigger.errors import (
     PermanentSubmitError,
     TemporarySubmitError,
 )
-from trigger.submit.base import Created
+from trigger.submit.base import Created, identity
 from trigger.submit.clock import Clock, SystemClock
 from trigger.submit.transport import (
     TRANSPORT_ERRORS,
@@ -158,9 +158,7 @@ class ArgoServerSink:
     async def create(self, workflow: Mapping[str, Any]) -> Created:
         """POST the Workflow under its own (deterministic) name."""
         meta = workflow.get("metadata") or {}
-        name, namespace = meta.get("name"), meta.get("namespace") or "default"
-        if not name:
-            raise PermanentSubmitError("workflow has no metadata.name (idempotency needs one)")
+        name, namespace = identity(workflow)
         body = dict(workflow)
         if "generateName" in meta:
             body["metadata"] = {k: v for k, v in meta.items() if k != "generateName"}

@@ -18,6 +18,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from trigger.errors import PermanentSubmitError
+
 
 @dataclass(frozen=True)
 class Created:
@@ -65,3 +67,13 @@ async def create_one(sink: BatchSink, workflow: Mapping[str, Any]) -> Created:
     if isinstance(result, Exception):
         raise result
     return result
+
+
+def identity(workflow: Mapping[str, Any]) -> tuple[str, str]:
+    """The Workflow's name and namespace ("default" when unset); a Workflow without a
+    name is refused, since idempotency needs one."""
+    meta = workflow.get("metadata") or {}
+    name = meta.get("name")
+    if not name:
+        raise PermanentSubmitError("workflow has no metadata.name (idempotency needs one)")
+    return str(name), meta.get("namespace") or "default"

@@ -72,21 +72,6 @@ def sync_filesystem(directory: int) -> None:
         os.fsync(directory)
 
 
-def write_batch(items: Sequence[Write]) -> list[bool | OSError]:
-    """`write_files`, then one sync: what is True is durable."""
-    results = write_files(items)
-    written = [item for item, r in zip(items, results, strict=True) if r is True]
-    if written:
-        fd = os.open(written[0][0], os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            sync_filesystem(fd)  # one file system: one sync covers every directory
-        except OSError as exc:
-            results = [exc if r is True else r for r in results]
-        finally:
-            os.close(fd)
-    return results
-
-
 def write_files(items: Sequence[Write]) -> list[bool | OSError]:
     """Write each new file (True), or find its name taken (False), or fail (the error).
     Nothing is synced here."""

@@ -28,7 +28,7 @@ from kubernetes_asyncio.config.kube_config import (
 )
 
 from trigger.errors import ConfigError, PermanentSubmitError, SubmitError
-from trigger.submit.base import Created
+from trigger.submit.base import Created, identity
 from trigger.submit.clock import Clock, SystemClock
 from trigger.submit.ratelimit import TokenBucket
 from trigger.submit.transport import (
@@ -362,9 +362,7 @@ class KubernetesSink:
 def _prepare(workflow: Mapping[str, Any]) -> tuple[dict[str, Any], str, str]:
     """The body to send, its namespace and name; generateName is dropped under a name."""
     meta = workflow.get("metadata") or {}
-    name, namespace = meta.get("name"), meta.get("namespace") or "default"
-    if not name:
-        raise PermanentSubmitError("workflow has no metadata.name (idempotency needs one)")
+    name, namespace = identity(workflow)
     body = dict(workflow)
     if "generateName" in meta:
         body["metadata"] = {k: v for k, v in meta.items() if k != "generateName"}

@@ -25,7 +25,7 @@ from typing import Any, Final
 import yaml
 
 from trigger.errors import AlreadyExists, PermanentSubmitError, TemporarySubmitError
-from trigger.submit.base import Created, create_one
+from trigger.submit.base import Created, create_one, identity
 from trigger.submit.batching import GroupWriter, InvalidDocument
 from trigger.submit.manifest import to_yaml
 
@@ -181,9 +181,7 @@ class LocalSink:
 
     def _prepare(self, workflow: Mapping[str, Any]) -> tuple[Created, str, dict[str, Any]]:
         meta = workflow.get("metadata") or {}
-        name, namespace = meta.get("name"), meta.get("namespace") or "default"
-        if not name:
-            raise PermanentSubmitError("workflow has no metadata.name (idempotency needs one)")
+        name, namespace = identity(workflow)
         relative = _relative(namespace, name)
         body = dict(workflow)
         body["metadata"] = {k: v for k, v in meta.items() if k != "generateName"}

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, Literal, TextIO
 
 from trigger.errors import AlreadyExists, PermanentSubmitError, TemporarySubmitError
-from trigger.submit.base import Created, create_one
+from trigger.submit.base import Created, create_one, identity
 from trigger.submit.local import dump
 
 Format = Literal["yaml", "json"]
@@ -66,12 +66,10 @@ class StdoutSink:
         claimed: list[tuple[str, str]] = []
         texts: list[str] = []
         for workflow in workflows:
-            meta = workflow.get("metadata") or {}
-            name, namespace = meta.get("name"), meta.get("namespace") or "default"
-            if not name:
-                results.append(
-                    PermanentSubmitError("workflow has no metadata.name (idempotency needs one)")
-                )
+            try:
+                name, namespace = identity(workflow)
+            except PermanentSubmitError as exc:
+                results.append(exc)
                 continue
             key = (namespace, name)
             if key in self._printed:

@@ -28,7 +28,7 @@ import asyncio
 import contextlib
 import enum
 import random
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -36,7 +36,7 @@ from trigger.errors import AlreadyExists, PermanentSubmitError, RenderError, Tem
 from trigger.events import Event
 from trigger.rules.render import build_workflow, render, workflow_name
 from trigger.rules.rule import Rule
-from trigger.submit.base import Created, Sink
+from trigger.submit.base import BatchSink, Sink
 from trigger.submit.clock import Clock
 from trigger.submit.deadletter import DeadLetter, DeadLetterSink
 from trigger.submit.ratelimit import RateLimiters
@@ -44,7 +44,6 @@ from trigger.submit.retry import RetryCaps, RetryPolicy
 from trigger.submit.slots import Slots
 
 OnExhausted = Literal["dead-letter", "raise"]
-CreateMany = Callable[[Sequence[Mapping[str, Any]]], Awaitable[Sequence[Created | Exception]]]
 RETRIES_EXHAUSTED = "RetriesExhausted"
 
 
@@ -137,7 +136,7 @@ class Submitter:
         self._caps = caps or RetryCaps()
         self.rate_limiters = RateLimiters(clock)
         self._policies: dict[str, tuple[Rule, RetryPolicy]] = {}
-        self._create_many: CreateMany | None = getattr(sink, "create_many", None)
+        self._batch_sink = sink if isinstance(sink, BatchSink) else None
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -178,7 +177,7 @@ class Submitter:
     @property
     def batches(self) -> bool:
         """Whether the sink creates many Workflows in one call (`create_batch` works)."""
-        return self._create_many is not None
+        return self._batch_sink is not None
 
     async def create_batch(
         self, items: Sequence[tuple[Rule, Event, dict[str, Any]]]
@@ -187,14 +186,14 @@ class Submitter:
         (CREATED or DUPLICATE) or the error the sink gave it. Nothing is retried or
         dead-lettered here: the caller takes each failed item through `submit`, which
         does both. Rate-limited rules must not come this way (see Pipeline)."""
-        if self._create_many is None:
+        if self._batch_sink is None:
             raise TypeError(f"the {self._sink.kind} sink has no batch create")
         if not items:
             return []
         with self._tracked(len(items)):
             started = self._clock.monotonic()
             async with self._slots:  # one sink call: one slot
-                results = await self._create_many([workflow for _, _, workflow in items])
+                results = await self._batch_sink.create_many([w for _, _, w in items])
             latency = self._clock.monotonic() - started
         outcomes: list[Outcome | Exception] = []
         for (rule, event, workflow), result in zip(items, results, strict=True):
