@@ -103,5 +103,11 @@ class AlreadyExists(TriggerError):  # it is an outcome, not a failure
     """The Workflow already exists: the idempotent outcome of a redelivery, a success."""
 
 
+class NameTaken(TriggerError):
+    """The Workflow's name is held by an object of another (rule, idempotency key) — a
+    hash collision, or something made by hand: not a duplicate, never an acknowledgement.
+    The submitter moves on to the rule's next deterministic name."""
+
+
 class SourceError(TriggerError):
     """A source's transport failed; the source retries with backoff."""

@@ -184,9 +184,14 @@ async def test_injected_status_maps_to_error(
 async def test_injected_conflict_is_already_exists(
     argo: ArgoServerFake, sink: ArgoServerSink, make_workflow: Make
 ) -> None:
-    """A 409 with gRPC code 6 on create is AlreadyExists."""
+    """A 409 with gRPC code 6 on create is AlreadyExists once the stored Workflow is read
+    and found to be ours; one that cannot be read (gone meanwhile) is temporary."""
     argo.inject(409, method="POST", message="exists already")
-    with pytest.raises(AlreadyExists, match="exists already"):
+    with pytest.raises(TemporarySubmitError, match="vanished"):
+        await sink.create(make_workflow("conflict"))
+    argo.add_workflow(make_workflow("conflict"))
+    argo.inject(409, method="POST", message="exists already")
+    with pytest.raises(AlreadyExists, match="already exists"):
         await sink.create(make_workflow("conflict"))
 
 

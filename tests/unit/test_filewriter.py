@@ -15,7 +15,7 @@ import yaml
 
 from trigger.errors import AlreadyExists, TemporarySubmitError
 from trigger.submit import filewriter
-from trigger.submit.batching import GroupWriter, InvalidDocument
+from trigger.submit.batching import Existing, GroupWriter, InvalidDocument
 from trigger.submit.filewriter import write_files
 from trigger.submit.local import LocalSink
 
@@ -87,7 +87,7 @@ async def test_group_writer_writes_through_its_process_and_closes_it(tmp_path: P
         *(writer.write(f"ns/w{i}.yaml", {"metadata": {"name": f"w{i}"}}) for i in range(50))
     )
     assert results == [True] * 50
-    assert await writer.write("ns/w0.yaml", {"other": 1}) is False
+    assert await writer.write("ns/w0.yaml", {"other": 1}) == Existing({})
     assert yaml.safe_load((tmp_path / "ns" / "w7.yaml").read_text()) == {"metadata": {"name": "w7"}}
     process = writer.process
     assert process is not None
@@ -165,7 +165,7 @@ def test_serve_answers_frames_until_the_input_ends(tmp_path: Path) -> None:
     answers = []
     while (body := filewriter.read_frame(sink)) is not None:
         answers.append(marshal.loads(body))
-    assert answers[0] == [True, False]
+    assert answers[0] == [True, {"exists": {}}]
     assert answers[1][0] == {"invalid": "path '../x.yaml' is not inside the output directory"}
     assert answers[1][1] is True
     assert (tmp_path / "ns" / "b.yaml").read_text() == 'b:\n- 1\n- "2"\n'
@@ -185,3 +185,76 @@ async def test_a_dead_writer_is_a_temporary_error_for_the_local_sink(tmp_path: P
         assert [type(r) for r in await sink.create_many([body])] == [AlreadyExists]
     finally:
         await sink.close()
+
+
+# --- "exists" means durable too -------------------------------------------------------
+
+
+def serve_requests(root: Path, requests: list[list[tuple[str, object]]]) -> list[list[object]]:
+    """Run the writer's loop in-process over `requests`; its answers, one list each."""
+    bodies = [b"".join(filewriter.encode_item(path, doc) for path, doc in r) for r in requests]
+    sink = io.BytesIO()
+    for body in bodies:  # one serve per request: each is synced and answered on its own
+        filewriter.serve(str(root), io.BytesIO(filewriter.frame(body)), sink)
+    sink.seek(0)
+    answers = []
+    while (frame := filewriter.read_frame(sink)) is not None:
+        answers.append(marshal.loads(frame))
+    return answers
+
+
+def test_a_retry_after_a_failed_sync_is_answered_only_once_synced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sync of a batch fails (EIO) after its file was linked: the retry finds the
+    name, and its "exists" answer waits for a sync that succeeds — never a duplicate of
+    data that was never made durable."""
+    calls: list[int] = []
+
+    def failing_once(directory: int) -> None:
+        calls.append(directory)
+        if len(calls) == 1:
+            raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(filewriter, "sync_filesystem", failing_once)
+    first, retry = serve_requests(tmp_path, [[("ns/a.yaml", {"a": 1})], [("ns/a.yaml", {"a": 1})]])
+    assert first == [{"errno": 5, "error": "Input/output error"}]
+    assert retry == [{"exists": {}}]
+    assert len(calls) == 2
+
+
+def test_a_name_left_unsynced_by_a_dead_writer_is_synced_before_it_is_answered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer died between link and sync: the next writer finds the name and syncs the
+    file system before it answers "exists"; a failing sync makes that answer an error."""
+    assert write_files([w(tmp_path / "ns" / "a.yaml", "a: 1\n")]) == [True]  # never synced
+    calls: list[int] = []
+
+    def failing(directory: int) -> None:
+        calls.append(directory)
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(filewriter, "sync_filesystem", failing)
+    (answer,) = serve_requests(tmp_path, [[("ns/a.yaml", {"a": 1})]])
+    assert answer == [{"errno": 5, "error": "Input/output error"}]
+    assert len(calls) == 1
+
+
+def test_a_write_that_fails_for_an_existing_name_answers_exists(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, way: str
+) -> None:
+    """A full disk refuses the new file, but the name is already there: the answer is
+    "exists" (a redelivery needs no free space), with the stored labels and annotations."""
+    meta = {"labels": {"trigger.dev/rule": "r"}, "annotations": {"trigger.dev/idempotency-key": "k"}}
+    assert serve_requests(tmp_path, [[("ns/a.yaml", {"metadata": meta})]]) == [[True]]
+
+    def full(fd: int, data: bytes) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(filewriter, "_write_all", full)
+    again, other = serve_requests(
+        tmp_path, [[("ns/a.yaml", {"metadata": meta})], [("ns/b.yaml", {"metadata": meta})]]
+    )
+    assert again == [{"exists": meta}]
+    assert other == [{"errno": 28, "error": "No space left on device"}]

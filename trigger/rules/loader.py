@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from trigger.errors import ExpressionError, PatternError, Problem, RuleError, TemplateError
 from trigger.rules.expressions import compile_expression
-from trigger.rules.model import DNS1123_LABEL, RuleDocument
+from trigger.rules.model import DNS1123_LABEL, GENERATE_NAME_MAX, RuleDocument
 from trigger.rules.patterns import compile_pattern, match_leaf
 from trigger.rules.router import RuleSet
 from trigger.rules.rule import Predicate, Rule
@@ -253,7 +253,9 @@ class _DocumentCompiler:
             expr=expr,
             parameters=parameters,
             idempotency_key=idempotency,
-            generate_name=spec.workflow.generateName or f"{document.metadata.name[:49]}-",
+            generate_name=(
+                spec.workflow.generateName or default_generate_name(document.metadata.name)
+            ),
             context=context,
             **extra,
         )
@@ -358,6 +360,11 @@ class _DocumentCompiler:
                     ("spec", "workflow", "labels", key),
                     f"workflow.labels.{key}: {value!r} is not a valid label value",
                 )
+
+
+def default_generate_name(rule: str) -> str:
+    """The rule's name and a dash, cut to fit `generateName`'s limit."""
+    return f"{rule[: GENERATE_NAME_MAX - 1].rstrip('-')}-"
 
 
 def _label_key(key: str) -> bool:

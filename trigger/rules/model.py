@@ -16,6 +16,8 @@ DNS1123_LABEL: Final = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DNS1123_SUBDOMAIN: Final = re.compile(
     r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 )
+# Argo refuses Workflow names over 63 characters and trigger appends a 20-character hash.
+GENERATE_NAME_MAX: Final = 43
 _DURATION: Final = re.compile(r"^(?:(\d+(?:\.\d+)?)(ms|s|m|h|d))+$")
 _DURATION_PART: Final = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNIT_SECONDS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -194,10 +196,21 @@ class WorkflowSpec(Strict):
     @field_validator("generateName")
     @classmethod
     def _generate_name(cls, prefix: str | None) -> str | None:
-        if prefix is not None and not re.match(r"^[a-z0-9]([-a-z0-9.]*)?$", prefix):
-            raise ValueError(f"generateName {prefix!r} must be lower-case letters, digits, '-'")
-        if prefix is not None and len(prefix) > 50:
-            raise ValueError("generateName is limited to 50 characters (the name adds a hash)")
+        if prefix is None:
+            return None
+        if len(prefix) > GENERATE_NAME_MAX:
+            raise ValueError(
+                f"generateName is limited to {GENERATE_NAME_MAX} characters (Argo allows 63 "
+                "for a Workflow name, and trigger adds a 20-character hash)"
+            )
+        # The rendered name is the prefix and a hash of [a-z2-7]: it must be a DNS-1123
+        # subdomain, or the API server refuses every Workflow of the rule.
+        if not DNS1123_SUBDOMAIN.match(f"{prefix}a"):
+            raise ValueError(
+                f"generateName {prefix!r} would make invalid Workflow names: use lower-case "
+                "letters, digits, '-' and '.', starting with a letter or digit, with a letter "
+                "or digit on each side of every '.'"
+            )
         return prefix
 
     @field_validator("spec")

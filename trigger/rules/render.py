@@ -3,10 +3,19 @@
 The Workflow's name is `<generateName><hash>`, the hash taken over the rule name and the
 rendered idempotency key (default: the event id), so the same event gives the same name
 on every replica and every retry, and the backend's AlreadyExists enforces "at most once".
+
+The hash is 100 bits of SHA-256 in 20 base32 characters: for one rule, two keys share a
+name with odds of about n²/2¹⁰¹ — 4·10⁻¹¹ after ten billion Workflows. Argo refuses
+Workflow names over 63 characters, so `generateName` may use the other 43. Should a name
+still be taken by a Workflow of another (rule, key) — a collision, or an object someone
+made by hand — the sink says so (`NameTaken`) and the submitter tries the next name of a
+short deterministic sequence (`workflow_name(rule, key, attempt)`), which every replica
+and retry walks in the same order.
 """
 
 from __future__ import annotations
 
+import base64
 import copy
 import hashlib
 from collections.abc import Mapping
@@ -14,6 +23,7 @@ from typing import Any, Final
 
 from trigger.errors import RenderError, TriggerError
 from trigger.events import Event
+from trigger.rules.model import GENERATE_NAME_MAX
 from trigger.rules.rule import Rule
 
 GROUP: Final = "argoproj.io"
@@ -25,15 +35,24 @@ ANNOTATION_EVENT_SOURCE: Final = "trigger.dev/event-source"
 ANNOTATION_EVENT_TYPE: Final = "trigger.dev/event-type"
 ANNOTATION_EVENT_SUBJECT: Final = "trigger.dev/event-subject"
 ANNOTATION_IDEMPOTENCY_KEY: Final = "trigger.dev/idempotency-key"
-HASH_LENGTH: Final = 12
-MAX_NAME: Final = 63
+HASH_LENGTH: Final = 20  # base32 characters: 100 bits
+MAX_NAME: Final = 63  # Argo's limit for a Workflow name (Kubernetes would allow 253)
+MAX_PREFIX: Final = GENERATE_NAME_MAX
+assert MAX_PREFIX + HASH_LENGTH == MAX_NAME
+MAX_ALTERNATES: Final = 8  # names tried after the first one is taken by another key
 
 
-def workflow_name(rule: Rule, key: str) -> str:
-    """`<generateName><hash>`, at most 63 characters, a valid DNS-1123 name."""
-    digest = hashlib.sha256(f"{rule.name}\0{key}".encode()).hexdigest()[:HASH_LENGTH]
-    prefix = rule.generate_name[: MAX_NAME - HASH_LENGTH]
-    return f"{prefix}{digest}"
+def name_hash(rule: str, key: str, attempt: int = 0) -> str:
+    """The 20-character hash of a Workflow name: lower-case base32 (a-z, 2-7)."""
+    text = f"{rule}\0{key}" if attempt == 0 else f"{rule}\0{key}\0{attempt}"
+    digest = hashlib.sha256(text.encode()).digest()
+    return base64.b32encode(digest).decode("ascii")[:HASH_LENGTH].lower()
+
+
+def workflow_name(rule: Rule, key: str, attempt: int = 0) -> str:
+    """`<generateName><hash>`, at most 63 characters, a valid DNS-1123 name; `attempt`
+    > 0 gives the alternates used when the name is taken by another key."""
+    return f"{rule.generate_name[:MAX_PREFIX]}{name_hash(rule.name, key, attempt)}"
 
 
 def idempotency_key(rule: Rule, event: Event, context: Mapping[str, Any]) -> str:

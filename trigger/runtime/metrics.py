@@ -55,6 +55,13 @@ class Metrics:
             ["rule", "error"],
             registry=r,
         )
+        self.name_collisions = Counter(
+            "trigger_workflow_name_collisions",
+            "Workflow names found taken by another rule or idempotency key (the next "
+            "deterministic name is tried), by rule.",
+            ["rule"],
+            registry=r,
+        )
         self.submit_latency = Histogram(
             "trigger_submit_latency_seconds",
             "From submit start to the Workflow created.",

@@ -272,6 +272,19 @@ class MetricsHooks(NoHooks):
     ) -> None:
         self._metrics.workflows.labels(rule.name, "failed", type(error).__name__).inc()
 
+    def on_collision(
+        self, rule: Rule, event: Event | None, taken: str, following: str, error: Exception
+    ) -> None:
+        self._metrics.child(self._metrics.name_collisions, rule.name).inc()
+        log.warning(
+            "workflow name taken by another key, trying the next name",
+            rule=rule.name,
+            event_id=event.id if event else None,
+            workflow=taken,
+            next=following,
+            error=str(error),
+        )
+
     def on_dead_letter(self, record: DeadLetter) -> None:
         self._metrics.dead_letters.labels(record.rule or "", record.error).inc()
         self._metrics.workflows.labels(record.rule or "", "failed", record.error).inc()

@@ -26,7 +26,7 @@ from trigger.errors import (
     PermanentSubmitError,
     TemporarySubmitError,
 )
-from trigger.submit.base import Created, identity
+from trigger.submit.base import Created, conflict, identity
 from trigger.submit.clock import Clock, SystemClock
 from trigger.submit.transport import (
     TRANSPORT_ERRORS,
@@ -156,19 +156,24 @@ class ArgoServerSink:
         return answer if isinstance(answer, dict) else {}
 
     async def create(self, workflow: Mapping[str, Any]) -> Created:
-        """POST the Workflow under its own (deterministic) name."""
+        """POST the Workflow under its own (deterministic) name; an existing name is read
+        to tell a redelivery (AlreadyExists) from a collision (NameTaken)."""
         meta = workflow.get("metadata") or {}
         name, namespace = identity(workflow)
         body = dict(workflow)
         if "generateName" in meta:
             body["metadata"] = {k: v for k, v in meta.items() if k != "generateName"}
-        created = await self._request(
-            "POST",
-            f"/api/v1/workflows/{quote(namespace, safe='')}",
-            f"create workflow {namespace}/{name}",
-            body={"namespace": namespace, "workflow": body},
-            creating=True,
-        )
+        try:
+            created = await self._request(
+                "POST",
+                f"/api/v1/workflows/{quote(namespace, safe='')}",
+                f"create workflow {namespace}/{name}",
+                body={"namespace": namespace, "workflow": body},
+                creating=True,
+            )
+        except AlreadyExists:
+            existing = await self.get_workflow(namespace, name)
+            raise conflict(existing, workflow, f"workflow {namespace}/{name}") from None
         found = created.get("metadata") or {}
         return Created(name=found.get("name", name), namespace=namespace, uid=found.get("uid"))
 

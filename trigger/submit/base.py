@@ -3,7 +3,10 @@
 A sink creates one Workflow object (already rendered, with a deterministic name) and maps
 every backend failure at its boundary onto trigger's error tree:
 
-- `AlreadyExists`: the name exists — the idempotent outcome of a redelivery, a success;
+- `AlreadyExists`: the name exists and holds this Workflow's (rule, idempotency key) —
+  the idempotent outcome of a redelivery, a success;
+- `NameTaken`: the name exists but holds another (rule, idempotency key): a collision,
+  never a success (`same_origin` decides, from the labels and annotations);
 - `TemporarySubmitError` (429, 5xx, timeouts, connection errors; `retry_after` when the
   backend said so): the submitter retries with backoff;
 - `PermanentSubmitError` (400, 401, 403, 404, 422): retrying cannot help; dead-letter it
@@ -18,7 +21,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from trigger.errors import PermanentSubmitError
+from trigger.errors import AlreadyExists, NameTaken, PermanentSubmitError, TemporarySubmitError
+from trigger.rules.render import ANNOTATION_IDEMPOTENCY_KEY, LABEL_RULE
 
 
 @dataclass(frozen=True)
@@ -77,3 +81,28 @@ def identity(workflow: Mapping[str, Any]) -> tuple[str, str]:
     if not name:
         raise PermanentSubmitError("workflow has no metadata.name (idempotency needs one)")
     return str(name), meta.get("namespace") or "default"
+
+
+def origin(workflow: Mapping[str, Any]) -> tuple[Any, Any]:
+    """What makes a Workflow the one for its name: its rule and its idempotency key."""
+    meta = workflow.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    annotations = meta.get("annotations") or {}
+    return labels.get(LABEL_RULE), annotations.get(ANNOTATION_IDEMPOTENCY_KEY)
+
+
+def same_origin(existing: Mapping[str, Any], ours: Mapping[str, Any]) -> bool:
+    """Whether the stored Workflow was made for the same (rule, key) as ours."""
+    return origin(existing) == origin(ours)
+
+
+def conflict(existing: Mapping[str, Any] | None, ours: Mapping[str, Any], what: str) -> Exception:
+    """What a create that met an existing name amounts to: AlreadyExists when the stored
+    object is ours (a redelivery), NameTaken when it is another's. `existing` None means
+    it vanished between the create and the read: a temporary error, to be tried again."""
+    if existing is None:
+        return TemporarySubmitError(f"{what}: exists, then vanished before it was read")
+    if same_origin(existing, ours):
+        return AlreadyExists(f"{what} already exists")
+    rule, key = origin(existing)
+    return NameTaken(f"{what} is taken by rule {rule!r}, key {key!r}")

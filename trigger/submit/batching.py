@@ -40,7 +40,14 @@ class InvalidDocument(ValueError):
     """The writer cannot write this document (it is not plain YAML data)."""
 
 
-Answer = bool | Exception  # written, name taken, or why not
+@dataclass(frozen=True)
+class Existing:
+    """The name was taken: the stored manifest's labels and annotations (on disk)."""
+
+    metadata: dict[str, Any]
+
+
+Answer = bool | Existing | Exception  # written, name taken, or why not
 _Request = tuple[list[bytes], "asyncio.Future[list[Answer]]"]
 
 
@@ -53,8 +60,8 @@ class GroupWriter:
     flushing: asyncio.Task[None] | None = None
     process: asyncio.subprocess.Process | None = None
 
-    async def write(self, relative: str, document: Mapping[str, Any]) -> bool:
-        """True when written, False when the name already exists; raises OSError, or
+    async def write(self, relative: str, document: Mapping[str, Any]) -> bool | Existing:
+        """True when written, Existing when the name already exists; raises OSError, or
         InvalidDocument for a document that cannot be written."""
         (answer,) = await self.write_many([(relative, document)])
         if isinstance(answer, Exception):
@@ -62,8 +69,8 @@ class GroupWriter:
         return answer
 
     async def write_many(self, items: Sequence[tuple[str, Mapping[str, Any]]]) -> list[Answer]:
-        """Write several documents in one go: an answer per item, in order — True, False
-        (the name exists), InvalidDocument or OSError."""
+        """Write several documents in one go: an answer per item, in order — True,
+        Existing (the name exists), InvalidDocument or OSError."""
         answers: list[Answer | None] = [None] * len(items)
         encoded: list[bytes] = []
         places: list[int] = []
@@ -189,6 +196,8 @@ def _fail(sent: deque[list[_Request]], error: OSError) -> None:
 def _answer(raw: Any) -> Answer:
     if isinstance(raw, bool):
         return raw
+    if "exists" in raw:
+        return Existing(raw["exists"])
     if "invalid" in raw:
         return InvalidDocument(raw["invalid"])
     return OSError(raw["errno"], raw["error"])

@@ -10,15 +10,21 @@ sends it batches of documents and it answers each batch once the batch is on dis
 
 Protocol, on the child's stdin and stdout: frames of a 4-byte big-endian length and a
 body. A request body is a run of framed items, each `marshal`ed `(relative path,
-document)`; the answer is one marshalled list, an entry per item: True (written), False
-(the name exists: never overwritten), `{"errno": n, "error": text}` (an OSError) or
-`{"invalid": text}` (a document that cannot be written as YAML). marshal, not JSON: it is
+document)`; the answer is one marshalled list, an entry per item: True (written),
+`{"exists": metadata}` (the name exists: never overwritten; the stored manifest's labels
+and annotations, so the sink can tell a redelivery from a collision), `{"errno": n,
+"error": text}` (an OSError) or `{"invalid": text}` (a document that cannot be written as
+YAML). marshal, not JSON: it is
 five times cheaper to make on the daemon's loop, and both ends are the same interpreter
 (`sys.executable`) talking over a private pipe, so its format and trust are not in
 question.
 Each manifest is an unnamed O_TMPFILE file linked to its name once written (a named
 temporary file and a hard link where O_TMPFILE is missing) — `link` fails if the name
 exists — and one `syncfs` per batch makes the whole batch durable before it is answered.
+A name found to exist is synced too before it is answered: an earlier writer may have
+linked it and died (or failed its sync) before it was durable, and "already exists" must
+mean "on disk" as much as "written" does. A write that fails (a full disk) for a name
+that exists is answered as existing, so a redelivery needs no free space.
 
 The child ends when its stdin closes (the sink closed, or the daemon died), after
 answering what it has read. It ignores SIGINT, which a terminal sends to the whole
@@ -42,7 +48,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, Final
 
+import yaml
+
 from trigger.submit.manifest import to_yaml
+
+try:  # libyaml is an order of magnitude faster when it is there
+    from yaml import CSafeLoader as _Loader
+except ImportError:  # pragma: no cover - depends on how PyYAML was built
+    from yaml import SafeLoader as _Loader  # type: ignore[assignment]
 
 Write = tuple[str, str, str]  # the directory, the file's name in it, and its text
 MAX_ERROR: Final = 1000  # characters of an error message in an answer
@@ -150,7 +163,25 @@ _UNIQUE: Final = itertools.count()
 
 
 def _write_new(directory: int, name: str, data: bytes) -> bool:
-    """Write `data` to the new file `name` in the open `directory`; False if it exists."""
+    """Write `data` to the new file `name` in the open `directory`; False if it exists
+    (also when the write failed, a full disk say, but the name is there)."""
+    try:
+        return _write_or_link(directory, name, data)
+    except OSError:
+        if _exists(directory, name):
+            return False
+        raise
+
+
+def _exists(directory: int, name: str) -> bool:
+    try:
+        os.stat(name, dir_fd=directory, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _write_or_link(directory: int, name: str, data: bytes) -> bool:
     if _TMPFILE.usable:
         try:
             fd = os.open(".", os.O_TMPFILE | os.O_WRONLY, 0o644, dir_fd=directory)
@@ -212,6 +243,20 @@ def answer(result: bool | OSError) -> bool | dict[str, Any]:
 Result = bool | OSError | dict[str, Any]  # a write's outcome, or an answer already made
 
 
+def stored_metadata(path: str) -> dict[str, Any]:
+    """The labels and annotations of the manifest at `path` (empty when it cannot be read
+    as one: a file someone else put there)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            document = yaml.load(handle, Loader=_Loader)
+    except (OSError, ValueError, yaml.YAMLError):
+        return {}
+    meta = document.get("metadata") if isinstance(document, dict) else None
+    if not isinstance(meta, dict):
+        return {}
+    return {k: meta[k] for k in ("labels", "annotations") if isinstance(meta.get(k), dict)}
+
+
 def handle(root: str, items: list[list[Any]]) -> list[Result]:
     """Write one request's items (not synced yet); their results, in the request's order."""
     answers: list[Result | None] = [None] * len(items)
@@ -226,8 +271,11 @@ def handle(root: str, items: list[list[Any]]) -> list[Result]:
             continue
         writes.append((directory, name, text))
         slots.append(index)
-    for index, result in zip(slots, write_files(writes), strict=True):
-        answers[index] = result
+    for index, (directory, name, _), result in zip(slots, writes, write_files(writes), strict=True):
+        if result is False:
+            answers[index] = {"exists": stored_metadata(os.path.join(directory, name))}
+        else:
+            answers[index] = result
     return [a for a in answers if a is not None]
 
 
@@ -299,7 +347,7 @@ def _sync_and_answer(
                 item = written.get()
             ending = item is None
             error: OSError | None = None
-            if any(r is True for batch in batches for r in batch):
+            if any(_on_disk(r) for batch in batches for r in batch):
                 try:
                     if fd is None:
                         fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
@@ -307,12 +355,18 @@ def _sync_and_answer(
                 except OSError as exc:
                     error = exc
             for batch in batches:
-                results = batch if error is None else [error if r is True else r for r in batch]
+                results = batch if error is None else [error if _on_disk(r) else r for r in batch]
                 sink.write(frame(marshal.dumps([_answer(r) for r in results])))
             sink.flush()
     finally:
         if fd is not None:
             os.close(fd)
+
+
+def _on_disk(result: Result) -> bool:
+    """Whether the answer promises a file on disk (written, or found existing): such an
+    answer waits for the sync."""
+    return result is True or (isinstance(result, dict) and "exists" in result)
 
 
 def _answer(result: Result) -> bool | dict[str, Any]:

@@ -27,8 +27,8 @@ from kubernetes_asyncio.config.kube_config import (
     KubeConfigMerger,
 )
 
-from trigger.errors import ConfigError, PermanentSubmitError, SubmitError
-from trigger.submit.base import Created, identity
+from trigger.errors import AlreadyExists, ConfigError, PermanentSubmitError, SubmitError
+from trigger.submit.base import Created, conflict, identity
 from trigger.submit.clock import Clock, SystemClock
 from trigger.submit.ratelimit import TokenBucket
 from trigger.submit.transport import (
@@ -240,15 +240,20 @@ class KubernetesSink:
             raise transport_error(exc, what) from exc
 
     async def create(self, workflow: Mapping[str, Any]) -> Created:
-        """POST the Workflow under its own (deterministic) name."""
+        """POST the Workflow under its own (deterministic) name; on 409, read the stored one
+        to tell a redelivery (AlreadyExists) from a collision (NameTaken)."""
         body, namespace, name = _prepare(workflow)
-        created = await self._call(
-            f"create workflow {namespace}/{name}",
-            lambda: self._custom.create_namespaced_custom_object(
-                GROUP, VERSION, namespace, PLURAL, body, _request_timeout=self.options.timeout
-            ),
-            creating=True,
-        )
+        try:
+            created = await self._call(
+                f"create workflow {namespace}/{name}",
+                lambda: self._custom.create_namespaced_custom_object(
+                    GROUP, VERSION, namespace, PLURAL, body, _request_timeout=self.options.timeout
+                ),
+                creating=True,
+            )
+        except AlreadyExists:
+            existing = await self.get_workflow(namespace, name)
+            raise conflict(existing, workflow, f"workflow {namespace}/{name}") from None
         meta = created.get("metadata", {}) if isinstance(created, dict) else {}
         return Created(name=meta.get("name", name), namespace=namespace, uid=meta.get("uid"))
 

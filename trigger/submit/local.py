@@ -24,9 +24,9 @@ from typing import Any, Final
 
 import yaml
 
-from trigger.errors import AlreadyExists, PermanentSubmitError, TemporarySubmitError
-from trigger.submit.base import Created, create_one, identity
-from trigger.submit.batching import GroupWriter, InvalidDocument
+from trigger.errors import PermanentSubmitError, TemporarySubmitError
+from trigger.submit.base import Created, conflict, create_one, identity
+from trigger.submit.batching import Existing, GroupWriter, InvalidDocument
 from trigger.submit.manifest import to_yaml
 
 try:  # libyaml is an order of magnitude faster when it is there
@@ -216,13 +216,14 @@ class LocalSink:
                 results[index] = created
                 continue
             path = self.directory / relative
-            if answer is False:
-                results[index] = AlreadyExists(f"{path} exists")
+            if isinstance(answer, Existing):
+                existing = {"metadata": answer.metadata}
+                results[index] = conflict(existing, workflows[index], str(path))
             elif isinstance(answer, InvalidDocument):
                 results[index] = PermanentSubmitError(f"write {path}: {answer}", status=422)
-            else:
+            else:  # an OSError: the disk, or the writer process
                 error = TemporarySubmitError(f"write {path}: {answer}")
-                error.__cause__ = answer
+                error.__cause__ = answer if isinstance(answer, Exception) else None
                 results[index] = error
         return [r for r in results if r is not None]
 

@@ -2,7 +2,8 @@
 
 YAML documents (each opened with `---`) or JSON lines. It remembers the names it printed
 in this process — the most recent 10,000 — and answers a repeat with `AlreadyExists`, so
-a dry run shows the de-duplication a real backend would do.
+a dry run shows the de-duplication a real backend would do (a name printed for another
+rule or idempotency key is `NameTaken`, as a real backend would show a collision).
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, Literal, TextIO
 
-from trigger.errors import AlreadyExists, PermanentSubmitError, TemporarySubmitError
-from trigger.submit.base import Created, create_one, identity
+from trigger.errors import AlreadyExists, NameTaken, PermanentSubmitError, TemporarySubmitError
+from trigger.submit.base import Created, create_one, identity, origin
 from trigger.submit.local import dump
 
 Format = Literal["yaml", "json"]
@@ -47,7 +48,7 @@ class StdoutSink:
         self.format = format
         self._render = _RENDERERS[format]
         self._remember = remember
-        self._printed: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._printed: OrderedDict[tuple[str, str], tuple[Any, Any]] = OrderedDict()
         # Whole documents, in the order they were created; concurrent creates share one
         # write (one thread hop) instead of queueing for one each.
         self._pending: list[tuple[str, asyncio.Future[None]]] = []
@@ -72,11 +73,17 @@ class StdoutSink:
                 results.append(exc)
                 continue
             key = (namespace, name)
-            if key in self._printed:
+            printed = self._printed.get(key)
+            if printed is not None:
                 self._printed.move_to_end(key)
-                results.append(AlreadyExists(f"{namespace}/{name} was printed before"))
+                if printed == origin(workflow):
+                    results.append(AlreadyExists(f"{namespace}/{name} was printed before"))
+                else:
+                    rule, key = printed
+                    what = f"{namespace}/{name} was printed for rule {rule!r}, key {key!r}"
+                    results.append(NameTaken(what))
                 continue
-            self._printed[key] = None  # claimed before the write: a concurrent twin sees it
+            self._printed[key] = origin(workflow)  # claimed before the write: a twin sees it
             if len(self._printed) > self._remember:
                 self._printed.popitem(last=False)
             claimed.append(key)

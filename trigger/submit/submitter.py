@@ -7,6 +7,10 @@ with the rule's backoff on the injected clock. Each call ends in one `Outcome` �
 DUPLICATE or DEAD_LETTERED — after which the source may acknowledge the event; or it
 raises, and the source must not acknowledge.
 
+A name held by another (rule, idempotency key) — the sink says `NameTaken` — is never a
+duplicate: the submitter tries the rule's next deterministic name (up to
+`MAX_ALTERNATES`), and dead-letters the event as "NameCollision" if all are taken.
+
 Temporary errors that outlast the retry policy either re-raise the last
 `TemporarySubmitError` (`on_exhausted="raise"`, the default: a webhook or OSS push answers
 503 and the sender redelivers; a Kafka consumer pauses and retries) or are dead-lettered
@@ -32,9 +36,21 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from trigger.errors import AlreadyExists, PermanentSubmitError, RenderError, TemporarySubmitError
+from trigger.errors import (
+    AlreadyExists,
+    NameTaken,
+    PermanentSubmitError,
+    RenderError,
+    TemporarySubmitError,
+)
 from trigger.events import Event
-from trigger.rules.render import build_workflow, render, workflow_name
+from trigger.rules.render import (
+    ANNOTATION_IDEMPOTENCY_KEY,
+    MAX_ALTERNATES,
+    build_workflow,
+    render,
+    workflow_name,
+)
 from trigger.rules.rule import Rule
 from trigger.submit.base import BatchSink, Sink
 from trigger.submit.clock import Clock
@@ -45,6 +61,7 @@ from trigger.submit.slots import Slots
 
 OnExhausted = Literal["dead-letter", "raise"]
 RETRIES_EXHAUSTED = "RetriesExhausted"
+NAME_COLLISION = "NameCollision"  # the name and all its alternates hold other keys
 
 
 class OutcomeKind(enum.StrEnum):
@@ -87,6 +104,11 @@ class SubmitHooks(Protocol):
     def on_dead_letter(self, record: DeadLetter) -> None:
         """A dead letter was written."""
 
+    def on_collision(
+        self, rule: Rule, event: Event | None, taken: str, following: str, error: Exception
+    ) -> None:
+        """The name `taken` holds another (rule, key)'s Workflow; `following` is tried next."""
+
 
 class NoHooks:
     """Hooks that do nothing; subclass and override what you observe."""
@@ -108,6 +130,11 @@ class NoHooks:
         pass
 
     def on_dead_letter(self, record: DeadLetter) -> None:
+        pass
+
+    def on_collision(
+        self, rule: Rule, event: Event | None, taken: str, following: str, error: Exception
+    ) -> None:
         pass
 
 
@@ -244,7 +271,7 @@ class Submitter:
         started = self._clock.monotonic()
         await self.rate_limiters.acquire(rule)
         policy = self._policy(rule)
-        attempt, waited = 0, 0.0
+        attempt, waited, alternate = 0, 0.0, 0
         while True:
             attempt += 1
             try:
@@ -253,6 +280,19 @@ class Submitter:
             except AlreadyExists:
                 self._hooks.on_duplicate(rule, event, name)
                 return Outcome(OutcomeKind.DUPLICATE, rule.name, name, attempt)
+            except NameTaken as exc:
+                # Another (rule, key) holds the name: never a success. Every replica and
+                # every retry walks the same sequence of names, so the Workflow is found
+                # again (as a duplicate) wherever it was created.
+                alternate += 1
+                if alternate > MAX_ALTERNATES:
+                    return await self._dead_letter(
+                        rule, event, name, exc, attempts=attempt, error=NAME_COLLISION
+                    )
+                key = workflow["metadata"]["annotations"][ANNOTATION_IDEMPOTENCY_KEY]
+                taken, name = name, workflow_name(rule, key, alternate)
+                workflow = {**workflow, "metadata": {**workflow["metadata"], "name": name}}
+                self._hooks.on_collision(rule, event, taken, name, exc)
             except PermanentSubmitError as exc:
                 return await self._dead_letter(rule, event, name, exc, attempts=attempt)
             except TemporarySubmitError as exc:
