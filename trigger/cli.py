@@ -239,12 +239,14 @@ async def _fire(settings: Settings, rule: Rule, parameters: dict[str, str]) -> i
     from trigger.runtime.daemon import dead_letter_sink, sink_options
     from trigger.submit.clock import SystemClock
     from trigger.submit.sinks import open_sink
+    from trigger.submit.size import SizeLimit
     from trigger.submit.submitter import Submitter
 
     sink = await open_sink(settings.sink, **sink_options(settings, os.environ))
     dead_letters = dead_letter_sink(settings.dead_letter)
     try:
-        submitter = Submitter(sink, dead_letters, SystemClock())
+        size = SizeLimit(settings.submit.max_workflow_bytes)
+        submitter = Submitter(sink, dead_letters, SystemClock(), size_limit=size)
         outcome = await submitter.fire(rule, parameters, key=f"fire:{uuid.uuid4()}")
     except TemporarySubmitError as exc:
         print(f"trigger: error: submission failing temporarily: {exc}", file=sys.stderr)

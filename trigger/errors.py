@@ -89,6 +89,11 @@ class PermanentSubmitError(SubmitError):
     """The backend rejected the Workflow (400, 401, 403, 404, 422): retrying cannot help."""
 
 
+class WorkflowTooLarge(PermanentSubmitError):
+    """The Workflow is larger than the backend stores (etcd keeps at most 1.5 MiB per
+    object): poison, dead-lettered with its size, never retried."""
+
+
 class TemporarySubmitError(SubmitError):
     """The backend is unavailable or throttling (429, 5xx, timeouts, connection errors)."""
 
@@ -97,6 +102,19 @@ class TemporarySubmitError(SubmitError):
     ) -> None:
         super().__init__(message, status=status)
         self.retry_after = retry_after
+
+
+class StorageError(TemporarySubmitError):
+    """A file the daemon writes (a manifest, a dead letter, state) could not be written —
+    a full disk, a quota, an I/O error. Nothing was acknowledged: temporary, so a push is
+    answered 503 with Retry-After and a Kafka partition waits."""
+
+    def __init__(
+        self, message: str, *, target: str, error: OSError, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.target = target
+        self.error = error
 
 
 class AlreadyExists(TriggerError):  # it is an outcome, not a failure

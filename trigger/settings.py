@@ -62,6 +62,8 @@ class SubmitSettings(_Section):
     template_grace: Seconds = 300.0  # a missing WorkflowTemplate is retried this long
     check_templates: bool = True  # kubernetes sink: watch WorkflowTemplates, check rules
     template_namespaces: tuple[str, ...] | None = None  # None: the namespaces rules use
+    # Larger Workflows (as JSON) are dead-lettered as WorkflowTooLarge before any create.
+    max_workflow_bytes: int = Field(default=1024 * 1024, ge=4096, le=3 * 1024 * 1024)
 
 
 class HttpSettings(_Section):

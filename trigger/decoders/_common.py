@@ -16,6 +16,10 @@ from typing import Any, Final
 from trigger.errors import DecodeError
 
 MAX_BYTES: Final = 10 * 1024 * 1024
+# Objects and arrays nested deeper than this are refused: everything downstream — filters,
+# templates, dead letters, logs — walks event data, and Python's recursion would fail
+# between 450 and 1,000 levels, in places that cannot tell the event from a bug.
+MAX_DEPTH: Final = 100
 _UTF8_MAX_WIDTH: Final = 4  # bytes per character, the most UTF-8 ever needs
 
 
@@ -61,16 +65,37 @@ _DECODER: Final = json.JSONDecoder(parse_constant=_no_constant)
 
 
 def parse_json(text: str, *, where: str) -> Any:
-    """Parse JSON; any failure (syntax, NaN, nesting too deep, huge ints) is a DecodeError."""
+    """Parse JSON; any failure (syntax, NaN, nesting deeper than MAX_DEPTH, huge ints) is a
+    DecodeError."""
     try:
         if text.startswith("\ufeff"):  # what json.loads() refuses before decoding
             raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
-        return _DECODER.decode(text)
+        value = _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         message = f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         raise DecodeError(message, where=where) from exc
     except (ValueError, RecursionError) as exc:
         raise DecodeError(f"invalid JSON: {exc}", where=where) from exc
+    # Counting brackets is C-speed and settles nearly every document: fewer than
+    # MAX_DEPTH of them cannot nest deeper. Only the rest are walked.
+    if text.count("{") + text.count("[") > MAX_DEPTH and too_deep(value, MAX_DEPTH):
+        raise DecodeError(f"JSON nested deeper than {MAX_DEPTH} levels", where=where)
+    return value
+
+
+def too_deep(value: Any, limit: int) -> bool:
+    """Whether objects and arrays in `value` nest more than `limit` levels (no recursion)."""
+    if type(value) is not dict and type(value) is not list:
+        return False
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        for child in node.values() if type(node) is dict else node:
+            if type(child) is dict or type(child) is list:
+                if depth >= limit:
+                    return True
+                stack.append((child, depth + 1))
+    return False
 
 
 def unbase64(text: str, *, where: str) -> bytes:

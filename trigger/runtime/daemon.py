@@ -30,6 +30,7 @@ from trigger.runtime.memory import settle_heap
 from trigger.runtime.metrics import Metrics
 from trigger.runtime.pipeline import MetricsHooks, Pipeline
 from trigger.runtime.sources import SourceManager
+from trigger.runtime.storagewatch import StorageWatch
 from trigger.runtime.supervisor import Supervisor
 from trigger.settings import Settings
 from trigger.sources import kafka_config
@@ -39,8 +40,10 @@ from trigger.sources.webhook import resolve_auth
 from trigger.submit.base import Sink
 from trigger.submit.checked import CheckedSink
 from trigger.submit.clock import Clock, SystemClock
-from trigger.submit.deadletter import DeadLetterSink, FileDeadLetterSink
+from trigger.submit.deadletter import DeadLetterSink, FileDeadLetterSink, OnceDeadLetters
 from trigger.submit.sinks import open_sink
+from trigger.submit.size import SizeLimit
+from trigger.submit.storage import StorageObserver
 from trigger.submit.submitter import Submitter
 from trigger.submit.templates import TemplateCatalog, check_rules, locate
 
@@ -49,9 +52,13 @@ EXIT_OK, EXIT_RULES, EXIT_CONFIG, EXIT_FORCED = 0, 1, 2, 1
 SIGNAL_ECHO = 0.5  # seconds: a repeat this soon is one request delivered twice, not a second
 
 
-def sink_options(settings: Settings, environ: Mapping[str, str]) -> dict[str, Any]:
+def sink_options(
+    settings: Settings, environ: Mapping[str, str], observer: StorageObserver | None = None
+) -> dict[str, Any]:
     """The sink's options from settings; secrets are read here, from env or files."""
     kind = settings.sink.split(":", 1)[0]
+    if kind == "local":
+        return {"observer": observer}
     if kind == "kubernetes":
         k = settings.kubernetes
         return {
@@ -141,11 +148,11 @@ async def open_state(spec: str, sink: Sink) -> Any:
     return await open_state_store(spec, getattr(sink, "api_client", None))
 
 
-def dead_letter_sink(spec: str) -> FileDeadLetterSink:
+def dead_letter_sink(spec: str, observer: StorageObserver | None = None) -> FileDeadLetterSink:
     kind, _, path = spec.partition(":")
     if kind != "file" or not path:
         raise ConfigError(f"dead_letter {spec!r}: use file:PATH")
-    return FileDeadLetterSink(path)
+    return FileDeadLetterSink(path, observer=observer)
 
 
 @dataclass
@@ -171,10 +178,15 @@ class Daemon:
             for problem in exc.problems:
                 log.error("invalid rule", problem=str(problem))
             return EXIT_RULES
-        sink: Sink = await open_sink(self.settings.sink, **sink_options(self.settings, os.environ))
-        # Kafka events' dead letters go to their cluster's dead-letter topic when it has one.
-        dead_letters = kafka_config.dead_letter_sink(
-            self.settings, dead_letter_sink(self.settings.dead_letter), os.environ
+        watch = StorageWatch(self.metrics, self.clock)
+        options = sink_options(self.settings, os.environ, watch)
+        sink: Sink = await open_sink(self.settings.sink, **options)
+        # Kafka events' dead letters go to their cluster's dead-letter topic when it has one;
+        # each (event, rule, reason) is written once, also across restarts (the file says).
+        dead_letter_file = dead_letter_sink(self.settings.dead_letter, watch)
+        dead_letters = OnceDeadLetters(
+            kafka_config.dead_letter_sink(self.settings, dead_letter_file, os.environ),
+            primer=dead_letter_file,
         )
         try:
             return await self._serve(rules, sink, dead_letters)
@@ -195,6 +207,7 @@ class Daemon:
             self.clock,
             max_in_flight=s.submit.max_in_flight,
             hooks=MetricsHooks(self.metrics, self.clock),
+            size_limit=SizeLimit(s.submit.max_workflow_bytes),
         )
         pipeline = Pipeline(rules, submitter, dead_letters, self.metrics, self.clock)
         pipeline.swap(rules)

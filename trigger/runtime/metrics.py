@@ -62,6 +62,13 @@ class Metrics:
             ["rule"],
             registry=r,
         )
+        self.storage_errors = Counter(
+            "trigger_storage_errors",
+            "Writes of the daemon's own files that failed (nothing was acknowledged), by "
+            "target (local-sink, dead-letters, state) and error (ENOSPC, EDQUOT, EIO, …).",
+            ["target", "error"],
+            registry=r,
+        )
         self.submit_latency = Histogram(
             "trigger_submit_latency_seconds",
             "From submit start to the Workflow created.",

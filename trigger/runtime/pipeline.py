@@ -69,6 +69,7 @@ class Pipeline:
         rules = self.rules  # one rule set for the whole event, even across a reload
         self.metrics.child(self.metrics.events_received, event.source).inc()
         routed = rules.route(event, cluster=cluster)
+        poison = []
         for failure in routed.failures:
             if failure.kind == "expression":
                 self.metrics.child(self.metrics.expression_errors, failure.rule.name).inc()
@@ -80,16 +81,21 @@ class Pipeline:
                     error=failure.message,
                 )
             else:
-                await self._poison(event, failure.rule.name, failure.message)
-        if not routed.matches:
+                poison.append(failure)
+        outcomes: list[Outcome] = []
+        if routed.matches:
+            for match in routed.matches:
+                self._matched(match.rule, event)
+            pairs = [(m.rule, m.event) for m in routed.matches]
+            outcomes = await self.submitter.submit_many(pairs, on_exhausted=on_exhausted)
+            for outcome in outcomes:
+                self._record(event, outcome)
+        else:
             log.debug("no rule matched", event_id=event.id, source=event.source)
-            return []
-        for match in routed.matches:
-            self._matched(match.rule, event)
-        pairs = [(m.rule, m.event) for m in routed.matches]
-        outcomes = await self.submitter.submit_many(pairs, on_exhausted=on_exhausted)
-        for outcome in outcomes:
-            self._record(event, outcome)
+        # Poison letters last: while a match fails temporarily the event is redelivered,
+        # and a letter written before would be written again by every redelivery.
+        for failure in poison:
+            await self._poison(event, failure.rule.name, failure.message)
         return outcomes
 
     @property

@@ -28,6 +28,7 @@ from trigger.errors import PermanentSubmitError, TemporarySubmitError
 from trigger.submit.base import Created, conflict, create_one, identity
 from trigger.submit.batching import Existing, GroupWriter, InvalidDocument
 from trigger.submit.manifest import to_yaml
+from trigger.submit.storage import StorageObserver, report, storage_error
 
 try:  # libyaml is an order of magnitude faster when it is there
     from yaml import CSafeLoader as Loader
@@ -169,9 +170,13 @@ class LocalSink:
     """Writes Workflows as YAML manifests under a directory, once per name."""
 
     kind = "local"
+    target = "local-sink"
 
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
+    def __init__(
+        self, directory: str | os.PathLike[str], *, observer: StorageObserver | None = None
+    ) -> None:
         self.directory = Path(directory)
+        self.observer = observer
         self._rewrites = asyncio.Lock()  # patches read, modify and write one file
         self._writer = GroupWriter(self.directory)  # creates: one request, one sync per batch
 
@@ -221,10 +226,14 @@ class LocalSink:
                 results[index] = conflict(existing, workflows[index], str(path))
             elif isinstance(answer, InvalidDocument):
                 results[index] = PermanentSubmitError(f"write {path}: {answer}", status=422)
-            else:  # an OSError: the disk, or the writer process
-                error = TemporarySubmitError(f"write {path}: {answer}")
-                error.__cause__ = answer if isinstance(answer, Exception) else None
+            elif isinstance(answer, OSError) and answer.errno:  # the disk said no
+                error = report(storage_error(self.target, str(path), answer), self.observer)
+                error.__cause__ = answer
                 results[index] = error
+            else:  # the writer process failed the request
+                failure = TemporarySubmitError(f"write {path}: {answer}")
+                failure.__cause__ = answer if isinstance(answer, Exception) else None
+                results[index] = failure
         return [r for r in results if r is not None]
 
     async def get_workflow(self, namespace: str, name: str) -> dict[str, Any] | None:

@@ -42,6 +42,7 @@ from trigger.errors import (
     PermanentSubmitError,
     RenderError,
     TemporarySubmitError,
+    WorkflowTooLarge,
 )
 from trigger.events import Event
 from trigger.rules.render import (
@@ -52,11 +53,12 @@ from trigger.rules.render import (
     workflow_name,
 )
 from trigger.rules.rule import Rule
-from trigger.submit.base import BatchSink, Sink
+from trigger.submit.base import BatchSink, Created, Sink
 from trigger.submit.clock import Clock
 from trigger.submit.deadletter import DeadLetter, DeadLetterSink
 from trigger.submit.ratelimit import RateLimiters
 from trigger.submit.retry import RetryCaps, RetryPolicy
+from trigger.submit.size import SizeLimit
 from trigger.submit.slots import Slots
 
 OnExhausted = Literal["dead-letter", "raise"]
@@ -151,6 +153,7 @@ class Submitter:
         rng: random.Random | None = None,
         hooks: SubmitHooks | None = None,
         caps: RetryCaps | None = None,
+        size_limit: SizeLimit | None = None,
     ) -> None:
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
@@ -161,6 +164,7 @@ class Submitter:
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._hooks: SubmitHooks = hooks or NoHooks()
         self._caps = caps or RetryCaps()
+        self._size = size_limit or SizeLimit()
         self.rate_limiters = RateLimiters(clock)
         self._policies: dict[str, tuple[Rule, RetryPolicy]] = {}
         self._batch_sink = sink if isinstance(sink, BatchSink) else None
@@ -174,32 +178,56 @@ class Submitter:
         return self._in_flight
 
     async def submit(
-        self, rule: Rule, event: Event, *, on_exhausted: OnExhausted = "raise"
+        self,
+        rule: Rule,
+        event: Event,
+        *,
+        on_exhausted: OnExhausted = "raise",
+        deferred: list[DeadLetter] | None = None,
     ) -> Outcome:
-        """Render and create the Workflow for (rule, event); see the module docstring."""
+        """Render and create the Workflow for (rule, event); see the module docstring.
+        With `deferred`, a dead letter is appended there instead of written: the caller
+        writes it with `write_dead_letters` once the event is otherwise done."""
         with self._tracked():
             try:
                 workflow = render(rule, event)
             except RenderError as exc:
-                return await self._dead_letter(rule, event, None, exc, attempts=0)
-            return await self._create(rule, event, workflow, on_exhausted)
+                return await self._dead_letter(
+                    rule, event, None, exc, attempts=0, deferred=deferred
+                )
+            return await self._create(rule, event, workflow, on_exhausted, deferred)
 
     async def submit_many(
         self, pairs: Iterable[tuple[Rule, Event]], *, on_exhausted: OnExhausted = "raise"
     ) -> list[Outcome]:
-        """Submit one event's matches concurrently; raises the first error once all ended."""
+        """Submit one event's matches concurrently; raises the first error once all ended.
+
+        Dead letters are written only when every match ended: if one match fails
+        temporarily, the event is redelivered whole, and a letter written now would be
+        written again by each redelivery."""
         pairs = list(pairs)
         if len(pairs) == 1:  # the common case: no gather, no extra task
             rule, event = pairs[0]
             return [await self.submit(rule, event, on_exhausted=on_exhausted)]
+        deferred: list[DeadLetter] = []
         results = await asyncio.gather(
-            *(self.submit(rule, event, on_exhausted=on_exhausted) for rule, event in pairs),
+            *(
+                self.submit(rule, event, on_exhausted=on_exhausted, deferred=deferred)
+                for rule, event in pairs
+            ),
             return_exceptions=True,
         )
         for result in results:
             if isinstance(result, BaseException):
                 raise result
+        await self.write_dead_letters(deferred)
         return [r for r in results if isinstance(r, Outcome)]
+
+    async def write_dead_letters(self, records: Iterable[DeadLetter]) -> None:
+        """Write dead letters held back by `submit(deferred=...)`."""
+        for record in records:
+            await self._dead_letters.write(record)
+            self._hooks.on_dead_letter(record)
 
     @property
     def batches(self) -> bool:
@@ -217,10 +245,20 @@ class Submitter:
             raise TypeError(f"the {self._sink.kind} sink has no batch create")
         if not items:
             return []
+        results: list[Created | Exception | None] = []
+        for rule, _, workflow in items:
+            try:
+                self._size.check(rule, workflow)
+                results.append(None)
+            except WorkflowTooLarge as exc:  # the caller's `submit` dead-letters it
+                results.append(exc)
+        sendable = [w for (_, _, w), r in zip(items, results, strict=True) if r is None]
         with self._tracked(len(items)):
             started = self._clock.monotonic()
-            async with self._slots:  # one sink call: one slot
-                results = await self._batch_sink.create_many([w for _, _, w in items])
+            if sendable:
+                async with self._slots:  # one sink call: one slot
+                    created = iter(await self._batch_sink.create_many(sendable))
+                results = [next(created) if r is None else r for r in results]
             latency = self._clock.monotonic() - started
         outcomes: list[Outcome | Exception] = []
         for (rule, event, workflow), result in zip(items, results, strict=True):
@@ -266,8 +304,13 @@ class Submitter:
         event: Event | None,
         workflow: dict[str, Any],
         on_exhausted: OnExhausted,
+        deferred: list[DeadLetter] | None = None,
     ) -> Outcome:
         name: str = workflow["metadata"]["name"]
+        try:
+            self._size.check(rule, workflow)
+        except WorkflowTooLarge as exc:
+            return await self._dead_letter(rule, event, name, exc, attempts=0, deferred=deferred)
         started = self._clock.monotonic()
         await self.rate_limiters.acquire(rule)
         policy = self._policy(rule)
@@ -287,14 +330,22 @@ class Submitter:
                 alternate += 1
                 if alternate > MAX_ALTERNATES:
                     return await self._dead_letter(
-                        rule, event, name, exc, attempts=attempt, error=NAME_COLLISION
+                        rule,
+                        event,
+                        name,
+                        exc,
+                        attempts=attempt,
+                        deferred=deferred,
+                        error=NAME_COLLISION,
                     )
                 key = workflow["metadata"]["annotations"][ANNOTATION_IDEMPOTENCY_KEY]
                 taken, name = name, workflow_name(rule, key, alternate)
                 workflow = {**workflow, "metadata": {**workflow["metadata"], "name": name}}
                 self._hooks.on_collision(rule, event, taken, name, exc)
             except PermanentSubmitError as exc:
-                return await self._dead_letter(rule, event, name, exc, attempts=attempt)
+                return await self._dead_letter(
+                    rule, event, name, exc, attempts=attempt, deferred=deferred
+                )
             except TemporarySubmitError as exc:
                 delay = policy.delay(attempt, exc.retry_after, self._rng)
                 if policy.exhausted(attempt, waited, delay):
@@ -302,7 +353,13 @@ class Submitter:
                     if on_exhausted == "raise":
                         raise
                     return await self._dead_letter(
-                        rule, event, name, exc, attempts=attempt, error=RETRIES_EXHAUSTED
+                        rule,
+                        event,
+                        name,
+                        exc,
+                        attempts=attempt,
+                        deferred=deferred,
+                        error=RETRIES_EXHAUSTED,
                     )
                 self._hooks.on_retry(rule, event, attempt, delay, exc)
                 await self._clock.sleep(delay)
@@ -319,6 +376,7 @@ class Submitter:
         exc: Exception,
         *,
         attempts: int,
+        deferred: list[DeadLetter] | None,
         error: str | None = None,
     ) -> Outcome:
         reason = error or type(exc).__name__
@@ -332,8 +390,10 @@ class Submitter:
             attempts=attempts,
             workflow=workflow,
         )
-        await self._dead_letters.write(record)
-        self._hooks.on_dead_letter(record)
+        if deferred is None:
+            await self.write_dead_letters([record])
+        else:
+            deferred.append(record)
         return Outcome(OutcomeKind.DEAD_LETTERED, rule.name, workflow, attempts, reason, message)
 
     def _policy(self, rule: Rule) -> RetryPolicy:

@@ -1,8 +1,9 @@
 """What the HTTP sinks share: the status → error table, Retry-After, rotating token files.
 
 Both the Kubernetes and the Argo Server sink answer over HTTP, so they classify failures
-with one table: a 409 on create is `AlreadyExists`, throttling and server trouble are
-temporary, the rest of 4xx is permanent. Transport failures (refused connections,
+with one table: a 409 on create is `AlreadyExists`, 413 and etcd's "request is too large"
+(a 500) are `WorkflowTooLarge`, throttling and other server trouble are temporary, the
+rest of 4xx is permanent. Transport failures (refused connections,
 timeouts, resets) are temporary, except a TLS certificate that fails verification: no
 retry can fix a wrong CA bundle, so it is a permanent configuration error that the
 readiness check reports at startup.
@@ -25,12 +26,16 @@ from trigger.errors import (
     SubmitError,
     TemporarySubmitError,
     TriggerError,
+    WorkflowTooLarge,
 )
 from trigger.submit.clock import Clock, SystemClock
 
 # 408 is a 4xx but says "try again": the server gave up waiting, the request was fine.
 TEMPORARY_STATUSES: Final = frozenset({408, 429, 500, 502, 503, 504})
 CONFLICT: Final = 409
+TOO_LARGE: Final = 413
+# What etcd says, through a 500, of an object over its 1.5 MiB (kubernetes#112152).
+ETCD_TOO_LARGE: Final = "request is too large"
 TRANSPORT_ERRORS: Final = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
 
 
@@ -61,6 +66,9 @@ def status_error(
     text = f"{status}: {message}" if message else str(status)
     if status == CONFLICT and creating:
         return AlreadyExists(text)
+    if status == TOO_LARGE or (status >= 500 and ETCD_TOO_LARGE in message):
+        # No retry makes an object smaller: a 500 that says so is poison, not an outage.
+        return WorkflowTooLarge(text, status=status)
     if status in TEMPORARY_STATUSES or status >= 500 or status == CONFLICT:
         return TemporarySubmitError(text, status=status, retry_after=retry_after)
     return PermanentSubmitError(text, status=status)

@@ -205,7 +205,9 @@ class ArgoServerFake(Served):
         host: str = "127.0.0.1",
         port: int = 0,
         clock: Clock = _system_clock,
+        max_object_bytes: int | None = 1536 * 1024,
     ) -> None:
+        self.max_object_bytes = max_object_bytes  # etcd's limit, as the cluster behind has it
         self._grants: dict[str, Collection[str] | None] = dict(tokens or {})
         if token is not None:
             self._grants[token] = None
@@ -423,6 +425,10 @@ class ArgoServerFake(Served):
             raise ArgoError(409, f'workflows.argoproj.io "{meta["name"]}" already exists')
         self._check_template_ref(namespace, workflow)
         created = self._stamp(workflow, "Workflow")
+        limit = self.max_object_bytes
+        if limit is not None and len(json.dumps(created, separators=(",", ":"))) > limit:
+            # What Argo Server passes on from the API server when etcd refuses the object.
+            raise ArgoError(500, "etcdserver: request is too large")
         if not body.get("serverDryRun"):
             self._workflows[(namespace, meta["name"])] = created
         return web.json_response(created)

@@ -6,7 +6,9 @@ call trigger makes: create (with `generateName`, uid, resourceVersion, creationT
 generation), get, list (label and field selectors, `limit`/`continue`), replace and patch
 with optimistic concurrency, delete (with finalizers), the `/status` subresource, and watch
 with replay from a resourceVersion, `timeoutSeconds`, bookmarks and 410 on a compacted
-history. Failures are `Status` objects like the server's. Tests can inject failures for the
+history. Failures are `Status` objects like the server's, including the size limits: 413
+for a request body over 3 MiB, 500 "etcdserver: request is too large" for an object over
+1.5 MiB. Tests can inject failures for the
 next N matching requests (before any state change), seed and inspect objects directly, and
 count requests.
 
@@ -51,7 +53,8 @@ _Selector = tuple[tuple[str, str, frozenset[str]], ...]
 
 _REASONS: Final = {
     400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound",
-    405: "MethodNotAllowed", 409: "Conflict", 410: "Expired", 415: "UnsupportedMediaType",
+    405: "MethodNotAllowed", 409: "Conflict", 410: "Expired", 413: "RequestEntityTooLarge",
+    415: "UnsupportedMediaType",
     422: "Invalid", 429: "TooManyRequests", 500: "InternalError", 503: "ServiceUnavailable",
     504: "Timeout",
 }  # fmt: skip
@@ -104,6 +107,10 @@ _LABEL_REQUIREMENT: Final = re.compile(
 )
 _FIELD_REQUIREMENT: Final = re.compile(r"\s*(?P<key>[\w.]+)\s*(?P<op>==|=|!=)\s*(?P<value>.*?)\s*")
 _FIELDS: Final = frozenset({"metadata.name", "metadata.namespace"})
+# The real limits: the API server refuses request bodies over 3 MiB with 413; etcd stores
+# at most 1.5 MiB per object (--max-request-bytes), which reaches clients as a 500.
+MAX_REQUEST_BYTES: Final = 3 * 1024 * 1024
+MAX_OBJECT_BYTES: Final = 1536 * 1024
 
 
 class ApiStatusError(Exception):
@@ -555,9 +562,15 @@ class _Store:
     """Objects, the global resourceVersion counter, a bounded change history and watchers."""
 
     def __init__(
-        self, namespaces: Iterable[str], history: int, clock: Clock, cluster_scoped: frozenset[str]
+        self,
+        namespaces: Iterable[str],
+        history: int,
+        clock: Clock,
+        cluster_scoped: frozenset[str],
+        max_object_bytes: int | None = None,
     ) -> None:
         self.cluster_scoped = cluster_scoped
+        self.max_object_bytes = max_object_bytes
         self._clock = clock
         self._rv = 0
         self._objects: dict[_Type, dict[tuple[str, str], JSON]] = {}
@@ -571,6 +584,13 @@ class _Store:
     @property
     def resource_version(self) -> str:
         return str(self._rv)
+
+    def _check_size(self, obj: JSON) -> None:
+        """etcd refuses an object over its request limit; the API server passes that on
+        as a 500 (kubernetes#112152)."""
+        limit = self.max_object_bytes
+        if limit is not None and len(json.dumps(obj, separators=(",", ":"))) > limit:
+            raise ApiStatusError(500, "etcdserver: request is too large")
 
     def _bucket(self, rtype: _Type) -> dict[tuple[str, str], JSON]:
         return self._objects.setdefault(rtype, {})
@@ -668,6 +688,7 @@ class _Store:
         }
         if rtype == _NAMESPACES:
             obj.update(spec={"finalizers": ["kubernetes"]}, status={"phase": "Active"})
+        self._check_size(obj)
         self._bucket(rtype)[_key(obj)] = obj
         self._emit(rtype, "ADDED", obj, None)
         return obj
@@ -727,6 +748,7 @@ class _Store:
         meta["resourceVersion"] = self._next_rv()
         if meta.get("deletionTimestamp") and not meta.get("finalizers"):
             return self._remove(rtype, new)
+        self._check_size(new)
         self._bucket(rtype)[_key(new)] = new
         self._emit(rtype, "MODIFIED", new, current)
         return new
@@ -923,12 +945,19 @@ class KubeEmulator(Served):
         cluster_scoped: Iterable[str] = (),
         bookmark_interval: float = 1.0,
         clock: Clock = _now_utc,
+        max_request_bytes: int | None = MAX_REQUEST_BYTES,
+        max_object_bytes: int | None = MAX_OBJECT_BYTES,
     ) -> None:
         self.token = token
         self.requests: list[tuple[str, str, str]] = []
+        self.max_request_bytes = max_request_bytes
         self._namespaces = list(namespaces)
         self._store = _Store(
-            self._namespaces, history, clock, _CLUSTER_SCOPED | frozenset(cluster_scoped)
+            self._namespaces,
+            history,
+            clock,
+            _CLUSTER_SCOPED | frozenset(cluster_scoped),
+            max_object_bytes,
         )
         self._host, self._port = host, port
         self._bookmark_interval = bookmark_interval
@@ -1115,6 +1144,9 @@ class KubeEmulator(Served):
                     raise injection.error()
             if self.token and request.headers.get("Authorization") != f"Bearer {self.token}":
                 raise ApiStatusError(401, "Unauthorized")
+            limit = self.max_request_bytes
+            if limit is not None and (request.content_length or 0) > limit:
+                raise ApiStatusError(413, f"Request entity too large: limit is {limit}")
             return await self._route(request)
         except ApiStatusError as err:
             return _json_response(err.status, err.code, err.headers)
