@@ -173,6 +173,7 @@ async def read_body(ctx: HttpContext, request: web.Request, source: str) -> byte
         ctx.metrics.events_rejected.labels(source, "too-large").inc()
         return _error(413, "request body is too large")
     except TimeoutError:
+        ctx.metrics.events_rejected.labels(source, "body-timeout").inc()
         return _error(408, "request body was not received in time")
 
 
