@@ -67,8 +67,17 @@ class SubmitSettings(_Section):
 
 
 class HttpSettings(_Section):
+    """The HTTP server's limits (webhooks, OSS pushes, health, metrics)."""
+
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)  # larger bodies get 413
-    request_timeout: Seconds = 30.0  # reading a request body
+    request_timeout: Seconds = 30.0  # reading a request body; then 408
+    # From the connection's start (or the first byte of a later request on a kept-alive
+    # connection) until the request's headers are complete; then 408 and the connection closes.
+    header_timeout: Seconds = Field(default=10.0, gt=0)
+    keepalive_timeout: Seconds = Field(default=75.0, gt=0)  # idle between requests; then closed
+    # Open connections, every listener together. At the limit a new connection closes the one
+    # waiting longest for a request; when every connection is inside a request, it gets 503.
+    max_connections: int = Field(default=1000, ge=1)
 
 
 class LeaderSettings(_Section):

@@ -323,3 +323,42 @@ def test_metrics_on_their_own_port(tmp_path: Path, rules_dir: Path) -> None:
 
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
             assert b"trigger_rules_loaded 2.0" in response.read()
+
+
+METHOD_RULES = """
+apiVersion: trigger/v1
+kind: Rule
+metadata: {name: on-post}
+spec:
+  source: {webhook: {path: /hooks/item, methods: [POST]}}
+  workflow: {template: created, namespace: ci}
+---
+apiVersion: trigger/v1
+kind: Rule
+metadata: {name: on-put}
+spec:
+  source: {webhook: {path: /hooks/item, methods: [PUT]}}
+  workflow: {template: updated, namespace: ci}
+"""
+
+
+def test_webhook_methods_per_rule(tmp_path: Path) -> None:
+    """Two rules on one path: POST fires only the POST rule, PUT only the PUT rule, DELETE is 405."""
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "item.yaml").write_text(METHOD_RULES)
+    with running(tmp_path, rules) as daemon:
+        for method, rule in (("POST", "on-post"), ("PUT", "on-put")):
+            response = daemon.request(method, "/hooks/item", b'{"n": 1}')
+            assert response.status == 200, response.body
+            outcomes = response.json()["events"][0]["workflows"]
+            assert [(o["rule"], o["outcome"]) for o in outcomes] == [(rule, "created")]
+        templates = sorted(
+            yaml.safe_load(f.read_text())["spec"]["workflowTemplateRef"]["name"]
+            for f in daemon.workflow_files()
+        )
+        assert templates == ["created", "updated"]
+        refused = daemon.request("DELETE", "/hooks/item", b"")
+        assert refused.status == 405
+        assert refused.headers["Allow"] == "POST, PUT"
+        assert len(daemon.workflow_files()) == 2

@@ -126,6 +126,38 @@ def test_match_explain_says_why_not(tmp_path: Path) -> None:
     assert "rule large-order-check: no match: filter.pattern does not match" in result.stderr
 
 
+TWO_METHODS = """
+apiVersion: trigger/v1
+kind: Rule
+metadata: {name: on-post}
+spec:
+  source: {webhook: {path: /hooks/x, methods: [POST]}}
+  workflow: {template: created}
+---
+apiVersion: trigger/v1
+kind: Rule
+metadata: {name: on-put}
+spec:
+  source: {webhook: {path: /hooks/x, methods: [PUT]}}
+  workflow: {template: updated}
+"""
+
+
+@pytest.mark.parametrize(
+    ("method", "templates"), [("POST", ["created"]), ("PUT", ["updated"]), ("DELETE", [])]
+)
+def test_match_webhook_by_method(tmp_path: Path, method: str, templates: list[str]) -> None:
+    """`match` on a webhook event file fires only the rules on its path that take its method."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(TWO_METHODS)
+    event = tmp_path / "e.json"
+    event.write_text(json.dumps({"webhook": {"path": "/hooks/x", "method": method, "body": {}}}))
+    result = trigger("match", "-o", "json", "--rules", str(rules), str(event))
+    assert result.returncode == 0, result.stderr
+    workflows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [w["spec"]["workflowTemplateRef"]["name"] for w in workflows] == templates
+
+
 def test_match_render_error_is_exit_1(tmp_path: Path) -> None:
     """A template that fails for an event is reported with rule and field, exit 1."""
     event = tmp_path / "e.json"

@@ -71,6 +71,13 @@ spec:
 ---
 apiVersion: trigger/v1
 kind: Rule
+metadata: {name: hook-put}
+spec:
+  source: {webhook: {path: /hooks/a, methods: [PUT]}}
+  workflow: {template: t}
+---
+apiVersion: trigger/v1
+kind: Rule
 metadata: {name: nightly}
 spec:
   source: {cron: {schedules: ["0 2 * * *"]}}
@@ -186,6 +193,28 @@ def test_webhook_routing(rules: RuleSet) -> None:
     assert names(rules, elsewhere) == []
 
 
+def hook(method: str, path: str = "/hooks/a") -> Event:
+    body = b'{"action": "opened"}'
+    at = datetime(2025, 1, 1, tzinfo=UTC)
+    return decode_webhook(path, method, {"content-type": "application/json"}, {}, body, received=at)
+
+
+@pytest.mark.parametrize(
+    ("method", "expected"), [("POST", ["hook"]), ("PUT", ["hook-put"]), ("GET", [])]
+)
+def test_webhook_rules_take_only_their_methods(
+    rules: RuleSet, method: str, expected: list[str]
+) -> None:
+    """Rules sharing a path each match only the methods they list."""
+    assert names(rules, hook(method)) == expected
+
+
+def test_webhook_methods_are_the_union_on_a_path(rules: RuleSet) -> None:
+    """A path accepts the methods of all its rules; an unknown path accepts none."""
+    assert rules.webhook_methods("/hooks/a") == frozenset({"POST", "PUT"})
+    assert rules.webhook_methods("/hooks/b") == frozenset()
+
+
 def test_cron_tick_routes_to_its_rule(rules: RuleSet) -> None:
     """A cron tick matches exactly the rule it names."""
     at = datetime(2025, 1, 1, 2, tzinfo=UTC)
@@ -203,6 +232,7 @@ def test_cron_tick_routes_to_its_rule(rules: RuleSet) -> None:
         ("orders", kafka(b'{"amount": 1}'), "filter.expr is false"),
         ("orders", kafka(b"nope"), "value is not json"),
         ("hook", oss("in/a.csv"), "rule takes webhook events, this is a oss event"),
+        ("hook-put", hook("POST"), "method 'POST' is not one of ['PUT']"),
     ],
 )
 def test_explain_says_why(rules: RuleSet, rule: str, event: Event, reason: str) -> None:

@@ -1,8 +1,8 @@
 """The rule set and its router: which rules an event matches, and why not.
 
 Rules are indexed by source kind and exact key — OSS bucket (then key prefix), Kafka
-(cluster, topic), webhook path, cron rule name — so an event only meets the rules that can
-match it. Patterns and CEL then run on those few candidates. Routing does no I/O; failures
+(cluster, topic), webhook (path, method), cron rule name — so an event only meets the rules
+that can match it. Patterns and CEL then run on those few candidates. Routing does no I/O; failures
 (a Kafka value a `json` rule cannot decode, a CEL error) are returned, not raised.
 """
 
@@ -78,7 +78,8 @@ class RuleSet:
         self.by_name: Mapping[str, Rule] = {r.name: r for r in rules}
         self._oss: dict[str, _PrefixIndex] = defaultdict(_PrefixIndex)
         self._kafka: dict[tuple[str, str], list[Rule]] = defaultdict(list)
-        self._webhook: dict[str, list[Rule]] = defaultdict(list)
+        self._webhook: dict[tuple[str, str], list[Rule]] = defaultdict(list)
+        self._webhook_methods: dict[str, frozenset[str]] = {}
         for rule in rules:
             self._index(rule)
 
@@ -89,7 +90,11 @@ class RuleSet:
             for topic in rule.kafka.topics:
                 self._kafka[(rule.kafka.cluster, topic)].append(rule)
         elif rule.kind == "webhook":
-            self._webhook[rule.webhook.path].append(rule)
+            path = rule.webhook.path
+            for method in rule.webhook.methods:
+                self._webhook[(path, method)].append(rule)
+            known = self._webhook_methods.get(path, frozenset())
+            self._webhook_methods[path] = known | set(rule.webhook.methods)
 
     def __len__(self) -> int:
         return len(self.rules)
@@ -106,11 +111,11 @@ class RuleSet:
         return dict(topics)
 
     def webhook_paths(self) -> set[str]:
-        return set(self._webhook)
+        return set(self._webhook_methods)
 
-    def candidates_for_path(self, path: str) -> list[Rule]:
-        """The webhook rules on `path`."""
-        return self._webhook.get(path, [])
+    def webhook_methods(self, path: str) -> frozenset[str]:
+        """The methods some webhook rule on `path` takes; empty when no rule is on it."""
+        return self._webhook_methods.get(path, frozenset())
 
     def candidates(self, event: Event, *, cluster: str = "default") -> list[Rule]:
         """The rules whose source kind and exact keys fit the event (index lookup only)."""
@@ -129,7 +134,7 @@ class RuleSet:
         if event.source == "kafka":
             return self._kafka.get((cluster, fields.get("topic", "")), [])
         if event.source == "webhook":
-            return self._webhook.get(fields.get("path", ""), [])
+            return self._webhook.get((fields.get("path", ""), fields.get("method", "")), [])
         rule = self.by_name.get(fields.get("rule", ""))  # cron: a tick names its rule
         return [rule] if rule is not None and rule.kind == "cron" else []
 
@@ -194,8 +199,7 @@ def _explain_source(rule: Rule, event: Event, cluster: str) -> str | None:
         if rule.kafka.cluster != cluster or fields.get("topic") not in rule.kafka.topics:
             return f"topic {fields.get('topic')!r} is not one of {rule.kafka.topics}"
     elif rule.kind == "webhook":
-        if fields.get("path") != rule.webhook.path:
-            return f"path {fields.get('path')!r} is not {rule.webhook.path!r}"
+        return _explain_webhook(rule, event)
     elif rule.kind == "cron" and fields.get("rule") != rule.name:
         return f"tick is for rule {fields.get('rule')!r}"
     return None
@@ -211,4 +215,13 @@ def _explain_oss(rule: Rule, event: Event) -> str | None:
         return f"event type {event.type!r} is not one of {rule.oss.events}"
     if rule.key_filter is not None and not rule.key_filter(fields.get("key")):
         return f"key {fields.get('key')!r} does not match source.oss.key {rule.oss.key}"
+    return None
+
+
+def _explain_webhook(rule: Rule, event: Event) -> str | None:
+    path, method = event.fields.get("path"), event.fields.get("method")
+    if path != rule.webhook.path:
+        return f"path {path!r} is not {rule.webhook.path!r}"
+    if method not in rule.webhook.methods:
+        return f"method {method!r} is not one of {list(rule.webhook.methods)}"
     return None

@@ -24,6 +24,7 @@ from trigger import __version__
 from trigger.errors import ConfigError, RuleError
 from trigger.rules.loader import load_rules, rule_files
 from trigger.rules.router import RuleSet
+from trigger.runtime.connections import Connections, Limits, Site
 from trigger.runtime.http import Health, HttpContext, build_app, metrics_app
 from trigger.runtime.leader import Leadership
 from trigger.runtime.memory import settle_heap
@@ -297,13 +298,16 @@ class Daemon:
         if separate:
             assert s.metrics_listen is not None
             apps.append((metrics_app(self.metrics), s.metrics_listen))
+        limits = Limits(s.http.header_timeout, s.http.keepalive_timeout, s.http.max_connections)
+        connections = Connections(limits, self.metrics)  # one table: the limit is for all
         runners = []
         for app, address in apps:
             host, _, port = address.rpartition(":")
+            app.middlewares.append(connections.middleware)
             runner = web.AppRunner(app, access_log=None, shutdown_timeout=s.shutdown_deadline)
             await runner.setup()
             try:
-                await web.TCPSite(runner, host.strip("[]"), int(port)).start()
+                await Site(runner, host.strip("[]"), int(port), connections).start()
             except OSError as exc:
                 await runner.cleanup()
                 raise ConfigError(f"cannot listen on {address}: {exc.strerror}") from exc

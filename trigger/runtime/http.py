@@ -4,7 +4,8 @@ Push deliveries are answered only when done: 200 after every matched rule's Work
 exists (created or duplicate) or was dead-lettered; 503 with Retry-After when submission
 is failing temporarily or did not finish within the push deadline, so the sender retries
 and meets the idempotent name; 400 for bodies that cannot be decoded; 401/403 for bad
-authentication; 404 for unknown paths; 413 over the body limit.
+authentication; 404 for unknown paths; 405 (with `Allow`) for a method no rule on the path
+takes; 413 over the body limit.
 """
 
 from __future__ import annotations
@@ -134,11 +135,12 @@ async def _status(ctx: HttpContext) -> web.Response:
 
 async def _webhook(ctx: HttpContext, request: web.Request) -> web.Response:
     path = request.path
-    rules = ctx.pipeline.rules.candidates_for_path(path)
-    if not rules:
+    methods = ctx.pipeline.rules.webhook_methods(path)
+    if not methods:
         return _error(404, f"no rule takes deliveries on {path}")
-    if request.method not in rules[0].webhook.methods:
-        return _error(405, f"{request.method} is not accepted on {path}")
+    if request.method not in methods:
+        allow = ", ".join(sorted(methods))
+        return _error(405, f"{request.method} is not accepted on {path}", allow=allow)
     body = await read_body(ctx, request, "webhook")
     if isinstance(body, web.Response):
         return body
@@ -171,6 +173,7 @@ async def read_body(ctx: HttpContext, request: web.Request, source: str) -> byte
         ctx.metrics.events_rejected.labels(source, "too-large").inc()
         return _error(413, "request body is too large")
     except TimeoutError:
+        ctx.metrics.events_rejected.labels(source, "body-timeout").inc()
         return _error(408, "request body was not received in time")
 
 
@@ -213,8 +216,14 @@ def _outcome(outcome: Outcome) -> dict[str, Any]:
     return data
 
 
-def _error(status: int, message: str, *, retry_after: int | None = None) -> web.Response:
-    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+def _error(
+    status: int, message: str, *, retry_after: int | None = None, allow: str | None = None
+) -> web.Response:
+    headers: dict[str, str] = {}
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
+    if allow is not None:
+        headers["Allow"] = allow
     return web.Response(
         status=status,
         text=json.dumps({"error": message}),

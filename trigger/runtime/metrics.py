@@ -109,6 +109,19 @@ class Metrics:
             ["rule", "reason"],
             registry=r,
         )
+        self.http_connections = Gauge(
+            "trigger_http_connections_open",
+            "Open connections of the HTTP server (every listener together).",
+            registry=r,
+        )
+        self.http_closed = Counter(
+            "trigger_http_connections_closed",
+            "Connections the HTTP server closed on its own, by reason (header-timeout, idle, "
+            "evicted: to admit a new one at http.max_connections, refused: a new one at the "
+            "limit while every connection was inside a request).",
+            ["reason"],
+            registry=r,
+        )
 
     def child(self, metric: Any, *labels: str) -> Any:
         """`metric.labels(*labels)`, cached: prometheus_client's own lookup takes a lock and
