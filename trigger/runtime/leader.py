@@ -14,14 +14,15 @@ which need no agreement between the replicas' wall clocks:
   renew deadline: `renew_deadline` after the last successful write was *sent*. When that
   passes without a renewal the leader steps down at once, a request still in flight or not.
 
-A successful write sent at time S is applied after S, so every follower sees the change
-after S and waits until S + lease_duration at least, while the leader stops leading at
-S + renew_deadline at the latest: one replica stops `lease_duration − renew_deadline`
-before another can start (monotonic clocks are assumed to run at the same rate, as
-client-go does). Losing leadership does not end the process: the elector goes back to
-waiting; `trigger.runtime.sources.SourceManager.follow` cancels the singleton work the
-moment leadership is lost. On cancellation the elector releases the Lease (no holder,
-1 s duration) so a successor takes over at its next retry instead of after a whole lease
+A successful write sent at time S is applied after S, so a follower sees the change after
+S and waits until S + lease_duration at least (one that read the Lease before the write
+loses its own write with 409), while the leader stops leading at S + renew_deadline at
+the latest: one replica stops `lease_duration − renew_deadline` before another can start
+(monotonic clocks are assumed to run at the same rate, as client-go does). Losing
+leadership does not end the process: the elector goes back to waiting;
+`trigger.runtime.sources.SourceManager.follow` cancels the singleton work the moment
+leadership is lost. On cancellation the elector releases the Lease (no holder, 1 s
+duration) so a successor takes over at its next retry instead of after a whole lease
 duration.
 
 `LocalLeader` is the single-process default: always the leader, same interface.
