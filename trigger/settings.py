@@ -86,8 +86,8 @@ class LeaderSettings(_Section):
     enabled: bool | None = None  # None: on with the kubernetes sink, off otherwise
     lease_name: str = "trigger"
     namespace: str | None = None  # default: the pod's namespace, else "default"
-    lease_duration: Seconds = 15.0
-    renew_deadline: Seconds = 10.0
+    lease_duration: Seconds = 15.0  # followers take a Lease seen unchanged this long
+    renew_deadline: Seconds = 10.0  # the leader stops this long after its last renewal's send
     retry_period: Seconds = 2.0
 
 

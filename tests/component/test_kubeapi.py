@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import math
 import os
 import signal
 import subprocess
@@ -16,6 +18,7 @@ import pytest
 from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from trigger.submit.clock import VirtualClock
 from trigger.testing.kubeapi import (
     KubeEmulator,
     json_patch,
@@ -807,6 +810,77 @@ async def test_injection_hits_only_the_next_matching_requests(
         except ApiException as err:
             statuses.append(err.status)
     assert statuses == [500, 500, 200]
+
+
+# --- slowness -------------------------------------------------------------------------
+
+
+async def until(condition: Any, what: str) -> None:
+    """Poll `condition` (real time) until it holds; fail after DEADLINE seconds."""
+    give_up = asyncio.get_running_loop().time() + DEADLINE
+    while not condition():
+        assert asyncio.get_running_loop().time() < give_up, f"timed out waiting for {what}"
+        await asyncio.sleep(0.002)
+
+
+@pytest.fixture
+async def slow() -> AsyncIterator[tuple[KubeEmulator, VirtualClock, client.CustomObjectsApi]]:
+    """An emulator whose delays run on a virtual clock, and a client for it."""
+    clock = VirtualClock()
+    async with contextlib.AsyncExitStack() as stack:
+        emulator = await stack.enter_async_context(KubeEmulator(sleep=clock.sleep))
+        api_client = client.ApiClient(emulator.client_configuration())
+        await stack.enter_async_context(api_client)
+        yield emulator, clock, client.CustomObjectsApi(api_client)
+
+
+async def test_delay_serves_the_request_and_holds_the_answer(
+    slow: tuple[KubeEmulator, VirtualClock, client.CustomObjectsApi],
+) -> None:
+    """A delay (after) applies a create at once and answers it only when the time is up."""
+    kube, clock, custom = slow
+    delay = kube.delay(5.0, method="POST", path_contains="/workflows")
+    creating = asyncio.ensure_future(create(custom, "wf-a"))
+    await until(lambda: delay.held == 1, "the answer to be held")
+    assert names(kube.objects(G, V, WF)) == ["wf-a"] and not creating.done()
+    await clock.advance(4.9)
+    assert not creating.done() and delay.held == 1
+    await clock.advance(0.1)
+    assert (await asyncio.wait_for(creating, DEADLINE))["metadata"]["name"] == "wf-a"
+    assert delay.held == 0 and delay.remaining == 0
+
+
+async def test_delay_before_holds_the_request_until_it_is_served(
+    slow: tuple[KubeEmulator, VirtualClock, client.CustomObjectsApi],
+) -> None:
+    """A delay (before) applies a create only when its time is up; later requests are fast."""
+    kube, clock, custom = slow
+    delay = kube.delay(lambda: 3.0, method="POST", before=True)
+    creating = asyncio.ensure_future(create(custom, "wf-a"))
+    await until(lambda: delay.held == 1, "the request to be held")
+    assert kube.objects(G, V, WF) == []
+    await clock.advance(3.0)
+    await asyncio.wait_for(creating, DEADLINE)
+    assert names(kube.objects(G, V, WF)) == ["wf-a"]
+    await asyncio.wait_for(create(custom, "wf-b"), DEADLINE)  # the delay was used up
+
+
+async def test_released_delay_answers_held_requests_at_once(
+    slow: tuple[KubeEmulator, VirtualClock, client.CustomObjectsApi],
+) -> None:
+    """An endless delay holds every matching request until release() lets them all go."""
+    kube, _, custom = slow
+    delay = kube.delay(math.inf, count=10, method="GET")
+    await create(custom, "wf-a")
+    reads = [
+        asyncio.ensure_future(custom.get_namespaced_custom_object(G, V, "default", WF, "wf-a"))
+        for _ in range(2)
+    ]
+    await until(lambda: delay.held == 2, "both reads to be held")
+    delay.release()
+    for read in reads:
+        assert (await asyncio.wait_for(read, DEADLINE))["metadata"]["name"] == "wf-a"
+    assert delay.remaining == 0
 
 
 # --- built-in resources ---------------------------------------------------------------

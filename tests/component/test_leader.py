@@ -3,17 +3,21 @@
 The electors talk real HTTP to the emulator while their waits run on a shared
 VirtualClock. A test moves time in steps no longer than half a retry period and, after
 each step, waits (polling, with a real-time deadline) until every running elector is
-asleep on the clock again, so each step's HTTP traffic has finished before it looks.
+asleep on the clock again with no attempt in flight, so each step's HTTP traffic has
+finished before it looks. Tests of a slow API let the emulator's delays run on the clock
+too, and let the clock move by itself (auto mode) whenever the loop is idle.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import random
 import re
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -26,9 +30,8 @@ from trigger.runtime.leader import (
     LeaderSettings,
     LocalLeader,
     format_micro_time,
-    while_leading,
 )
-from trigger.submit.clock import VIRTUAL_EPOCH, VirtualClock
+from trigger.submit.clock import VIRTUAL_EPOCH, Clock, VirtualClock
 from trigger.testing.kubeapi import KubeEmulator
 
 NS, LEASE = "default", "trigger"
@@ -39,10 +42,10 @@ MAX_ACQUIRE_WAIT = RETRY * 2.2  # the acquire loop's jittered retry period, at m
 MICRO_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
 
 
-async def until(predicate: Callable[[], bool], what: str) -> None:
-    """Poll `predicate` until it holds; fail after DEADLINE real seconds."""
+async def until(predicate: Callable[[], bool], what: str, deadline: float = DEADLINE) -> None:
+    """Poll `predicate` until it holds; fail after `deadline` real seconds."""
     loop = asyncio.get_running_loop()
-    give_up = loop.time() + DEADLINE
+    give_up = loop.time() + deadline
     while not predicate():
         assert loop.time() < give_up, f"timed out waiting for {what}"
         await asyncio.sleep(0.002)
@@ -56,8 +59,11 @@ class Cluster:
     clock: VirtualClock
     clients: list[Any] = field(default_factory=list)
     tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    electors: list[LeaderElector] = field(default_factory=list)
 
-    def elector(self, identity: str, **settings: Any) -> LeaderElector:
+    def elector(
+        self, identity: str, *, clock: Clock | None = None, **settings: Any
+    ) -> LeaderElector:
         """Start an elector (its own ApiClient, as another replica would have)."""
         api_client = client.ApiClient(configuration=self.kube.client_configuration())
         self.clients.append(api_client)
@@ -70,8 +76,9 @@ class Cluster:
             retry_period=RETRY,
             **settings,
         )
-        elector = LeaderElector(api_client, options, clock=self.clock)
+        elector = LeaderElector(api_client, options, clock=clock or self.clock)
         self.tasks[identity] = asyncio.create_task(elector.run(), name=identity)
+        self.electors.append(elector)
         return elector
 
     @property
@@ -80,7 +87,13 @@ class Cluster:
 
     async def idle(self) -> None:
         """Wait until every running elector sleeps on the clock (no request in flight)."""
-        await until(lambda: self.clock.sleeping == self.running, "electors to go idle")
+        await until(
+            lambda: (
+                self.clock.sleeping == self.running
+                and not any(elector.attempting for elector in self.electors)
+            ),
+            "electors to go idle",
+        )
 
     async def step(self, seconds: float = STEP) -> None:
         await self.clock.advance(seconds)
@@ -104,8 +117,9 @@ class Cluster:
 
 @pytest.fixture
 async def cluster() -> AsyncIterator[Cluster]:
-    async with KubeEmulator(namespaces=[NS]) as kube:
-        state = Cluster(kube, VirtualClock())
+    clock = VirtualClock()
+    async with KubeEmulator(namespaces=[NS], sleep=clock.sleep) as kube:
+        state = Cluster(kube, clock)
         yield state
         for identity in list(state.tasks):
             await state.stop(identity)
@@ -185,7 +199,10 @@ async def test_stopped_leader_releases_and_the_follower_takes_over(cluster: Clus
 async def test_crashed_leader_is_replaced_only_after_the_lease_expires(
     cluster: Cluster,
 ) -> None:
-    """A leader that stops without releasing is replaced only after lease_duration."""
+    """A leader that stops without releasing is replaced only after lease_duration.
+
+    The follower counts the lease duration from when it saw the last renewal, which is up
+    to one acquire period after it was written, and then tries once per acquire period."""
     a = cluster.elector("a", release_on_cancel=False)
     await a.wait_leader()
     await cluster.idle()
@@ -196,7 +213,7 @@ async def test_crashed_leader_is_replaced_only_after_the_lease_expires(
     assert cluster.spec()["holderIdentity"] == "a"
     expires = parse_time(cluster.spec()["renewTime"]) + timedelta(seconds=DURATION)
     while not b.is_leader:
-        assert cluster.clock.now() <= expires + timedelta(seconds=MAX_ACQUIRE_WAIT)
+        assert cluster.clock.now() <= expires + timedelta(seconds=2 * MAX_ACQUIRE_WAIT)
         await cluster.step()
     assert cluster.clock.now() > expires
     assert cluster.spec()["holderIdentity"] == "b"
@@ -223,7 +240,8 @@ async def test_losing_the_lease_stops_leading_without_exiting(cluster: Cluster) 
     while cluster.clock.now() <= taken_at + timedelta(seconds=DURATION):
         assert not elector.is_leader
         await cluster.step()
-    give_up = taken_at + timedelta(seconds=DURATION + MAX_ACQUIRE_WAIT + STEP)
+    # It saw the intruder's write within a retry period, and counts the lease from there.
+    give_up = taken_at + timedelta(seconds=RETRY + DURATION + MAX_ACQUIRE_WAIT + STEP)
     while not elector.leading.is_set():  # the intruder's Lease expired: it takes it back
         assert cluster.clock.now() <= give_up
         await cluster.step()
@@ -246,6 +264,29 @@ async def test_leader_steps_down_when_it_cannot_renew_in_time(cluster: Cluster) 
     while not elector.is_leader:
         assert cluster.clock.now() < last_renewal + timedelta(seconds=DURATION)
         await cluster.step()
+
+
+async def test_renew_deadline_counts_from_when_the_renewal_was_sent(cluster: Cluster) -> None:
+    """A renewal answered late counts from when it was sent: with later renewals failing,
+    the leader steps down renew_deadline after sending it, not after hearing back."""
+    elector = cluster.elector("a")
+    await elector.wait_leader()
+    await cluster.idle()
+    stopped: list[float] = []
+    elector.on_change(lambda leader: stopped.append(cluster.clock.monotonic()))
+    late = cluster.kube.delay(RENEW - 2 * RETRY, method="PUT", path_contains="leases")
+    await cluster.clock.advance(RETRY)
+    await until(lambda: late.held == 1, "the renewal's answer to be held")
+    sent = (parse_time(cluster.spec()["renewTime"]) - VIRTUAL_EPOCH).total_seconds()
+    cluster.kube.inject(500, count=10_000, path_contains="leases")
+    while elector.is_leader:
+        assert cluster.clock.monotonic() < sent + RENEW + STEP
+        await cluster.clock.advance(STEP)
+        await until(
+            lambda: late.held == 1 or (cluster.clock.sleeping and not elector.attempting),
+            "the elector to wait on the clock",
+        )
+    assert late.remaining == 0 and stopped == [sent + RENEW]
 
 
 @pytest.mark.parametrize("during", ["renewal", "acquisition"])
@@ -277,15 +318,106 @@ async def test_conflict_on_replace_is_retried(cluster: Cluster, during: str) -> 
         renewed = cluster.spec()["renewTime"]
         await cluster.step(RETRY)
         assert cluster.spec()["renewTime"] > renewed
-    else:
-        await cluster.idle()
-        assert conflict.remaining == 0 and not elector.is_leader
+    else:  # "old" is long gone, but the elector waits a lease duration of its own first
         while not elector.leading.is_set():
-            assert cluster.clock.monotonic() <= MAX_ACQUIRE_WAIT
+            assert cluster.clock.monotonic() <= DURATION + 2 * MAX_ACQUIRE_WAIT
             await cluster.step(0.5)
+        assert cluster.clock.monotonic() >= DURATION and conflict.remaining == 0
         assert cluster.spec()["holderIdentity"] == "a"
         assert cluster.spec()["leaseTransitions"] == 1
     assert elector.is_leader
+
+
+@dataclass
+class Terms:
+    """Each elector's terms as leader: [start, end) on the shared monotonic clock."""
+
+    clock: VirtualClock
+    terms: list[tuple[str, float, float]] = field(default_factory=list)
+    since: dict[str, float] = field(default_factory=dict)
+
+    def follow(self, elector: LeaderElector) -> None:
+        name = elector.settings.identity
+
+        def changed(leader: bool) -> None:
+            if leader:
+                self.since[name] = self.clock.monotonic()
+            else:
+                self.terms.append((name, self.since.pop(name), self.clock.monotonic()))
+
+        elector.on_change(changed)
+
+    def until_now(self) -> list[tuple[str, float, float]]:
+        """Every term so far, sorted by start; a running term ends now."""
+        now = self.clock.monotonic()
+        running = [(name, start, now) for name, start in self.since.items()]
+        return sorted([*self.terms, *running], key=lambda term: term[1])
+
+    def handovers(self) -> int:
+        """How often leadership passed to another replica."""
+        terms = self.until_now()
+        return sum(1 for a, b in itertools.pairwise(terms) if a[0] != b[0])
+
+
+@pytest.mark.parametrize("seed", range(4))
+async def test_slow_api_never_gives_two_leaders(seed: int) -> None:
+    """With Lease reads and writes slowed at random, two replicas never lead at once: one
+    stops at least lease_duration − renew_deadline before the other starts.
+
+    Time is virtual and moves whenever the loop is idle; the test runs until leadership
+    has changed hands three times (how long that takes depends on the draws)."""
+    rng = random.Random(seed)
+    clock = VirtualClock(auto=True)
+    async with KubeEmulator(namespaces=[NS], sleep=clock.sleep) as kube:
+        kube.delay(lambda: rng.uniform(0, RENEW * 1.2), count=10**9, path_contains="/leases")
+        cluster, terms = Cluster(kube, clock), Terms(clock)
+        try:
+            for identity in ("a", "b", "c"):
+                terms.follow(cluster.elector(identity, release_on_cancel=False))
+            await until(lambda: terms.handovers() >= 3, "three handovers", 60)
+            seen = terms.until_now()
+        finally:
+            for identity in list(cluster.tasks):
+                await cluster.stop(identity)
+            for api_client in cluster.clients:
+                await api_client.close()
+    for (before, _, ended), (after, started, _) in itertools.pairwise(seen):
+        assert started >= ended, f"{before} and {after} both led: {seen}"
+        if after != before:  # a replica may take its own Lease back at once
+            assert started - ended >= DURATION - RENEW, f"{before} → {after}: {seen}"
+
+
+class SkewedClock:
+    """A replica's clock: the shared monotonic time, but a wall clock that is off."""
+
+    def __init__(self, base: VirtualClock, offset: timedelta) -> None:
+        self._base, self._offset = base, offset
+
+    def now(self) -> datetime:
+        return self._base.now() + self._offset
+
+    def monotonic(self) -> float:
+        return self._base.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await self._base.sleep(seconds)
+
+
+@pytest.mark.parametrize("skew", [timedelta(hours=1), timedelta(seconds=DURATION)])
+async def test_follower_with_a_fast_clock_leaves_a_renewed_lease_alone(
+    cluster: Cluster, skew: timedelta
+) -> None:
+    """A follower whose wall clock runs ahead does not take a Lease that is being renewed."""
+    leader = cluster.elector("a")
+    await leader.wait_leader()
+    await cluster.idle()
+    follower = cluster.elector("b", clock=SkewedClock(cluster.clock, skew))
+    follower_changes = transitions(follower)
+    await cluster.idle()
+    for _ in range(4 * int(DURATION / STEP)):
+        await cluster.step()
+        assert leader.is_leader and cluster.spec()["holderIdentity"] == "a"
+    assert follower_changes == []
 
 
 @pytest.mark.parametrize(
@@ -305,7 +437,7 @@ def test_default_identity_names_host_and_process() -> None:
     assert LeaderSettings().identity.endswith(f"_{os.getpid()}")
 
 
-# --- LocalLeader and while_leading ------------------------------------------------------
+# --- LocalLeader ------------------------------------------------------------------------
 
 
 async def test_local_leader_leads_until_cancelled() -> None:
@@ -321,88 +453,3 @@ async def test_local_leader_leads_until_cancelled() -> None:
     with contextlib.suppress(asyncio.CancelledError):
         await task
     assert not leader.leading.is_set() and changes == [False]
-
-
-class Switch(LocalLeader):
-    """A leadership the test turns on and off."""
-
-    def turn(self, leader: bool) -> None:
-        self._set(leader)
-
-
-@dataclass
-class Work:
-    """Singleton work that counts its starts and stops."""
-
-    started: int = 0
-    stopped: int = 0
-    fail: Exception | None = None
-
-    async def __call__(self) -> None:
-        self.started += 1
-        try:
-            if self.fail is not None:
-                raise self.fail
-            await asyncio.Event().wait()
-        finally:
-            self.stopped += 1
-
-
-@contextlib.contextmanager
-def supervised(task: asyncio.Task[None]) -> Iterator[asyncio.Task[None]]:
-    try:
-        yield task
-    finally:
-        task.cancel()
-
-
-async def test_while_leading_stops_work_on_loss_and_restarts_it() -> None:
-    """Work runs while leading, is cancelled when leadership is lost, and restarts after."""
-    leadership, work = Switch(), Work()
-    leadership.turn(False)
-    with supervised(asyncio.create_task(while_leading(leadership, work))):
-        await asyncio.sleep(0)
-        assert work.started == 0
-        leadership.turn(True)
-        await until(lambda: work.started == 1, "work to start")
-        leadership.turn(False)
-        await until(lambda: work.stopped == 1, "work to stop")
-        leadership.turn(True)
-        await until(lambda: work.started == 2, "work to restart")
-        assert work.stopped == 1
-
-
-async def test_while_leading_cancellation_stops_the_work() -> None:
-    """Cancelling while_leading cancels the running work and waits for it."""
-    leadership, work = Switch(), Work()
-    task = asyncio.create_task(while_leading(leadership, work))
-    await until(lambda: work.started == 1, "work to start")
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    assert work.stopped == 1
-
-
-async def test_while_leading_reraises_the_works_error() -> None:
-    """An exception in the work propagates out of while_leading."""
-    leadership, work = Switch(), Work(fail=RuntimeError("boom"))
-    with pytest.raises(RuntimeError, match="boom"):
-        await asyncio.wait_for(while_leading(leadership, work), DEADLINE)
-
-
-async def test_while_leading_follows_a_real_elector(cluster: Cluster) -> None:
-    """Singleton work on an elector stops when another holder takes the Lease."""
-    elector, work = cluster.elector("a"), Work()
-    with supervised(asyncio.create_task(while_leading(elector, work))):
-        await until(lambda: work.started == 1, "work to start")
-        await cluster.idle()
-        lease = cluster.lease()
-        lease["spec"] = {
-            **lease["spec"],
-            "holderIdentity": "intruder",
-            "renewTime": format_micro_time(cluster.clock.now()),
-        }
-        cluster.kube.put_object("coordination.k8s.io", "v1", "leases", lease)
-        await cluster.step(RETRY)
-        await until(lambda: work.stopped == 1, "work to stop")
-        assert not elector.is_leader

@@ -74,3 +74,25 @@ async def test_core_task_that_returns_ends_the_daemon() -> None:
     error = await asyncio.wait_for(supervisor.failed, 5)
     assert "ended" in str(error)
     await supervisor.stop()
+
+
+async def test_cancel_ends_a_source_without_restarting_it() -> None:
+    """cancel() cancels a source task at once (no restart); stop_task then reaps it."""
+    supervisor = Supervisor(VirtualClock(), Metrics())
+    ended: list[str] = []
+
+    async def source() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            ended.append("cancelled")
+            raise
+
+    supervisor.start("source:x", source, "source")
+    await asyncio.sleep(0)
+    supervisor.cancel("source:x")
+    supervisor.cancel("source:unknown")  # nothing to cancel: no error
+    await wait_until(lambda: supervisor.running("source:") == {"source:x": False})
+    assert ended == ["cancelled"]
+    await supervisor.stop_task("source:x")
+    assert supervisor.running() == {}

@@ -368,21 +368,14 @@ class Daemon:
             await self.clock.sleep(self.settings.reload_debounce)  # let a burst settle
 
     async def _follow(self, leadership: Leadership, sources: SourceManager, health: Health) -> None:
-        """Start singleton sources while leading; stop them promptly when leadership is lost."""
-        deadline = self.settings.shutdown_deadline
-        while True:
-            await leadership.wait_leader()
-            health.leader = True
-            self.metrics.leader.set(1)
-            log.info("leading: singleton sources may run")
-            await sources.set_leader(True, deadline)
+        """Run the singleton sources while leading (see SourceManager.follow); report it."""
+
+        def synced() -> None:
+            health.leader = sources.leader
             health.sources = sources.health()
-            await leadership.wait_not_leader()
-            health.leader = False
-            self.metrics.leader.set(0)
-            log.warning("leadership lost: stopping singleton sources")
-            await sources.set_leader(False, deadline)
-            health.sources = sources.health()
+            self.metrics.leader.set(1 if sources.leader else 0)
+
+        await sources.follow(leadership, self.settings.shutdown_deadline, synced)
 
     async def _reloader(self, ctx: HttpContext, reload_now: asyncio.Event) -> None:
         """Reload on SIGHUP, and on file changes when `reload` is on."""

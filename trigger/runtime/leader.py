@@ -1,15 +1,29 @@
 """Leadership: which replica runs the singleton sources (cron, OSS polling).
 
-`LeaderElector` holds a `coordination.k8s.io/v1` Lease the way client-go's leaderelection
-does: it takes the Lease when it is free or expired (the holder's renewTime plus
-leaseDurationSeconds is in the past on our clock, so node clocks are assumed in sync, as
-with every Lease user), renews it every `retry_period`, and steps down when it cannot renew
-within `renew_deadline` or sees another holder. Every write carries the resourceVersion it
-read, so of two replicas racing for a free Lease exactly one wins (the other gets 409).
-Losing leadership does not end the process: the elector goes back to waiting, and
-`while_leading` stops the singleton work and restarts it when leadership returns. On
-cancellation the elector releases the Lease (no holder, 1 s duration) so a successor takes
-over at its next retry instead of after a whole lease duration.
+`LeaderElector` holds a `coordination.k8s.io/v1` Lease by client-go's leaderelection rules,
+which need no agreement between the replicas' wall clocks:
+
+- A follower never compares the holder's renewTime with its own clock. It notes on its
+  own monotonic clock when it last saw the Lease record change, and takes the Lease only
+  after seeing no change for the record's leaseDurationSeconds, or when nobody holds it.
+  A replica that has just started has seen no change yet: it waits a whole lease
+  duration before it takes a held Lease, however old that Lease's renewTime.
+- The leader renews every `retry_period`. Its renewTime is stamped when the write is
+  sent. Each attempt (a read, then a write carrying the resourceVersion it read, so of two
+  replicas racing for the Lease exactly one wins and the other gets 409) is cut off at the
+  renew deadline: `renew_deadline` after the last successful write was *sent*. When that
+  passes without a renewal the leader steps down at once, a request still in flight or not.
+
+A successful write sent at time S is applied after S, so a follower sees the change after
+S and waits until S + lease_duration at least (one that read the Lease before the write
+loses its own write with 409), while the leader stops leading at S + renew_deadline at
+the latest: one replica stops `lease_duration − renew_deadline` before another can start
+(monotonic clocks are assumed to run at the same rate, as client-go does). Losing
+leadership does not end the process: the elector goes back to waiting;
+`trigger.runtime.sources.SourceManager.follow` cancels the singleton work the moment
+leadership is lost. On cancellation the elector releases the Lease (no holder, 1 s
+duration) so a successor takes over at its next retry instead of after a whole lease
+duration.
 
 `LocalLeader` is the single-process default: always the leader, same interface.
 
@@ -26,9 +40,9 @@ import math
 import os
 import random
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Any, Final, Protocol
 
@@ -68,9 +82,9 @@ class LeaderSettings:
     identity: str = field(default_factory=default_identity)
     """This replica's holderIdentity; default hostname_pid."""
     lease_duration: float = 15.0
-    """How long a Lease stays valid after its last renewal; followers wait this long."""
+    """How long a follower must see the Lease unchanged (on its own clock) to take it."""
     renew_deadline: float = 10.0
-    """How long the leader keeps trying to renew before it steps down."""
+    """The leader steps down this long after its last successful renewal was sent."""
     retry_period: float = 2.0
     """Time between attempts to acquire or renew."""
     release_on_cancel: bool = True
@@ -151,7 +165,7 @@ class LocalLeader(_Flag):
         super().__init__(leader=True)
 
     async def run(self) -> None:
-        """Wait until cancelled, then stop leading (so `while_leading` work stops)."""
+        """Wait until cancelled, then stop leading (so singleton work stops)."""
         try:
             await asyncio.Event().wait()
         finally:
@@ -161,7 +175,7 @@ class LocalLeader(_Flag):
 class _Outcome(Enum):
     HELD = "held"  # we hold the Lease now
     TAKEN = "taken"  # another holder's Lease is valid
-    RETRY = "retry"  # a write race or an API failure: try again later
+    RETRY = "retry"  # a write race, an API failure or the deadline: try again later
 
 
 class LeaderElector(_Flag):
@@ -179,10 +193,15 @@ class LeaderElector(_Flag):
 
         super().__init__(leader=False)
         self.settings = settings
+        self.attempting = False
+        """True while an acquire or renew attempt is in flight."""
         self._api_client = api_client
         self._leases = client.CoordinationV1Api(api_client)
         self._clock = clock or SystemClock()
         self._rng = rng or random.Random()  # noqa: S311 (jitter, not cryptography)
+        self._observed: tuple[Any, dict[str, Any]] | None = None  # the record last seen
+        self._observed_at = 0.0  # monotonic: when that record was first seen
+        self._renewed = -math.inf  # monotonic: when our last successful write was sent
         self._log = log.bind(
             lease=f"{settings.namespace}/{settings.lease_name}", identity=settings.identity
         )
@@ -200,37 +219,69 @@ class LeaderElector(_Flag):
                 await self._release()
 
     async def _acquire(self) -> None:
-        period = self.settings.retry_period
-        while await self._attempt() is not _Outcome.HELD:
-            await self._clock.sleep(period * (1 + self._rng.random() * _ACQUIRE_JITTER))
+        settings = self.settings
+        while True:
+            # An acquisition must come back within renew_deadline too: leading starts only
+            # while the write that won it is young enough.
+            outcome = await self._attempt(self._now() + settings.renew_deadline)
+            if outcome is _Outcome.HELD and self._now() < self._deadline():
+                break
+            jitter = 1 + self._rng.random() * _ACQUIRE_JITTER
+            await self._clock.sleep(settings.retry_period * jitter)
         self._log.info("leadership acquired")
         self._set(True)
 
     async def _renew(self) -> None:
-        settings = self.settings
-        renewed = self._clock.monotonic()
+        """Renew every retry_period; step down at the deadline or when another holds it."""
         while True:
-            await self._clock.sleep(settings.retry_period)
-            outcome = await self._attempt()
-            if outcome is _Outcome.HELD:
-                renewed = self._clock.monotonic()
-            elif outcome is _Outcome.TAKEN:
+            deadline = self._deadline()
+            await self._clock.sleep(min(self.settings.retry_period, deadline - self._now()))
+            outcome = await self._attempt(deadline)
+            if outcome is _Outcome.TAKEN:
                 self._log.warning("leadership lost: another replica holds the lease")
                 break
-            elif self._clock.monotonic() - renewed >= settings.renew_deadline:
+            if outcome is not _Outcome.HELD and self._now() >= deadline:
                 self._log.warning(
                     "leadership lost: could not renew within the deadline",
-                    renew_deadline=settings.renew_deadline,
+                    renew_deadline=self.settings.renew_deadline,
                 )
                 break
         self._set(False)
 
-    async def _attempt(self) -> _Outcome:
-        """One try to acquire or renew, as client-go's tryAcquireOrRenew."""
+    def _now(self) -> float:
+        return self._clock.monotonic()
+
+    def _deadline(self) -> float:
+        """Until when we may lead: renew_deadline after our last successful write was sent.
+
+        A follower sees that write only after it was sent and then waits lease_duration,
+        so we stop lease_duration − renew_deadline before anyone else can start.
+        """
+        return self._renewed + self.settings.renew_deadline
+
+    async def _attempt(self, deadline: float) -> _Outcome:
+        """One try to acquire or renew (client-go's tryAcquireOrRenew), cut off at `deadline`
+        on the clock, however slow the API server is."""
         from kubernetes_asyncio.client.exceptions import ApiException
 
+        remaining = deadline - self._now()
+        if remaining <= 0:
+            return _Outcome.RETRY
+        self.attempting = True
+        attempt = asyncio.ensure_future(self._try_acquire_or_renew())
+        timer = asyncio.ensure_future(self._clock.sleep(remaining))
         try:
-            return await self._try_acquire_or_renew()
+            await asyncio.wait({attempt, timer}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            timer.cancel()
+            attempt.cancel()
+            await asyncio.wait({attempt})
+            self.attempting = False
+        if attempt.cancelled():
+            self._log.warning("lease request cut off at the renew deadline")
+            return _Outcome.RETRY
+        try:
+            return attempt.result()
         except ApiException as err:
             if err.status == _CONFLICT:  # someone else wrote first; re-read next time
                 return _Outcome.RETRY
@@ -240,30 +291,37 @@ class LeaderElector(_Flag):
         return _Outcome.RETRY
 
     async def _try_acquire_or_renew(self) -> _Outcome:
-        now = self._clock.now()
         lease = await self._read()
-        if lease is None:
-            await self._write(None, self._spec(now, None))
-            return _Outcome.HELD
-        spec = lease.get("spec") or {}
-        holder = spec.get("holderIdentity")
-        if holder and holder != self.settings.identity and not self._expired(spec, now):
-            return _Outcome.TAKEN
-        await self._write(lease, self._spec(now, spec))
+        if lease is not None:
+            self._observe(lease)
+            spec: dict[str, Any] = lease.get("spec") or {}
+            holder = spec.get("holderIdentity")
+            if holder and holder != self.settings.identity and not self._expired(spec):
+                return _Outcome.TAKEN
+        sent = self._now()
+        written = await self._write(lease, self._spec(self._clock.now(), lease))
+        self._renewed = sent
+        self._observe(written)
         return _Outcome.HELD
 
-    def _expired(self, spec: dict[str, Any], now: datetime) -> bool:
-        renewed = spec.get("renewTime")
-        if not renewed:
-            return True
-        seconds = spec.get("leaseDurationSeconds") or self.settings.lease_duration
-        return parse_time(renewed, where="lease renewTime") + timedelta(seconds=seconds) < now
+    def _observe(self, lease: dict[str, Any]) -> None:
+        """Note when the Lease record changed, on our own monotonic clock."""
+        record = ((lease.get("metadata") or {}).get("resourceVersion"), lease.get("spec") or {})
+        if record != self._observed:
+            self._observed, self._observed_at = record, self._now()
 
-    def _spec(self, now: datetime, old: dict[str, Any] | None) -> dict[str, Any]:
+    def _expired(self, spec: dict[str, Any]) -> bool:
+        """Whether the holder has let the Lease lapse: we have seen no change to it for its
+        leaseDurationSeconds. Its renewTime is never compared with our clock."""
+        seconds = spec.get("leaseDurationSeconds") or self.settings.lease_duration
+        return self._now() >= self._observed_at + seconds
+
+    def _spec(self, now: datetime, lease: dict[str, Any] | None) -> dict[str, Any]:
         """The spec we write: renewed if we held it, a new acquisition otherwise."""
         stamp = format_micro_time(now)
-        if old is None:
+        if lease is None:
             return self._record(stamp, stamp, 0)
+        old: dict[str, Any] = lease.get("spec") or {}
         transitions = int(old.get("leaseTransitions") or 0)
         if old.get("holderIdentity") != self.settings.identity:
             return self._record(stamp, stamp, transitions + 1)
@@ -295,8 +353,9 @@ class LeaderElector(_Flag):
         found: dict[str, Any] = self._api_client.sanitize_for_serialization(lease)
         return found
 
-    async def _write(self, lease: dict[str, Any] | None, spec: dict[str, Any]) -> None:
-        """Create the Lease, or replace the one we read (its resourceVersion guards the race)."""
+    async def _write(self, lease: dict[str, Any] | None, spec: dict[str, Any]) -> dict[str, Any]:
+        """Create the Lease, or replace the one we read (its resourceVersion guards the race);
+        returns what the server stored."""
         settings = self.settings
         timeout = settings.renew_deadline
         if lease is None:
@@ -307,14 +366,16 @@ class LeaderElector(_Flag):
                 "metadata": meta,
                 "spec": spec,
             }
-            await self._leases.create_namespaced_lease(
+            written = await self._leases.create_namespaced_lease(
                 settings.namespace, body, _request_timeout=timeout
             )
-            return
-        body = {**lease, "spec": spec}
-        await self._leases.replace_namespaced_lease(
-            settings.lease_name, settings.namespace, body, _request_timeout=timeout
-        )
+        else:
+            body = {**lease, "spec": spec}
+            written = await self._leases.replace_namespaced_lease(
+                settings.lease_name, settings.namespace, body, _request_timeout=timeout
+            )
+        stored: dict[str, Any] = self._api_client.sanitize_for_serialization(written)
+        return stored
 
     async def _release(self) -> None:
         """Hand the Lease back (best effort: if it fails, the Lease simply expires)."""
@@ -338,42 +399,3 @@ class LeaderElector(_Flag):
             self._log.warning(
                 "could not release the lease; it will expire", error=f"{type(err).__name__}: {err}"
             )
-
-
-async def while_leading(
-    leadership: Leadership, work: Callable[[], Awaitable[None]], *, name: str = "singleton"
-) -> None:
-    """Run `work()` whenever this replica leads; cancel it promptly when leadership is lost.
-
-    Returns when `work()` returns on its own; re-raises its exception. Cancelling this
-    coroutine cancels the work and waits for it to end.
-    """
-    while True:
-        await leadership.wait_leader()
-        if await _lead_once(leadership, work, name):
-            return
-
-
-async def _lead_once(
-    leadership: Leadership, work: Callable[[], Awaitable[None]], name: str
-) -> bool:
-    """Run the work for one term; True when it ended by itself."""
-
-    async def run_work() -> None:
-        await work()
-
-    task = asyncio.create_task(run_work(), name=name)
-    lost = asyncio.create_task(leadership.wait_not_leader(), name=f"{name}: leadership lost")
-    try:
-        await asyncio.wait({task, lost}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        lost.cancel()
-        task.cancel()
-        await asyncio.wait({task, lost})
-    if task.cancelled():
-        log.info("singleton stopped: leadership lost", task=name)
-        return False
-    error = task.exception()
-    if error is not None:
-        raise error
-    return True

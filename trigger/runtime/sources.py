@@ -2,8 +2,12 @@
 
 `MODULES` lists each kind of source and the module whose `KIND` says when it is wanted (a
 predicate over the rule set) and how to build it. Adding a kind of source means adding a
-module and one line here — never an if-chain in the daemon. Singleton sources run only
-while this replica is the leader.
+module and one line here — never an if-chain in the daemon.
+
+Singleton sources (cron, OSS polling) run only while this replica leads (`follow`). When
+leadership is lost they are cancelled at once, not drained: a successor may be about to
+start, and a tick or poll page cut short is submitted again by whoever leads next, under
+the same Workflow names. A graceful stop (shutdown, a rule removed) drains them instead.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Final
 import structlog
 
 from trigger.rules.router import RuleSet
+from trigger.runtime.leader import Leadership
 from trigger.runtime.supervisor import Supervisor
 from trigger.sources.base import Source, SourceContext
 
@@ -54,6 +59,9 @@ class SourceManager:
     registry: Mapping[str, SourceKind] = field(default_factory=registry)
     leader: bool = True
     running: dict[str, Source] = field(default_factory=dict)
+    # One sync at a time (a reload and a leadership change may ask at once): a source
+    # being stopped is out of `running` but its task is not yet gone.
+    _syncing: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
 
     def health(self) -> dict[str, bool]:
         tasks = self.supervisor.running("source:")
@@ -61,30 +69,72 @@ class SourceManager:
 
     async def sync(self, rules: RuleSet, deadline: float) -> None:
         """Start the sources the rules need (and leadership allows); stop the others."""
-        wanted = {
+        async with self._syncing:
+            for name in sorted(set(self.running) - self._wanted(rules)):
+                await self._stop(name, deadline)
+            for source in self.running.values():
+                source.rules_changed(rules)
+            # Decided again after the awaits above: leadership may have been lost meanwhile.
+            for name in sorted(self._wanted(rules) - set(self.running)):
+                source = self.registry[name].build(self.context)
+                self.running[name] = source
+                self.supervisor.start(f"source:{name}", source.run, "source")
+                log.info("source started", source=name)
+
+    async def follow(
+        self, leadership: Leadership, deadline: float, synced: Callable[[], None] = lambda: None
+    ) -> None:
+        """Run the singleton sources exactly while `leadership` leads; call `synced` after
+        every change. A long-lived task: runs until cancelled.
+
+        Loss is handled inside the change callback, which the elector calls as it clears
+        `leading`: the singleton sources' tasks are cancelled there, before any of them
+        runs again, so none of their next steps (a submission, a checkpoint or watermark
+        write) begins after leadership is lost. (A task of theirs that was already
+        scheduled may still run to its next await — microseconds, far inside the
+        lease_duration − renew_deadline margin before a successor can start.)
+        """
+        unsubscribe = leadership.on_change(self._leadership_changed)
+        self.leader = leadership.is_leader
+        try:
+            while True:
+                await leadership.wait_leader()
+                log.info("leading: singleton sources may run")
+                await self.sync(self.context.rules, deadline)
+                synced()
+                await leadership.wait_not_leader()
+                await self.sync(self.context.rules, deadline)  # reaps the cancelled ones
+                synced()
+        finally:
+            unsubscribe()
+
+    def _leadership_changed(self, leader: bool) -> None:
+        self.leader = leader
+        if leader:
+            return
+        log.warning("leadership lost: cancelling singleton sources")
+        for name, kind in self.registry.items():
+            if kind.singleton:
+                self.supervisor.cancel(f"source:{name}")
+
+    def _wanted(self, rules: RuleSet) -> set[str]:
+        return {
             name
             for name, kind in self.registry.items()
             if kind.wanted(rules) and (self.leader or not kind.singleton)
         }
-        for name in sorted(set(self.running) - wanted):
-            await self._stop(name, deadline)
-        for source in self.running.values():
-            source.rules_changed(rules)
-        for name in sorted(wanted - set(self.running)):
-            source = self.registry[name].build(self.context)
-            self.running[name] = source
-            self.supervisor.start(f"source:{name}", source.run, "source")
-            log.info("source started", source=name)
-
-    async def set_leader(self, leader: bool, deadline: float) -> None:
-        self.leader = leader
-        await self.sync(self.context.rules, deadline)
 
     async def stop_all(self, deadline: float) -> None:
         await asyncio.gather(*(self._stop(name, deadline) for name in list(self.running)))
 
     async def _stop(self, name: str, deadline: float) -> None:
-        source = self.running.pop(name)
+        """Drain the source within `deadline`; a singleton without leadership is cancelled
+        first (its `stop` then only releases what it holds)."""
+        source = self.running.pop(name, None)
+        if source is None:  # a concurrent sync (a reload, a leadership change) stopped it
+            return
+        if source.singleton and not self.leader:
+            await self.supervisor.stop_task(f"source:{name}")
         try:
             async with asyncio.timeout(deadline):
                 await source.stop(deadline)

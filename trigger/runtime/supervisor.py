@@ -38,6 +38,12 @@ class Supervisor:
         guard = self._core(name, factory) if kind == "core" else self._source(name, factory)
         self._tasks[name] = asyncio.create_task(guard, name=name)
 
+    def cancel(self, name: str) -> None:
+        """Cancel the task now, without waiting for it (`stop_task` reaps it)."""
+        task = self._tasks.get(name)
+        if task is not None:
+            task.cancel()
+
     async def stop_task(self, name: str) -> None:
         task = self._tasks.pop(name, None)
         if task is not None:

@@ -8,9 +8,11 @@ with optimistic concurrency, delete (with finalizers), the `/status` subresource
 with replay from a resourceVersion, `timeoutSeconds`, bookmarks and 410 on a compacted
 history. Failures are `Status` objects like the server's, including the size limits: 413
 for a request body over 3 MiB, 500 "etcdserver: request is too large" for an object over
-1.5 MiB. Tests can inject failures for the
-next N matching requests (before any state change), seed and inspect objects directly, and
-count requests.
+1.5 MiB. Tests can inject failures for the next N matching requests (before any state
+change), make matching requests slow (`delay`: hold the request before it is served, or
+serve it and hold the answer, for a fixed or drawn time on an injectable `sleep`, so a
+test can slow the API down in virtual time), seed and inspect objects directly, and count
+requests.
 
 Known simplifications: every custom resource accepts `/status` (Argo's CRDs do not enable
 the subresource, so main-resource writes also change `status`); strategic merge patches on
@@ -30,6 +32,7 @@ import binascii
 import contextlib
 import copy
 import json
+import math
 import re
 import secrets
 import signal
@@ -49,6 +52,7 @@ from trigger.testing.served import Served
 
 JSON = dict[str, Any]
 Clock = Callable[[], datetime]
+Sleep = Callable[[float], Awaitable[None]]
 _Selector = tuple[tuple[str, str, frozenset[str]], ...]
 
 _REASONS: Final = {
@@ -862,16 +866,64 @@ class Injection:
     message: str | None = None
 
     def matches(self, method: str, path_qs: str) -> bool:
-        return (
-            self.remaining > 0
-            and (self.method is None or self.method.upper() == method)
-            and (self.path_contains is None or self.path_contains in path_qs)
-        )
+        return _matches(self.remaining, self.method, self.path_contains, method, path_qs)
 
     def error(self) -> ApiStatusError:
         headers = {} if self.retry_after is None else {"Retry-After": str(self.retry_after)}
         message = self.message or f"injected failure ({self.status})"
         return ApiStatusError(self.status, message, headers=headers)
+
+
+def _matches(
+    remaining: int, method: str | None, path_contains: str | None, req_method: str, path_qs: str
+) -> bool:
+    return (
+        remaining > 0
+        and (method is None or method.upper() == req_method)
+        and (path_contains is None or path_contains in path_qs)
+    )
+
+
+@dataclass
+class Delay:
+    """Slowness the emulator adds to the next `remaining` matching requests.
+
+    `seconds` is a number, or a function drawn once per request (e.g. a seeded random
+    choice). `before=False` serves the request at once and holds its answer (the client
+    learns of a write late, or reads a state that is old by then); `before=True` holds the
+    request before it is served (a write is applied late). `held` counts the requests held
+    now; `release()` answers them at once and ends the delay.
+    """
+
+    seconds: float | Callable[[], float]
+    remaining: int
+    method: str | None = None
+    path_contains: str | None = None
+    before: bool = False
+    held: int = 0
+    released: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def matches(self, method: str, path_qs: str) -> bool:
+        return _matches(self.remaining, self.method, self.path_contains, method, path_qs)
+
+    def release(self) -> None:
+        """Stop delaying: answer every held request now and let later ones through."""
+        self.remaining = 0
+        self.released.set()
+
+    async def hold(self, sleep: Sleep) -> None:
+        """Wait this request's delay on `sleep`, or until released."""
+        seconds = self.seconds() if callable(self.seconds) else self.seconds
+        self.held += 1
+        waits: set[asyncio.Future[Any]] = {asyncio.ensure_future(self.released.wait())}
+        if seconds < math.inf:
+            waits.add(asyncio.ensure_future(sleep(seconds)))
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self.held -= 1
+            for waiting in waits:
+                waiting.cancel()
 
 
 def _json_response(
@@ -947,7 +999,10 @@ class KubeEmulator(Served):
         clock: Clock = _now_utc,
         max_request_bytes: int | None = MAX_REQUEST_BYTES,
         max_object_bytes: int | None = MAX_OBJECT_BYTES,
+        sleep: Sleep = asyncio.sleep,
     ) -> None:
+        """`clock` stamps objects; `sleep` waits out `delay`s (a VirtualClock's `sleep`
+        makes them virtual)."""
         self.token = token
         self.requests: list[tuple[str, str, str]] = []
         self.max_request_bytes = max_request_bytes
@@ -962,6 +1017,8 @@ class KubeEmulator(Served):
         self._host, self._port = host, port
         self._bookmark_interval = bookmark_interval
         self._injections: list[Injection] = []
+        self._delays: list[Delay] = []
+        self._sleep = sleep
         self._runner: web.AppRunner | None = None
         self._url: str | None = None
         self._verbs: dict[tuple[str, str], _Handler] = {
@@ -1054,6 +1111,26 @@ class KubeEmulator(Served):
         self._injections.append(injection)
         return injection
 
+    def delay(
+        self,
+        seconds: float | Callable[[], float],
+        *,
+        count: int = 1,
+        method: str | None = None,
+        path_contains: str | None = None,
+        before: bool = False,
+    ) -> Delay:
+        """Slow down the next `count` requests matching method and a substring of path?query.
+
+        Each is held `seconds` (a number, `math.inf` until released, or a function drawn
+        per request) on the emulator's `sleep`: after it is served (`before=False`, the
+        answer is late) or before (`before=True`, the change is late). Injected failures
+        are answered after a `before` delay. See `Delay`.
+        """
+        slow = Delay(seconds, count, method, path_contains, before)
+        self._delays.append(slow)
+        return slow
+
     def clear_injections(self) -> None:
         """Drop every pending injected failure: the API server has recovered."""
         self._injections.clear()
@@ -1137,6 +1214,17 @@ class KubeEmulator(Served):
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.requests.append((request.method, request.path, request.query_string))
+        slow = next((d for d in self._delays if d.matches(request.method, request.path_qs)), None)
+        if slow is not None:
+            slow.remaining -= 1
+            if slow.before:
+                await slow.hold(self._sleep)
+        response = await self._answer(request)
+        if slow is not None and not slow.before:
+            await slow.hold(self._sleep)
+        return response
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
         try:
             for injection in self._injections:
                 if injection.matches(request.method, request.path_qs):
