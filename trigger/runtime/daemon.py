@@ -221,6 +221,7 @@ class Daemon:
             leader=False,
         )
         self.sources = sources
+        health.source_problems = sources.problems
         leadership = leadership_for(s, sink, self.clock)
         supervisor.start("leader-election", leadership.run, "core")
         supervisor.start("leadership", lambda: self._follow(leadership, sources, health), "core")
