@@ -78,8 +78,9 @@ def test_pack_round_trips(entries: dict[int, int]) -> None:
     assert unpack(pack(entries)) == entries
 
 
-def test_pack_costs_under_eleven_bytes_per_object() -> None:
-    """50,000 objects at 165 uploads/s pack into fewer base64 characters than bare digests."""
+def test_pack_is_smaller_than_bare_digests() -> None:
+    """50,000 objects at 165 uploads/s, times included, pack into fewer base64 characters
+    than their bare digests would take."""
     entries = spread(random.Random(7), 50_000, T0, T0 + 303)
     bare = len(base64.b64encode(b"\0" * 8 * len(entries)))
     assert len(pack(entries)) < 0.99 * bare
