@@ -146,6 +146,11 @@ class OssPollSettings(_Section):
     timeout: Seconds = 30.0  # per OSS request (oss2 connect_timeout covers connect and read)
     max_backoff: Seconds = 300.0  # longest wait between failed polls (doubles from 1 s)
     checkpoint_every: Seconds = 10.0  # save scan progress at most this often when nothing fired
+    # Bytes a group's checkpoint may take (about 10.4 per object modified within
+    # `lookback`): past it the lookback narrows (README "Polling a bucket"). At least 8 KiB
+    # (a scan's position is a key of up to 1,023 bytes); at most 960 KiB, so it fits the
+    # 1 MiB per state key with room to spare. Default 960 KiB, about 94,000 objects.
+    checkpoint_max_bytes: int = Field(default=983_040, ge=8192, le=983_040)
 
 
 class OssSettings(_Section):

@@ -3,33 +3,40 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import random
 import re
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import oss2
 import pytest
+import structlog
 import yaml
 
-from tests.daemon import running, wait_for
+from tests.daemon import DaemonProcess, running, until, wait_for
+from trigger.events import format_time
 from trigger.rules.loader import load_rules
 from trigger.runtime.metrics import Metrics
 from trigger.runtime.pipeline import MetricsHooks, Pipeline
 from trigger.runtime.state import FileStateStore
 from trigger.settings import Settings
 from trigger.sources.base import SourceContext
+from trigger.sources.oss_checkpoint import digest
 from trigger.sources.oss_poll import (
     BucketPoller,
     Checkpoint,
     OssPollError,
     OssPollSource,
+    PollMetrics,
     poll_groups,
 )
 from trigger.submit.clock import VirtualClock
@@ -98,15 +105,20 @@ class Rig:
             state, self.settings, self.environ,
         )  # fmt: skip
 
-    async def poller(self, state: Any = None) -> BucketPoller:
+    async def poller(self, state: Any = None, metrics: PollMetrics | None = None) -> BucketPoller:
         ctx = await self.context(state)
         (group,) = poll_groups(self.pipeline.rules).values()
-        return BucketPoller(ctx, group, self.settings.oss.poll, asyncio.Event())
+        return BucketPoller(ctx, group, self.settings.oss.poll, asyncio.Event(), metrics)
 
     def use_rules(self, text: str) -> None:
         path = self.tmp / "rules.yaml"
         path.write_text(text)
         self.pipeline.swap(load_rules([str(path)]))
+
+    async def oss_keys_digests(self, numbers: range) -> list[int]:
+        """The checkpoint digests of seeded objects `in/NNNNN.csv`."""
+        found = [self.oss.get_object(BUCKET, f"in/{i:05d}.csv") for i in numbers]
+        return [digest(o.key, o.etag) for o in found if o is not None]
 
     def seed(self, count: int, *, prefix: str = "in/", when: datetime = OLD) -> None:
         for i in range(count):
@@ -117,8 +129,9 @@ class Rig:
 
 @pytest.fixture
 async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
-    async with OssServer([BUCKET], credentials={AK: SK}) as oss:
-        clock = VirtualClock()
+    # One clock for the poller and the server's Date and LastModified: advancing it moves both.
+    clock = VirtualClock(datetime.now(UTC))
+    async with OssServer([BUCKET], credentials={AK: SK}, clock=clock.now) as oss:
         metrics = Metrics()
         dead = FileDeadLetterSink(tmp_path / "dead.jsonl")
         sink = LocalSink(tmp_path / "workflows")
@@ -147,18 +160,34 @@ async def eventually(condition: Callable[[], Any], what: str) -> Any:
 
 
 class HookedState:
-    """A state store that calls `on_put` after each successful put (to act mid-scan)."""
+    """A state store that calls `on_put` after each successful put (to act mid-scan) and
+    records the encoded size of every value put."""
 
-    def __init__(self, inner: FileStateStore, on_put: Callable[[int], None]) -> None:
+    def __init__(
+        self, inner: FileStateStore, on_put: Callable[[int], None] = lambda _: None
+    ) -> None:
         self.inner, self.on_put, self.puts = inner, on_put, 0
+        self.sizes: list[int] = []
 
     async def get(self, key: str) -> Any:
         return await self.inner.get(key)
 
     async def put(self, key: str, value: Any) -> None:
         await self.inner.put(key, value)
+        self.sizes.append(len(json.dumps(value, sort_keys=True, separators=(",", ":"))))
         self.puts += 1
         self.on_put(self.puts)
+
+
+def poll_settings(**poll: Any) -> Settings:
+    return Settings.model_validate({"oss": {"poll": poll}})
+
+
+async def broken_state(rig: Rig) -> FileStateStore:
+    """A file store that opened fine and then cannot write: its file became a directory."""
+    store = await FileStateStore.open(rig.tmp / "state.json", metrics=rig.pipeline.metrics)
+    (rig.tmp / "state.json").mkdir()
+    return store
 
 
 # --- scanning ------------------------------------------------------------------------------
@@ -243,7 +272,7 @@ async def test_checkpoint_stays_small_for_old_objects(rig: Rig) -> None:
     await (await rig.poller()).poll_once()
     (value,) = json.loads((rig.tmp / "state.json").read_text()).values()
     assert len(json.dumps(value)) < 300
-    assert Checkpoint.load(value).seen == set()
+    assert Checkpoint.load(value).seen == {}
 
 
 async def test_url_encoded_keys_arrive_decoded(rig: Rig) -> None:
@@ -295,6 +324,169 @@ async def test_missing_credentials_are_a_config_error(rig: Rig) -> None:
         await (await rig.poller()).poll_once()
 
 
+# --- the first scan's start, server clocks, the checkpoint's bound ----------------------------
+
+
+async def test_first_scan_interrupted_by_a_503_keeps_its_start(rig: Rig) -> None:
+    """`existing: skip`: a first scan whose second listing fails resumes from its own start,
+    so objects uploaded after it began fire, behind or ahead of its position, once each."""
+    rig.settings = poll_settings(page_size=100)
+    rig.use_rules(rule_yaml(rig.oss.endpoint, existing="skip"))
+    rig.seed(250)
+    rig.oss.inject(503, "ServiceUnavailable", operation="ListObjectsV2", after=1)
+    with pytest.raises(OssPollError, match="503"):
+        await (await rig.poller()).poll_once()
+    await rig.clock.advance(60)
+    for key in ("in/00000-behind.csv", "in/zz-ahead.csv"):
+        rig.oss.put_object(BUCKET, key, key.encode())
+    await rig.clock.advance(60)  # the retry comes a minute later (or a restart does)
+    poller = await rig.poller()
+    await poller.poll_once()
+    await poller.poll_once()  # the next scan finds what landed behind the first one
+    assert sorted(p["key"] for p in rig.params()) == ["in/00000-behind.csv", "in/zz-ahead.csv"]
+    rig.oss.put_object(BUCKET, "in/later.csv", b"later")
+    assert await poller.poll_once() == 1
+    status = rig.pipeline.status["poll-in"]
+    assert (status.created, status.duplicates) == (3, 0)
+
+
+@pytest.mark.parametrize("skewed", [0, 1], ids=["first-listing", "later-listing"])
+async def test_a_listing_dated_an_hour_ahead_moves_nothing_into_the_future(
+    rig: Rig, skewed: int
+) -> None:
+    """One listing whose Date is an hour ahead: the next 20 uploads still fire, and the skew
+    is counted and logged."""
+    rig.use_rules(rule_yaml(rig.oss.endpoint, existing="skip"))
+    rig.seed(5)
+    rig.oss.skew_date(3600, operation="ListObjectsV2", after=skewed)
+    poller = await rig.poller(metrics=PollMetrics(rig.pipeline.metrics.registry))
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(2):
+            assert await poller.poll_once() == 0
+    for i in range(20):
+        await rig.clock.advance(1)
+        rig.oss.put_object(BUCKET, f"in/new-{i:02d}.csv", b"%d" % i)
+    assert await poller.poll_once() == 20
+    assert metric(rig, "trigger_oss_poll_skewed_dates_total", bucket=BUCKET) == 1
+    (warning,) = [e for e in logs if e["event"].startswith("OSS Date header is off")]
+    assert 3599 < warning["skew_seconds"] <= 3600  # Date has whole seconds
+
+
+async def test_checkpoint_stays_under_its_bound_at_a_high_upload_rate(rig: Rig) -> None:
+    """3,000 objects modified within the lookback against an 8 KiB bound: each fires once,
+    every saved checkpoint fits, an object landing behind the scan still fires."""
+    rig.settings = poll_settings(page_size=500, checkpoint_max_bytes=8192)
+    now = rig.clock.now()
+    for i in range(3000):
+        when = now - timedelta(seconds=250 - i // 12)
+        rig.oss.put_object(BUCKET, f"in/{i:05d}.csv", b"%d" % i, last_modified=when)
+
+    def land_behind(puts: int) -> None:
+        if puts == 1:
+            rig.oss.put_object(BUCKET, "in/00000-late.csv", b"late")
+
+    state = HookedState(await FileStateStore.open(rig.tmp / "state.json"), land_behind)
+    poller = await rig.poller(state, PollMetrics(rig.pipeline.metrics.registry))
+    assert await poller.poll_once() == 3000
+    await rig.clock.advance(30)
+    assert await poller.poll_once() == 1  # the late one, nothing twice
+    for i in range(50):
+        rig.oss.put_object(BUCKET, f"in/new-{i:02d}.csv", b"%d" % i)
+    await rig.clock.advance(30)
+    assert await poller.poll_once() == 50
+    assert await poller.poll_once() == 0
+    status = rig.pipeline.status["poll-in"]
+    assert (status.created, status.duplicates, len(rig.workflows)) == (3051, 0, 3051)
+    assert max(state.sizes) <= 8192 and len(state.sizes) >= 6
+    labels = {"bucket": BUCKET, "part": "lookback"}
+    assert metric(rig, "trigger_oss_poll_checkpoint_trimmed_total", **labels) >= 1
+    assert metric(rig, "trigger_oss_poll_checkpoint_lookback_seconds", bucket=BUCKET) < 300
+
+
+async def test_objects_beyond_the_bound_since_the_scan_began_are_only_submitted_again(
+    rig: Rig,
+) -> None:
+    """More objects modified after the scan's start than the bound holds: the next scan
+    submits the left-out ones again, they meet their Workflows, and the scan after fires
+    nothing."""
+    rig.settings = poll_settings(page_size=500, checkpoint_max_bytes=8192)
+    later = rig.clock.now() + timedelta(seconds=5)
+    for i in range(2000):
+        rig.oss.put_object(BUCKET, f"in/{i:05d}.csv", b"%d" % i, last_modified=later)
+    poller = await rig.poller()
+    assert await poller.poll_once() == 2000
+    await rig.clock.advance(30)
+    again = await poller.poll_once()
+    assert 0 < again < 2000
+    assert await poller.poll_once() == 0
+    status = rig.pipeline.status["poll-in"]
+    assert (status.created, status.duplicates, len(rig.workflows)) == (2000, again, 2000)
+
+
+async def test_version_1_checkpoint_past_the_bound_resumes(rig: Rig) -> None:
+    """A checkpoint an earlier version could no longer save (just under 1 MiB, mid-scan) is
+    resumed after the upgrade: the objects after its position fire once, and it fits again."""
+    rig.seed(3000)
+    (group,) = poll_groups(rig.pipeline.rules).values()
+    rng = random.Random(5)
+
+    def packed(digests: list[int]) -> str:
+        return base64.b64encode(b"".join(d.to_bytes(8, "big") for d in digests)).decode()
+
+    long_ago = format_time(OLD - timedelta(days=1))
+    listed = await rig.oss_keys_digests(range(1000)) + [rng.getrandbits(64) for _ in range(46_000)]
+    value = {
+        "version": 1, "watermark": long_ago, "seen": packed([rng.getrandbits(64) for _ in range(47_000)]),
+        "scan": {"started": format_time(rig.clock.now() - timedelta(seconds=60)), "base": long_ago,
+                 "horizon": long_ago, "after": "in/00999.csv", "seen": packed(listed)},
+    }  # fmt: skip
+    state = HookedState(await FileStateStore.open(rig.tmp / "state.json"))
+    await state.inner.put(group.state_key, value)
+    limit = poll_settings().oss.poll.checkpoint_max_bytes
+    assert limit < len(json.dumps(value)) < 1024 * 1024
+    poller = await rig.poller(state)
+    assert await poller.poll_once() == 2000
+    assert {p["key"] for p in rig.params()} == {f"in/{i:05d}.csv" for i in range(1000, 3000)}
+    assert max(state.sizes) <= limit
+    assert await poller.poll_once() == 0
+
+
+# --- a checkpoint that cannot be saved --------------------------------------------------------
+
+
+async def test_checkpoint_that_cannot_be_saved_never_refires_a_page(rig: Rig) -> None:
+    """Every save fails: the scan goes on from memory, each object fires once, the next scan
+    fires nothing, and the failure is kept for /status and /readyz."""
+    rig.seed(2500)
+    poller = await rig.poller(await broken_state(rig))
+    assert await poller.poll_once() == 2500
+    assert await poller.poll_once() == 0
+    status = rig.pipeline.status["poll-in"]
+    assert (status.created, status.duplicates) == (2500, 0)
+    assert poller.state_error is not None and poller.state_error.reason == "io"
+    labels = {"key_kind": "oss-poll", "reason": "io"}
+    assert metric(rig, "trigger_state_errors_total", **labels) >= 2
+
+
+async def test_checkpoint_over_the_store_limit_is_reported_with_its_key(rig: Rig) -> None:
+    """A store refusing the checkpoint as too large: the scan still completes once, and the
+    error names the key and size in the log, the metric and the poller's state error."""
+    rig.settings = poll_settings(page_size=100)
+    rig.seed(300, when=rig.clock.now() - timedelta(seconds=10))
+    store = await FileStateStore.open(rig.tmp / "state.json", max_bytes=2000,
+                                      metrics=rig.pipeline.metrics)  # fmt: skip
+    poller = await rig.poller(store)
+    (group,) = poll_groups(rig.pipeline.rules).values()
+    with structlog.testing.capture_logs() as logs:
+        assert await poller.poll_once() == 300
+    assert await poller.poll_once() == 0
+    assert poller.state_error is not None and group.state_key in str(poller.state_error)
+    (line, *_) = [e for e in logs if e["event"] == "state value too large"]
+    assert line["key"] == group.state_key and line["bytes"] > 2000 and line["limit"] == 2000
+    labels = {"key_kind": "oss-poll", "reason": "too_large"}
+    assert metric(rig, "trigger_state_errors_total", **labels) >= 1
+
+
 # --- the source: loop, backoff, status, stop ---------------------------------------------------
 
 
@@ -334,6 +526,25 @@ async def test_source_retries_server_errors_with_backoff(rig: Rig) -> None:
         assert rig.workflows == []
         await rig.clock.advance(backoff)
     await eventually(lambda: len(rig.workflows) == 3, "three workflows")
+    await eventually(lambda: rig.pipeline.status["poll-in"].last_error is None, "error cleared")
+    await source.stop(5)
+    await asyncio.wait_for(task, DEADLINE)
+
+
+async def test_source_reports_a_checkpoint_it_cannot_save_until_it_can(rig: Rig) -> None:
+    """While saves fail the source lists the problem (for /readyz) and the rules' lastError;
+    once the store works again both clear."""
+    rig.seed(3)
+    source = OssPollSource(await rig.context(await broken_state(rig)))
+    task = asyncio.create_task(source.run())
+    await eventually(source.problems, "a problem")
+    (problem,) = source.problems()
+    assert problem.startswith(f"oss poll: {BUCKET}: state file") and "cannot write" in problem
+    assert "cannot save the checkpoint" in rig.pipeline.status["poll-in"].last_error
+    assert len(rig.workflows) == 3
+    (rig.tmp / "state.json").rmdir()
+    await rig.clock.advance(30)
+    await eventually(lambda: not source.problems(), "the problem cleared")
     await eventually(lambda: rig.pipeline.status["poll-in"].last_error is None, "error cleared")
     await source.stop(5)
     await asyncio.wait_for(task, DEADLINE)
@@ -409,3 +620,95 @@ def test_daemon_polls_bucket(tmp_path: Path, oss_process: str) -> None:
         )
         status = daemon.get("/status").json()["rules"]["poll-in"]
     assert (status["created"], status["last_error"]) == (4, None)
+
+
+async def test_daemon_killed_during_its_first_scan_fires_every_later_upload_once(
+    tmp_path: Path,
+) -> None:
+    """`existing: skip`, SIGKILL while the first scan waits for its second page: after a
+    restart every object uploaded since that scan began (behind it, ahead of it, while the
+    daemon was down, later) has exactly one Workflow, and the old ones none."""
+    shift = [timedelta(seconds=-200)]  # the server's clock, stepped by hand
+
+    def server_now() -> datetime:
+        return datetime.now(UTC) + shift[0]
+
+    async with OssServer([BUCKET], credentials={AK: SK}, clock=server_now) as oss:
+        for i in range(6):
+            oss.put_object(BUCKET, f"in/{i:05d}.csv", b"old", last_modified=OLD)
+        held = oss.hold(operation="ListObjectsV2", after=1)
+        rules = tmp_path / "rules"
+        rules.mkdir()
+        text = rule_yaml(oss.endpoint, existing="skip").replace("interval: 30s", "interval: 1s")
+        (rules / "poll.yaml").write_text(text)
+        env = {"OSS_AK": AK, "OSS_SK": SK, "TRIGGER_OSS__POLL__PAGE_SIZE": "2"}
+        daemon = DaemonProcess(tmp_path, rules, env=env)
+        try:
+            daemon.start(ready=False)
+            await asyncio.wait_for(held.reached.wait(), DEADLINE)
+            shift[0] += timedelta(seconds=30)
+            new = ["in/00000-behind.csv", "in/zz-ahead.csv"]
+            for key in new:
+                oss.put_object(BUCKET, key, key.encode())
+            daemon.signal(signal.SIGKILL)
+            daemon.wait()
+            held.release()
+            shift[0] += timedelta(seconds=30)
+            new.append("in/zz-while-down.csv")
+            oss.put_object(BUCKET, new[-1], b"down")
+            shift[0] += timedelta(seconds=30)
+            daemon.start(ready=False)
+            await until(lambda: created(daemon) == 3, what="the three uploads fired")
+            new.append("in/zz-later.csv")
+            oss.put_object(BUCKET, new[-1], b"later")
+            await until(lambda: created(daemon) == 4, what="the later upload fired")
+            scans = polls_done(daemon)
+            await until(lambda: polls_done(daemon) >= scans + 2, what="two more scans")
+            rule = daemon.get("/status").json()["rules"]["poll-in"]
+            keys = sorted(yaml.safe_load(p.read_text())["spec"]["arguments"]["parameters"][0]["value"]
+                          for p in daemon.workflow_files())  # fmt: skip
+        finally:
+            daemon.stop()
+    assert (rule["created"], rule["duplicates"]) == (4, 0)
+    assert keys == sorted(new)
+
+
+async def test_daemon_readyz_fails_while_the_poll_checkpoint_cannot_be_saved(
+    tmp_path: Path,
+) -> None:
+    """A state file that cannot be written: /readyz answers 503 naming the poller's problem
+    and /status shows it, the object still fires once; once writable, /readyz is 200."""
+    async with OssServer([BUCKET], credentials={AK: SK}) as oss:
+        oss.put_object(BUCKET, "in/a.csv", b"a")
+        held = oss.hold(operation="ListObjectsV2")
+        rules = tmp_path / "rules"
+        rules.mkdir()
+        text = rule_yaml(oss.endpoint).replace("interval: 30s", "interval: 1s")
+        (rules / "poll.yaml").write_text(text)
+        daemon = DaemonProcess(tmp_path, rules, env={"OSS_AK": AK, "OSS_SK": SK})
+        try:
+            daemon.start(ready=False)
+            await until(lambda: daemon.get("/readyz").status == 200, what="readiness")
+            (tmp_path / "state.json").mkdir()  # every write of the state file now fails
+            held.release()
+            await until(lambda: daemon.get("/readyz").status == 503, what="not ready")
+            ready = daemon.get("/readyz").json()
+            rule = daemon.get("/status").json()["rules"]["poll-in"]
+            (tmp_path / "state.json").rmdir()
+            await until(lambda: daemon.get("/readyz").status == 200, what="ready again")
+            created_in_the_end = created(daemon)
+        finally:
+            daemon.stop()
+    (problem,) = ready["problems"]["oss-poll"]
+    assert problem.startswith(f"oss poll: {BUCKET}: state file") and "cannot write" in problem
+    assert "cannot save the checkpoint" in rule["last_error"]
+    assert (rule["created"], created_in_the_end) == (1, 1)
+
+
+def created(daemon: DaemonProcess) -> int:
+    response = daemon.get("/status")
+    return int(response.json()["rules"]["poll-in"]["created"]) if response.status == 200 else -1
+
+
+def polls_done(daemon: DaemonProcess) -> int:
+    return sum(1 for e in daemon.log_events() if e.get("event") == "oss poll done")

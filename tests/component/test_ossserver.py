@@ -451,6 +451,52 @@ async def test_injection_matches_only_its_operation(oss: OssServer, bucket: oss2
         await call(bucket.put_object, "k", b"v")
 
 
+async def test_injection_can_let_requests_through_first(
+    bucket: oss2.Bucket, oss: OssServer
+) -> None:
+    """With `after`, an injection lets that many matching requests succeed, then fails."""
+    oss.inject(503, "ServiceUnavailable", operation="ListObjectsV2", after=1)
+    outcomes = []
+    for _ in range(3):
+        try:
+            await call(bucket.list_objects_v2)
+            outcomes.append(200)
+        except oss2.exceptions.ServerError as exc:
+            outcomes.append(exc.status)
+    assert outcomes == [200, 503, 200]
+
+
+async def test_date_comes_from_the_clock_and_can_be_skewed() -> None:
+    """Replies carry the server clock's Date; `skew_date` shifts it for one listing only."""
+    moment = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+    async with OssServer(
+        [BUCKET], credentials={AK: SK}, region=REGION, clock=lambda: moment
+    ) as oss:
+        bucket = make_bucket(oss)
+        oss.skew_date(3600, operation="ListObjectsV2", after=1)
+        dates = [(await call(bucket.list_objects_v2)).headers["date"] for _ in range(3)]
+    assert dates == [
+        "Sat, 01 Mar 2025 12:00:00 GMT",
+        "Sat, 01 Mar 2025 13:00:00 GMT",
+        "Sat, 01 Mar 2025 12:00:00 GMT",
+    ]
+
+
+async def test_hold_keeps_a_request_waiting_until_released(
+    oss: OssServer, bucket: oss2.Bucket
+) -> None:
+    """A held listing is answered only after `release()`; the one before passes."""
+    hold = oss.hold(operation="ListObjectsV2", after=1)
+    await call(bucket.list_objects_v2)
+    assert not hold.reached.is_set()
+    listing = asyncio.ensure_future(call(bucket.list_objects_v2))
+    await asyncio.wait_for(hold.reached.wait(), DEADLINE)
+    assert not listing.done() and oss.count(operation="ListObjectsV2") == 1
+    hold.release()
+    await listing
+    assert oss.count(operation="ListObjectsV2", status=200) == 2
+
+
 async def test_requests_are_logged(oss: OssServer, bucket: oss2.Bucket) -> None:
     """Every answered request is logged with its operation, key and status."""
     await call(bucket.put_object, "k", b"v")

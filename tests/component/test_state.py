@@ -11,15 +11,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from aiohttp import web
 from kubernetes_asyncio import client
 
 from trigger.errors import ConfigError
+from trigger.runtime.metrics import Metrics
 from trigger.runtime.state import (
+    ANNOTATION_KEY,
+    LABEL_STORE,
     MAX_BYTES,
     ConfigMapStateStore,
     FileStateStore,
     StateError,
+    StateTooLarge,
+    configmap_name,
     open_state_store,
     validate_key,
 )
@@ -127,6 +133,15 @@ async def test_file_store_refuses_state_over_the_size_limit(tmp_path: Path) -> N
     assert json.loads((tmp_path / "state.json").read_text()) == {KEY: {"n": 1}}
 
 
+async def test_file_store_one_huge_key_does_not_stop_another(tmp_path: Path) -> None:
+    """A key holding nearly 1 MiB leaves every other key free to be written."""
+    store = await FileStateStore.open(tmp_path / "state.json")
+    await store.put("oss-poll/big", {"blob": "x" * (MAX_BYTES - 100)})
+    await store.put(KEY, {"scheduledTime": "2025-01-01T02:00:00Z"})
+    reopened = await FileStateStore.open(tmp_path / "state.json")
+    assert await reopened.get(KEY) == {"scheduledTime": "2025-01-01T02:00:00Z"}
+
+
 async def test_file_store_refuses_a_non_object_value(tmp_path: Path) -> None:
     """A value that is not a dict is refused before anything is written."""
     store = await FileStateStore.open(tmp_path / "state.json")
@@ -200,24 +215,51 @@ async def api(kube: tuple[KubeEmulator, StatusLog]) -> AsyncIterator[Callable[[]
         await api_client.close()
 
 
-def configmap(kube: KubeEmulator, name: str = CM) -> dict[str, Any] | None:
-    return kube.get_object("", "v1", "configmaps", name, NS)
+def configmap(kube: KubeEmulator, key: str = KEY) -> dict[str, Any] | None:
+    """The ConfigMap that holds `key`."""
+    return kube.get_object("", "v1", "configmaps", configmap_name(CM, key), NS)
 
 
-async def test_configmap_store_creates_the_configmap_on_first_write(
+def seed_configmap(kube: KubeEmulator, name: str, data: dict[str, str], **meta: Any) -> None:
+    kube.put_object(
+        "", "v1", "configmaps", {"metadata": {"name": name, "namespace": NS, **meta}, "data": data}
+    )
+
+
+async def test_configmap_store_creates_a_configmap_per_key_on_first_write(
     kube: tuple[KubeEmulator, StatusLog], api: Callable[[], Any]
 ) -> None:
-    """No ConfigMap until the first write; then one exists with the encoded key."""
+    """No ConfigMap until a key's first write; then one per key, labelled and annotated."""
     emulator, _ = kube
     store = ConfigMapStateStore(api(), NS, CM, clock=RecordingClock())
     assert await store.get(KEY) is None
     assert configmap(emulator) is None
     await store.put(KEY, {"watermark": "2025-01-01T02:00:00Z"})
+    await store.put("oss-poll/raw-data/1f2e", {"n": 1})
     found = configmap(emulator)
     assert found is not None
-    assert json.loads(found["data"]["cron__nightly-report"]) == {
-        "watermark": "2025-01-01T02:00:00Z"
-    }
+    assert found["metadata"]["name"].startswith(f"{CM}-cron-nightly-report-")
+    assert found["metadata"]["labels"][LABEL_STORE] == CM
+    assert found["metadata"]["annotations"][ANNOTATION_KEY] == KEY
+    assert json.loads(found["data"]["value"]) == {"watermark": "2025-01-01T02:00:00Z"}
+    other = configmap(emulator, "oss-poll/raw-data/1f2e")
+    assert other is not None and other["metadata"]["name"] != found["metadata"]["name"]
+    assert emulator.get_object("", "v1", "configmaps", CM, NS) is None
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [("cron/Nightly", "cron/nightly"), ("cron/a.b", "cron/a-b"), ("x" * 200, "x" * 199 + "y")],
+    ids=["case", "punctuation", "long"],
+)
+def test_configmap_names_are_distinct_and_valid(keys: tuple[str, str]) -> None:
+    """Keys that differ only in case, punctuation or past the cut get different, valid names."""
+    names = [configmap_name("trigger-state", key) for key in keys]
+    assert names[0] != names[1]
+    for name in names:
+        assert len(name) <= 253
+        assert all(c.islower() or c.isdigit() or c in "-." for c in name)
+        assert name[0].isalnum() and name[-1].isalnum()
 
 
 async def test_configmap_store_round_trips(api: Callable[[], Any]) -> None:
@@ -230,6 +272,20 @@ async def test_configmap_store_round_trips(api: Callable[[], Any]) -> None:
     assert await writer.update("oss-poll/ingest-csv", lambda _: None) is None
     assert await reader.get(KEY) == {"n": 2}
     assert await reader.get("oss-poll/ingest-csv") is None
+
+
+async def test_configmap_store_one_huge_key_does_not_stop_another(
+    kube: tuple[KubeEmulator, StatusLog], api: Callable[[], Any]
+) -> None:
+    """A poll checkpoint of nearly 1 MiB: a cron rule's watermark still saves, and a new
+    rule's first watermark too."""
+    store = ConfigMapStateStore(api(), NS, CM, clock=RecordingClock())
+    await store.put("oss-poll/raw-data/1f2e", {"seen": "x" * (MAX_BYTES - 100)})
+    await store.put(KEY, {"scheduledTime": "2025-01-01T02:00:00Z"})
+    await store.put("cron/new-rule", {"scheduledTime": "2025-01-01T03:00:00Z"})
+    reader = ConfigMapStateStore(api(), NS, CM, clock=RecordingClock())
+    assert await reader.get(KEY) == {"scheduledTime": "2025-01-01T02:00:00Z"}
+    assert await reader.get("cron/new-rule") == {"scheduledTime": "2025-01-01T03:00:00Z"}
 
 
 async def test_configmap_store_two_replicas_lose_no_increment(
@@ -249,7 +305,7 @@ async def test_configmap_store_two_replicas_lose_no_increment(
 async def test_configmap_store_retries_a_write_that_lost_a_race(
     kube: tuple[KubeEmulator, StatusLog], api: Callable[[], Any]
 ) -> None:
-    """A 409 on replace re-reads and re-applies fn, keeping the other writer's change."""
+    """A 409 on replace re-reads and re-applies fn to the other writer's value."""
     emulator, statuses = kube
     store = ConfigMapStateStore(api(), NS, CM, clock=RecordingClock())
     await store.put(KEY, {"n": 1})
@@ -259,69 +315,84 @@ async def test_configmap_store_retries_a_write_that_lost_a_race(
         if not seen:  # another replica writes between our read and our replace
             current = configmap(emulator)
             assert current is not None
-            current["data"]["other"] = json.dumps({"x": 1})
+            current["data"]["value"] = json.dumps({"n": 5})
             emulator.put_object("", "v1", "configmaps", current)
         seen.append(value)
         return increment(value)
 
-    assert await store.update(KEY, racing) == {"n": 2}
-    assert seen == [{"n": 1}, {"n": 1}]
-    assert ("PUT", f"/api/v1/namespaces/{NS}/configmaps/{CM}", 409) in statuses
-    assert await store.get("other") == {"x": 1}
+    assert await store.update(KEY, racing) == {"n": 6}
+    assert seen == [{"n": 1}, {"n": 5}]
+    name = configmap_name(CM, KEY)
+    assert ("PUT", f"/api/v1/namespaces/{NS}/configmaps/{name}", 409) in statuses
 
 
 async def test_configmap_store_create_race_rereads(
     kube: tuple[KubeEmulator, StatusLog], api: Callable[[], Any]
 ) -> None:
-    """A 409 on create (another replica created it first) re-reads and replaces."""
+    """A 409 on create (another replica created the key's ConfigMap first) re-reads and
+    replaces, applying fn to what the other wrote."""
     emulator, statuses = kube
     store = ConfigMapStateStore(api(), NS, CM, clock=RecordingClock())
     calls: list[dict[str, Any] | None] = []
 
     def racing(value: dict[str, Any] | None) -> dict[str, Any]:
         if not calls:
-            emulator.put_object(
-                "",
-                "v1",
-                "configmaps",
-                {
-                    "metadata": {"name": CM, "namespace": NS},
-                    "data": {"oss-poll__x": json.dumps({"token": "t"})},
-                },
-            )
+            seed_configmap(emulator, configmap_name(CM, KEY), {"value": json.dumps({"n": 7})})
         calls.append(value)
-        return {"n": 1}
+        return increment(value)
 
-    await store.update(KEY, racing)
+    assert await store.update(KEY, racing) == {"n": 8}
+    assert calls == [None, {"n": 7}]
     assert ("POST", f"/api/v1/namespaces/{NS}/configmaps", 409) in statuses
-    assert await store.get(KEY) == {"n": 1}
-    assert await store.get("oss-poll/x") == {"token": "t"}
 
 
 async def test_configmap_store_keeps_foreign_metadata(
     kube: tuple[KubeEmulator, StatusLog], api: Callable[[], Any]
 ) -> None:
-    """Labels and annotations others put on the ConfigMap survive our writes."""
+    """Labels and annotations others put on a key's ConfigMap survive our writes."""
     emulator, _ = kube
-    emulator.put_object(
-        "",
-        "v1",
-        "configmaps",
-        {
-            "metadata": {
-                "name": CM,
-                "namespace": NS,
-                "labels": {"team": "data"},
-                "annotations": {"owner": "ops"},
-            }
-        },
-    )
     store = ConfigMapStateStore(api(), NS, CM, clock=RecordingClock())
     await store.put(KEY, {"n": 1})
     found = configmap(emulator)
     assert found is not None
-    assert found["metadata"]["labels"] == {"team": "data"}
-    assert found["metadata"]["annotations"] == {"owner": "ops"}
+    found["metadata"]["labels"]["team"] = "data"
+    found["metadata"]["annotations"]["owner"] = "ops"
+    emulator.put_object("", "v1", "configmaps", found)
+    await store.put(KEY, {"n": 2})
+    found = configmap(emulator)
+    assert found is not None
+    assert found["metadata"]["labels"]["team"] == "data"
+    assert found["metadata"]["annotations"]["owner"] == "ops"
+
+
+async def test_configmap_store_reads_and_migrates_the_single_configmap(
+    kube: tuple[KubeEmulator, StatusLog], api: Callable[[], Any]
+) -> None:
+    """State an earlier version kept in one ConfigMap is read as is; a write moves the key
+    to its own ConfigMap and removes it there, leaving the other keys readable."""
+    emulator, _ = kube
+    legacy = {"cron__nightly-report": json.dumps({"n": 1}), "oss-poll__x": json.dumps({"t": 1})}
+    seed_configmap(emulator, CM, legacy)
+    store = ConfigMapStateStore(api(), NS, CM, clock=RecordingClock())
+    assert await store.get(KEY) == {"n": 1}
+    assert await store.update(KEY, increment) == {"n": 2}
+    assert configmap(emulator) is not None
+    old = emulator.get_object("", "v1", "configmaps", CM, NS)
+    assert old is not None and old["data"] == {"oss-poll__x": json.dumps({"t": 1})}
+    reader = ConfigMapStateStore(api(), NS, CM, clock=RecordingClock())
+    assert await reader.get(KEY) == {"n": 2}
+    assert await reader.get("oss-poll/x") == {"t": 1}
+
+
+async def test_configmap_store_delete_does_not_bring_back_a_migrated_value(
+    kube: tuple[KubeEmulator, StatusLog], api: Callable[[], Any]
+) -> None:
+    """Deleting a key that still sat in the old single ConfigMap leaves it deleted."""
+    emulator, _ = kube
+    seed_configmap(emulator, CM, {"cron__nightly-report": json.dumps({"n": 1})})
+    store = ConfigMapStateStore(api(), NS, CM, clock=RecordingClock())
+    assert await store.update(KEY, lambda _: None) is None
+    assert await ConfigMapStateStore(api(), NS, CM, clock=RecordingClock()).get(KEY) is None
 
 
 @pytest.mark.parametrize("status", [500, 503, 429])
@@ -341,16 +412,18 @@ async def test_configmap_store_retries_temporary_failures(
 async def test_configmap_store_persistent_500_is_a_temporary_state_error(
     kube: tuple[KubeEmulator, StatusLog], api: Callable[[], Any]
 ) -> None:
-    """When every attempt gets 500 the store gives up with a temporary StateError."""
+    """When every attempt gets 500 the store gives up with a temporary StateError, counted."""
     emulator, _ = kube
-    clock = RecordingClock()
-    store = ConfigMapStateStore(api(), NS, CM, clock=clock, attempts=3)
+    clock, metrics = RecordingClock(), Metrics()
+    store = ConfigMapStateStore(api(), NS, CM, clock=clock, attempts=3, metrics=metrics)
     emulator.inject(500, count=100, path_contains="configmaps")
     with pytest.raises(StateError, match="500") as caught:
         await store.put(KEY, {"n": 1})
     assert caught.value.temporary
     assert caught.value.status == 500
     assert len(clock.slept) == 2
+    labels = {"key_kind": "cron", "reason": "unavailable"}
+    assert metrics.registry.get_sample_value("trigger_state_errors_total", labels) == 1
 
 
 async def test_configmap_store_does_not_retry_a_forbidden_write(
@@ -363,22 +436,23 @@ async def test_configmap_store_does_not_retry_a_forbidden_write(
     emulator.inject(403, count=5, path_contains="configmaps")
     with pytest.raises(StateError, match="403") as caught:
         await store.get(KEY)
-    assert not caught.value.temporary
+    assert not caught.value.temporary and caught.value.reason == "forbidden"
     assert clock.slept == []
 
 
-async def test_configmap_store_refuses_state_over_the_size_limit(
+async def test_configmap_store_refuses_a_value_over_the_size_limit(
     kube: tuple[KubeEmulator, StatusLog], api: Callable[[], Any]
 ) -> None:
-    """A write that would push the ConfigMap past 1 MiB is refused before it is sent."""
+    """A value past 1 MiB is refused before it is sent, and the key keeps its old value."""
     emulator, _ = kube
     store = ConfigMapStateStore(api(), NS, CM, clock=RecordingClock())
     await store.put(KEY, {"n": 1})
     puts = emulator.count(method="PUT")
     with pytest.raises(StateError, match="limit") as caught:
-        await store.put("big", {"blob": "x" * MAX_BYTES})
+        await store.put(KEY, {"blob": "x" * MAX_BYTES})
     assert not caught.value.temporary
     assert emulator.count(method="PUT") == puts
+    assert await store.get(KEY) == {"n": 1}
 
 
 async def test_configmap_store_reports_a_value_that_is_not_json(
@@ -386,16 +460,40 @@ async def test_configmap_store_reports_a_value_that_is_not_json(
 ) -> None:
     """A hand-edited value that is not a JSON object is a clear, permanent StateError."""
     emulator, _ = kube
-    emulator.put_object(
-        "",
-        "v1",
-        "configmaps",
-        {"metadata": {"name": CM, "namespace": NS}, "data": {"cron__nightly-report": "oops"}},
-    )
+    seed_configmap(emulator, configmap_name(CM, KEY), {"value": "oops"})
     store = ConfigMapStateStore(api(), NS, CM, clock=RecordingClock())
     with pytest.raises(StateError, match="cron/nightly-report") as caught:
         await store.get(KEY)
-    assert not caught.value.temporary
+    assert not caught.value.temporary and caught.value.reason == "invalid"
+
+
+@pytest.mark.parametrize("kind", ["file", "configmap"])
+async def test_state_too_large_names_key_and_size_and_is_counted(
+    tmp_path: Path, api: Callable[[], Any], kind: str
+) -> None:
+    """A value over the limit is a StateTooLarge naming the key and its size, logged as
+    such and counted in trigger_state_errors_total{reason="too_large"}."""
+    metrics = Metrics()
+    store: Any
+    if kind == "file":
+        store = await FileStateStore.open(tmp_path / "s.json", max_bytes=1000, metrics=metrics)
+    else:
+        clock = RecordingClock()
+        store = ConfigMapStateStore(api(), NS, CM, clock=clock, max_bytes=1000, metrics=metrics)
+    with structlog.testing.capture_logs() as logs, pytest.raises(StateTooLarge) as caught:
+        await store.put("oss-poll/raw-data/1f2e", {"blob": "x" * 2000})
+    assert caught.value.key == "oss-poll/raw-data/1f2e" and caught.value.size > 2000
+    assert "oss-poll/raw-data/1f2e" in str(caught.value) and str(caught.value.size) in str(
+        caught.value
+    )
+    (line,) = [e for e in logs if e["event"] == "state value too large"]
+    assert (line["key"], line["bytes"], line["limit"]) == (
+        "oss-poll/raw-data/1f2e",
+        caught.value.size,
+        1000,
+    )
+    labels = {"key_kind": "oss-poll", "reason": "too_large"}
+    assert metrics.registry.get_sample_value("trigger_state_errors_total", labels) == 1
 
 
 # --- opening -----------------------------------------------------------------------------

@@ -142,11 +142,11 @@ def fingerprint(paths: tuple[str, ...]) -> tuple[tuple[str, int, int], ...]:
     return tuple(result)
 
 
-async def open_state(spec: str, sink: Sink) -> Any:
+async def open_state(spec: str, sink: Sink, metrics: Metrics) -> Any:
     """The state store; `kubernetes` shares the kubernetes sink's connection."""
     from trigger.runtime.state import open_state_store
 
-    return await open_state_store(spec, getattr(sink, "api_client", None))
+    return await open_state_store(spec, getattr(sink, "api_client", None), metrics=metrics)
 
 
 def dead_letter_sink(spec: str, observer: StorageObserver | None = None) -> FileDeadLetterSink:
@@ -228,13 +228,14 @@ class Daemon:
         oss_push.report()
         runners = await self._listen(ctx)
         supervisor = Supervisor(self.clock, self.metrics)
-        state = await open_state(s.state, sink)
+        state = await open_state(s.state, sink, self.metrics)
         sources = SourceManager(
             SourceContext(pipeline, self.metrics, self.clock, sink, state, s, dict(os.environ)),
             supervisor,
             leader=False,
         )
         self.sources = sources
+        health.source_problems = sources.problems
         leadership = leadership_for(s, sink, self.clock)
         supervisor.start("leader-election", leadership.run, "core")
         supervisor.start("leadership", lambda: self._follow(leadership, sources, health), "core")

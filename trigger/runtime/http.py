@@ -40,6 +40,9 @@ class Health:
     rules_loaded: bool = False
     reload_error: list[str] = field(default_factory=list)
     sources: dict[str, bool] = field(default_factory=dict)
+    # What running sources report as keeping them from working durably (a poll checkpoint
+    # that cannot be saved): asked on every /readyz.
+    source_problems: Callable[[], dict[str, list[str]]] | None = None
     sink_check: Callable[[], Awaitable[None]] | None = None
     leader: bool = False
     template_problems: list[str] = field(default_factory=list)
@@ -109,7 +112,10 @@ async def _readyz(ctx: HttpContext) -> web.Response:
             sink_ok = False
             detail["sink"] = f"unreachable: {exc}"
     detail.setdefault("sink", "ok")
-    ready = health.rules_loaded and sink_ok and all(health.sources.values())
+    problems = health.source_problems() if health.source_problems is not None else {}
+    if problems:
+        detail["problems"] = problems
+    ready = health.rules_loaded and sink_ok and all(health.sources.values()) and not problems
     return web.json_response({"ready": ready, **detail}, status=200 if ready else 503)
 
 

@@ -122,6 +122,13 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.state_errors = Counter(
+            "trigger_state_errors",
+            "State store operations that failed, by the key's kind (cron, oss-poll) and "
+            "reason (too_large, forbidden, rejected, invalid, conflict, unavailable, io).",
+            ["key_kind", "reason"],
+            registry=r,
+        )
 
     def child(self, metric: Any, *labels: str) -> Any:
         """`metric.labels(*labels)`, cached: prometheus_client's own lookup takes a lock and

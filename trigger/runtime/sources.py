@@ -24,7 +24,7 @@ import structlog
 from trigger.rules.router import RuleSet
 from trigger.runtime.leader import Leadership
 from trigger.runtime.supervisor import Supervisor
-from trigger.sources.base import Source, SourceContext
+from trigger.sources.base import ReportsProblems, Source, SourceContext
 
 log = structlog.get_logger("trigger.sources")
 
@@ -66,6 +66,15 @@ class SourceManager:
     def health(self) -> dict[str, bool]:
         tasks = self.supervisor.running("source:")
         return {name: tasks.get(f"source:{name}", False) for name in self.running}
+
+    def problems(self) -> dict[str, list[str]]:
+        """The running sources' problems, by source name (only those that have some)."""
+        found = {
+            name: source.problems()
+            for name, source in self.running.items()
+            if isinstance(source, ReportsProblems)
+        }
+        return {name: lines for name, lines in found.items() if lines}
 
     async def sync(self, rules: RuleSet, deadline: float) -> None:
         """Start the sources the rules need (and leadership allows); stop the others."""

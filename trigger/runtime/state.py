@@ -1,29 +1,35 @@
 """The daemon's small durable state: cron watermarks and OSS poll checkpoints.
 
-A `StateStore` maps short keys (`cron/nightly-report`, `oss-poll/ingest-csv`) to small JSON
-objects. Two implementations:
+A `StateStore` maps short keys (`cron/nightly-report`, `oss-poll/raw-data/1f2e…`) to JSON
+objects. Every key is its own unit of size: a value may take up to `MAX_BYTES` (1 MiB, the
+ConfigMap limit) encoded, and one key's growth never stops another key from being saved.
+Two implementations:
 
-- `FileStateStore`: one JSON file, for a single daemon process (the default).
-- `ConfigMapStateStore`: one ConfigMap, shared by replicas; writes use the ConfigMap's
-  resourceVersion, so concurrent writers never lose each other's updates.
+- `FileStateStore`: one JSON file, for a single daemon process (the default). Each write
+  rewrites the file atomically; only the written key's size is checked.
+- `ConfigMapStateStore`: one ConfigMap per key, shared by replicas. Names derive from the
+  configured name and the key (`trigger-state-cron-nightly-report-1a2b3c4d5e`), labelled
+  `trigger.dev/state-store=<name>` and annotated with the key. Writes use each ConfigMap's
+  resourceVersion, so concurrent writers never lose each other's updates. The single
+  ConfigMap of earlier versions (the configured name itself) is still read for keys that
+  have no ConfigMap of their own yet, and a key is removed from it once migrated.
 
 `update(key, fn)` is the read-modify-write primitive: `fn` gets the current value (or None)
 and returns the new one (None deletes). `fn` may be called more than once when another
 writer wins a race, so it must be a pure function of its argument.
 
-Both stores hold at most `MAX_BYTES` (1 MiB, the ConfigMap limit, kept for the file too so
-the two behave alike) and rewrite everything on each write: values are meant to be small
-(a timestamp, a continuation token), a few hundred bytes per key.
-
 Errors: a corrupt file is a `ConfigError` at open (never silently reset, which would
 re-fire every cron tick and re-poll every object). Everything else is a `StateError`;
-`temporary` says whether retrying later can help (5xx, 429, network) or not (403, too big).
+`temporary` says whether retrying later can help (5xx, 429, network) or not (403, too big),
+`reason` names the failure for the metric `trigger_state_errors_total{key_kind,reason}`.
+A value over the limit is a `StateTooLarge` naming the key and its size, logged as such.
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
+import hashlib
 import json
 import os
 import random
@@ -33,9 +39,13 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Final, Protocol, TypeVar
 
+import structlog
+
 from trigger.errors import ConfigError, TriggerError
+from trigger.runtime.metrics import Metrics
 from trigger.submit.clock import Clock, SystemClock
 
+log = structlog.get_logger("trigger.state")
 Value = dict[str, Any]
 Updater = Callable[[Value | None], Value | None]
 T = TypeVar("T")
@@ -44,8 +54,15 @@ MAX_BYTES: Final = 1024 * 1024
 MAX_KEY: Final = 200
 DEFAULT_CONFIGMAP: Final = "trigger-state"
 NAMESPACE_FILE: Final = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+LABEL_STORE: Final = "trigger.dev/state-store"
+ANNOTATION_KEY: Final = "trigger.dev/state-key"
+DATA_KEY: Final = "value"
 _KEY: Final = re.compile(r"[A-Za-z0-9._/-]+")
 _AMBIGUOUS: Final = ("__", "_/", "/_")
+_NOT_NAME: Final = re.compile(r"[^a-z0-9]+")
+_MAX_NAME: Final = 253
+_MAX_LABEL: Final = 63
+_HASH: Final = 10
 _CONFLICT: Final = 409
 _TEMPORARY: Final = frozenset({408, 429})
 
@@ -53,10 +70,31 @@ _TEMPORARY: Final = frozenset({408, 429})
 class StateError(TriggerError):
     """The state backend failed; `temporary` says whether a later retry can help."""
 
-    def __init__(self, message: str, *, temporary: bool, status: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        temporary: bool,
+        status: int | None = None,
+        reason: str = "unavailable",
+    ) -> None:
         super().__init__(message)
         self.temporary = temporary
         self.status = status
+        self.reason = reason
+
+
+class StateTooLarge(StateError):
+    """A value over the store's per-key limit; nothing was written."""
+
+    def __init__(self, where: str, key: str, size: int, limit: int) -> None:
+        super().__init__(
+            f"{where}: state key {key!r} would take {size} bytes, over the {limit}-byte "
+            "limit per key",
+            temporary=False,
+            reason="too_large",
+        )
+        self.key, self.size, self.limit = key, size, limit
 
 
 class StateStore(Protocol):
@@ -83,7 +121,7 @@ def validate_key(key: str) -> str:
     """Return `key` if it is a valid state key, else raise ValueError.
 
     Valid: 1-200 characters of `[A-Za-z0-9._/-]`, without `__`, `_/` or `/_` (the
-    ConfigMap store spells `/` as `__`, and those would make two keys collide).
+    earlier single-ConfigMap layout spelt `/` as `__`, and those would make keys collide).
     """
     if (
         not isinstance(key, str)
@@ -98,6 +136,11 @@ def validate_key(key: str) -> str:
     return key
 
 
+def key_kind(key: str) -> str:
+    """The metric label for a key: its first segment (`cron`, `oss-poll`)."""
+    return key.partition("/")[0]
+
+
 def _encode_value(key: str, value: Value | None) -> str | None:
     if value is None:
         return None
@@ -106,13 +149,17 @@ def _encode_value(key: str, value: Value | None) -> str | None:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
-def _check_size(what: str, size: int) -> None:
-    if size > MAX_BYTES:
-        raise StateError(
-            f"{what}: state would be {size} bytes, over the {MAX_BYTES}-byte "
-            "limit; state values must stay small",
-            temporary=False,
-        )
+class _Reporter:
+    """Counts and logs the StateErrors a store raises (once per failed operation)."""
+
+    def __init__(self, metrics: Metrics | None) -> None:
+        self._metrics = metrics
+
+    def failed(self, key: str, err: StateError) -> None:
+        if self._metrics is not None:
+            self._metrics.state_errors.labels(key_kind(key), err.reason).inc()
+        if isinstance(err, StateTooLarge):
+            log.error("state value too large", key=key, bytes=err.size, limit=err.limit)
 
 
 # --- file ------------------------------------------------------------------------------
@@ -161,16 +208,28 @@ def _write_atomically(path: Path, text: str) -> None:
 class FileStateStore:
     """State in one JSON file, owned by one daemon process; open it with `open()`."""
 
-    def __init__(self, path: str | Path, data: dict[str, Value]) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        data: dict[str, Value],
+        *,
+        max_bytes: int = MAX_BYTES,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.path = Path(path)
+        self.max_bytes = max_bytes
         self._data = data
         self._lock = asyncio.Lock()
+        self._reporter = _Reporter(metrics)
 
     @classmethod
-    async def open(cls, path: str | Path) -> FileStateStore:
+    async def open(
+        cls, path: str | Path, *, max_bytes: int = MAX_BYTES, metrics: Metrics | None = None
+    ) -> FileStateStore:
         """Load the file (a missing file is empty state); a corrupt one is a ConfigError."""
         target = Path(path)
-        return cls(target, await asyncio.to_thread(_load_file, target))
+        data = await asyncio.to_thread(_load_file, target)
+        return cls(target, data, max_bytes=max_bytes, metrics=metrics)
 
     async def get(self, key: str) -> Value | None:
         found = self._data.get(validate_key(key))
@@ -181,24 +240,33 @@ class FileStateStore:
 
     async def update(self, key: str, fn: Updater) -> Value | None:
         validate_key(key)
-        async with self._lock:
-            new = fn(copy.deepcopy(self._data.get(key)))
-            _encode_value(key, new)
-            if new == self._data.get(key):
-                return copy.deepcopy(new)
-            data = {k: v for k, v in self._data.items() if k != key}
-            if new is not None:
-                data[key] = copy.deepcopy(new)
-            text = json.dumps(data, sort_keys=True, indent=1, allow_nan=False) + "\n"
-            _check_size(f"state file {self.path}", len(text.encode()))
-            try:
-                await asyncio.to_thread(_write_atomically, self.path, text)
-            except OSError as err:
-                raise StateError(
-                    f"state file {self.path}: cannot write: {err}", temporary=True
-                ) from err
-            self._data = data
+        try:
+            async with self._lock:
+                return await self._update(key, fn)
+        except StateError as err:
+            self._reporter.failed(key, err)
+            raise
+
+    async def _update(self, key: str, fn: Updater) -> Value | None:
+        new = fn(copy.deepcopy(self._data.get(key)))
+        encoded = _encode_value(key, new)
+        if new == self._data.get(key):
             return copy.deepcopy(new)
+        size = 0 if encoded is None else len(encoded.encode())
+        if size > self.max_bytes:
+            raise StateTooLarge(f"state file {self.path}", key, size, self.max_bytes)
+        data = {k: v for k, v in self._data.items() if k != key}
+        if new is not None:
+            data[key] = copy.deepcopy(new)
+        text = json.dumps(data, sort_keys=True, indent=1, allow_nan=False) + "\n"
+        try:
+            await asyncio.to_thread(_write_atomically, self.path, text)
+        except OSError as err:
+            raise StateError(
+                f"state file {self.path}: cannot write: {err}", temporary=True, reason="io"
+            ) from err
+        self._data = data
+        return copy.deepcopy(new)
 
     async def close(self) -> None:
         async with self._lock:  # let a write in flight finish
@@ -218,22 +286,48 @@ def _api_error(err: BaseException, what: str) -> StateError:
     if isinstance(err, ApiException):
         status = int(err.status or 0)
         temporary = status in _TEMPORARY or status >= 500 or status == 0
-        return StateError(f"{what}: {status} {err.reason}", temporary=temporary, status=status)
+        reason = "unavailable" if temporary else "forbidden" if status == 403 else "rejected"
+        return StateError(
+            f"{what}: {status} {err.reason}", temporary=temporary, status=status, reason=reason
+        )
     return StateError(f"{what}: {type(err).__name__}: {err}", temporary=True)
 
 
-def _encode_key(key: str) -> str:
-    # ConfigMap data keys allow [-._a-zA-Z0-9]; validate_key refuses the underscore
-    # neighbourhoods that would make "__" ambiguous.
+def _legacy_key(key: str) -> str:
+    # The single-ConfigMap layout's data keys allow [-._a-zA-Z0-9]; validate_key refuses
+    # the underscore neighbourhoods that would make "__" ambiguous.
     return validate_key(key).replace("/", "__")
 
 
-class ConfigMapStateStore:
-    """State in one ConfigMap's `data`, safe to share between replicas.
+def _short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:_HASH]
 
-    The ConfigMap is created on the first write. Conflicts (409) and temporary failures
-    are retried up to `attempts` times with jittered exponential backoff on `clock`; the
-    `api_client` belongs to the caller and is not closed by `close()`.
+
+def configmap_name(base: str, key: str) -> str:
+    """The ConfigMap holding `key`: `<base>-<key, lower-cased, [a-z0-9-]>-<hash of key>`.
+
+    The hash keeps keys that differ only in case or punctuation apart; the readable part
+    is cut so the name stays within Kubernetes' 253 characters.
+    """
+    slug = _NOT_NAME.sub("-", validate_key(key).lower()).strip("-")
+    stem = f"{base}-{slug}"[: _MAX_NAME - _HASH - 1].rstrip("-.")
+    return f"{stem}-{_short_hash(key)}"
+
+
+def store_label(base: str) -> str:
+    """The `trigger.dev/state-store` label value: the base name, or a hash when too long."""
+    if len(base) <= _MAX_LABEL:
+        return base
+    return f"{base[: _MAX_LABEL - _HASH - 1].rstrip('-.')}-{_short_hash(base)}"
+
+
+class ConfigMapStateStore:
+    """State in one ConfigMap per key, safe to share between replicas.
+
+    A key's ConfigMap is created on its first write; its `data.value` is the JSON value
+    (no `value`: the key was deleted). Conflicts (409) and temporary failures are retried
+    up to `attempts` times with jittered exponential backoff on `clock`; the `api_client`
+    belongs to the caller and is not closed by `close()`.
     """
 
     def __init__(
@@ -247,55 +341,79 @@ class ConfigMapStateStore:
         backoff: float = 0.05,
         max_backoff: float = 2.0,
         rng: random.Random | None = None,
+        max_bytes: int = MAX_BYTES,
+        metrics: Metrics | None = None,
     ) -> None:
         from kubernetes_asyncio import client
 
-        self.namespace, self.name = namespace, name
+        self.namespace, self.name, self.max_bytes = namespace, name, max_bytes
         self._api_client = api_client
         self._core = client.CoreV1Api(api_client)
         self._clock = clock or SystemClock()
         self._attempts, self._backoff, self._max_backoff = attempts, backoff, max_backoff
         self._rng = rng or random.Random()  # noqa: S311 (jitter, not cryptography)
-        # Writers in this process take turns, so the optimistic retries only race other
-        # replicas and stay few.
-        self._lock = asyncio.Lock()
+        self._reporter = _Reporter(metrics)
+        # Writers of one key in this process take turns, so the optimistic retries only
+        # race other replicas and stay few; different keys never wait for each other.
+        self._locks: dict[str, asyncio.Lock] = {}
 
-    @property
-    def _what(self) -> str:
-        return f"state configmap {self.namespace}/{self.name}"
+    def _what(self, name: str) -> str:
+        return f"state configmap {self.namespace}/{name}"
 
     async def get(self, key: str) -> Value | None:
-        encoded = _encode_key(key)
-        _, data = await self._retrying(self._read)
-        return self._decode(key, data.get(encoded))
+        name = configmap_name(self.name, key)
+        try:
+            obj = await self._retrying(name, lambda: self._read(name))
+            if obj is not None:
+                return self._decode(name, key, (obj.get("data") or {}).get(DATA_KEY))
+            return (await self._retrying(self.name, lambda: self._legacy(key)))[1]
+        except StateError as err:
+            self._reporter.failed(key, err)
+            raise
 
     async def put(self, key: str, value: Value) -> None:
         await self.update(key, lambda _: value)
 
     async def update(self, key: str, fn: Updater) -> Value | None:
-        encoded = _encode_key(key)
-        async with self._lock:
-            return await self._retrying(lambda: self._update_once(key, encoded, fn))
-
-    async def close(self) -> None:
-        async with self._lock:  # let a write in flight finish
-            return
-
-    async def _update_once(self, key: str, encoded: str, fn: Updater) -> Value | None:
-        obj, data = await self._read()
-        current = self._decode(key, data.get(encoded))
-        new = fn(copy.deepcopy(current))
-        text = _encode_value(key, new)
-        if new == current:
-            return new
-        data = {k: v for k, v in data.items() if k != encoded}
-        if text is not None:
-            data[encoded] = text
-        _check_size(self._what, sum(len(k) + len(v.encode()) for k, v in data.items()))
-        await (self._create(data) if obj is None else self._replace(obj, data))
+        name = configmap_name(self.name, key)
+        try:
+            async with self._locks.setdefault(key, asyncio.Lock()):
+                new, migrated = await self._retrying(name, lambda: self._update_once(name, key, fn))
+        except StateError as err:
+            self._reporter.failed(key, err)
+            raise
+        if migrated:
+            await self._forget_legacy(key)
         return new
 
-    def _decode(self, key: str, text: str | None) -> Value | None:
+    async def close(self) -> None:
+        for lock in list(self._locks.values()):
+            async with lock:  # let a write in flight finish
+                pass
+
+    async def _update_once(self, name: str, key: str, fn: Updater) -> tuple[Value | None, bool]:
+        """One read-modify-write; returns the new value and whether it came from the old
+        single ConfigMap (to be removed there once written here)."""
+        obj = await self._read(name)
+        legacy = False
+        if obj is None:
+            legacy, current = await self._legacy(key)
+        else:
+            current = self._decode(name, key, (obj.get("data") or {}).get(DATA_KEY))
+        new = fn(copy.deepcopy(current))
+        text = _encode_value(key, new)
+        if new == current and (obj is not None or not legacy):
+            return new, False
+        data = {}
+        if text is not None:
+            size = len(DATA_KEY) + len(text.encode())
+            if size > self.max_bytes:
+                raise StateTooLarge(self._what(name), key, size, self.max_bytes)
+            data[DATA_KEY] = text
+        await (self._create(name, key, data) if obj is None else self._replace(obj, data))
+        return new, legacy
+
+    def _decode(self, name: str, key: str, text: str | None) -> Value | None:
         if text is None:
             return None
         try:
@@ -304,32 +422,60 @@ class ConfigMapStateStore:
             value = None
         if not isinstance(value, dict):
             raise StateError(
-                f"{self._what}: key {key!r} does not hold a JSON object", temporary=False
+                f"{self._what(name)}: key {key!r} does not hold a JSON object",
+                temporary=False,
+                reason="invalid",
             )
         return value
 
-    async def _read(self) -> tuple[dict[str, Any] | None, dict[str, str]]:
-        """The ConfigMap as a dict (None when missing) and its data."""
+    async def _read(self, name: str) -> dict[str, Any] | None:
+        """The ConfigMap as a dict, or None when there is none."""
         from kubernetes_asyncio.client.exceptions import ApiException
 
         try:
-            found = await self._core.read_namespaced_config_map(self.name, self.namespace)
+            found = await self._core.read_namespaced_config_map(name, self.namespace)
         except ApiException as err:
             if err.status == 404:
-                return None, {}
+                return None
             raise
         obj: dict[str, Any] = self._api_client.sanitize_for_serialization(found)
-        return obj, dict(obj.get("data") or {})
+        return obj
 
-    async def _create(self, data: dict[str, str]) -> None:
+    async def _legacy(self, key: str) -> tuple[bool, Value | None]:
+        """Whether the single ConfigMap of earlier versions holds `key`, and its value."""
+        obj = await self._read(self.name)
+        text = ((obj or {}).get("data") or {}).get(_legacy_key(key))
+        return text is not None, self._decode(self.name, key, text)
+
+    async def _forget_legacy(self, key: str) -> None:
+        """Remove a migrated key from the old ConfigMap. Only tidiness depends on it: a
+        key's own ConfigMap, once it exists, is all that is ever read for it."""
+
+        async def once() -> None:
+            obj = await self._read(self.name)
+            data = dict((obj or {}).get("data") or {})
+            if obj is not None and data.pop(_legacy_key(key), None) is not None:
+                await self._replace(obj, data)
+
+        try:
+            await self._retrying(self.name, once)
+        except StateError as err:
+            log.warning("cannot remove a migrated key from the old state ConfigMap",
+                        key=key, configmap=self.name, error=str(err))  # fmt: skip
+
+    async def _create(self, name: str, key: str, data: dict[str, str]) -> None:
         body: Any = {
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "data": data,
             "metadata": {
-                "name": self.name,
+                "name": name,
                 "namespace": self.namespace,
-                "labels": {"app.kubernetes.io/managed-by": "trigger"},
+                "labels": {
+                    "app.kubernetes.io/managed-by": "trigger",
+                    LABEL_STORE: store_label(self.name),
+                },
+                "annotations": {ANNOTATION_KEY: key},
             },
         }
         await self._write(self._core.create_namespaced_config_map(self.namespace, body))
@@ -338,7 +484,8 @@ class ConfigMapStateStore:
         # The read object (with its resourceVersion) goes back whole, so labels and
         # annotations others put there survive and a concurrent write is refused.
         body: Any = {**obj, "data": data}
-        await self._write(self._core.replace_namespaced_config_map(self.name, self.namespace, body))
+        name = obj["metadata"]["name"]
+        await self._write(self._core.replace_namespaced_config_map(name, self.namespace, body))
 
     @staticmethod
     async def _write(call: Awaitable[Any]) -> None:
@@ -351,7 +498,7 @@ class ConfigMapStateStore:
                 raise _Conflict from err
             raise
 
-    async def _retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
+    async def _retrying(self, name: str, attempt: Callable[[], Awaitable[T]]) -> T:
         import aiohttp
         from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -360,13 +507,14 @@ class ConfigMapStateStore:
                 return await attempt()
             except _Conflict as err:
                 failure = StateError(
-                    f"{self._what}: still conflicting after {number} attempts",
+                    f"{self._what(name)}: still conflicting after {number} attempts",
                     temporary=True,
                     status=_CONFLICT,
+                    reason="conflict",
                 )
                 failure.__cause__ = err
             except (ApiException, aiohttp.ClientError, TimeoutError, OSError) as err:
-                failure = _api_error(err, self._what)
+                failure = _api_error(err, self._what(name))
                 failure.__cause__ = err
                 if not failure.temporary:
                     raise failure from err
@@ -393,23 +541,26 @@ async def open_state_store(
     *,
     clock: Clock | None = None,
     namespace_file: str = NAMESPACE_FILE,
+    metrics: Metrics | None = None,
 ) -> StateStore:
     """Open the store a `--state` value names: `file:PATH` or `kubernetes[:NAMESPACE/NAME]`.
 
-    Plain `kubernetes` means ConfigMap `trigger-state` in the pod's namespace (from the
-    service-account file), or `default` outside a cluster.
+    Plain `kubernetes` means ConfigMaps named after `trigger-state` in the pod's namespace
+    (from the service-account file), or `default` outside a cluster.
     """
     kind, _, rest = spec.partition(":")
     if kind == "file" and rest:
-        return await FileStateStore.open(rest)
+        return await FileStateStore.open(rest, metrics=metrics)
     if kind != "kubernetes":
         raise ConfigError(f"state {spec!r}: expected file:PATH or kubernetes[:NAMESPACE/NAME]")
     if api_client is None:
         raise ConfigError(f"state {spec!r} needs a Kubernetes connection")
     if not rest:
         namespace = await asyncio.to_thread(_read_namespace, namespace_file)
-        return ConfigMapStateStore(api_client, namespace, DEFAULT_CONFIGMAP, clock=clock)
+        return ConfigMapStateStore(
+            api_client, namespace, DEFAULT_CONFIGMAP, clock=clock, metrics=metrics
+        )
     namespace, slash, name = rest.partition("/")
     if not (slash and namespace and name and "/" not in name):
         raise ConfigError(f"state {spec!r}: expected kubernetes:NAMESPACE/NAME")
-    return ConfigMapStateStore(api_client, namespace, name, clock=clock)
+    return ConfigMapStateStore(api_client, namespace, name, clock=clock, metrics=metrics)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from aiohttp import web
 
@@ -60,4 +60,13 @@ class Source(Protocol):
 
     def rules_changed(self, rules: RuleSet) -> None:
         """The rule set was swapped: adjust subscriptions (topics, timers, buckets)."""
+        ...
+
+
+@runtime_checkable
+class ReportsProblems(Protocol):
+    """A source that can tell what keeps it from doing its job durably (for /readyz)."""
+
+    def problems(self) -> list[str]:
+        """One line per problem now; empty when all is well."""
         ...

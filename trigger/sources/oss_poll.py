@@ -7,40 +7,43 @@ run in a thread) and hands every new or changed object to the pipeline as an
 `ObjectCreated:PutObject` event whose id is `bucket/key@etag`; a re-upload with new
 content has a new ETag, hence a new id and a new Workflow.
 
-The checkpoint (one small state value per group) never holds the bucket's keys:
+The checkpoint (one state value per group, `trigger.sources.oss_checkpoint`) never holds
+the bucket's keys: a LastModified watermark, digests of the objects modified after it that
+already fired, and the position of a scan in progress. A scan that started at T moves the
+watermark to T - `lookback`; the digests cover that overlap, so nothing fires twice. The
+checkpoint stays under `checkpoint_max_bytes` at any upload rate: past it the lookback
+narrows (never past the scan's start), and only when even the objects modified since the
+scan started do not fit are some of them submitted again (meeting their Workflow's name).
 
-- `watermark`: objects whose LastModified is before it are done. A scan that started at
-  server time T (the `Date` of its first page) moves it to T - `lookback`.
-- `seen`: 64-bit digests of (key, ETag) of objects at or after the watermark that were
-  already fired (or skipped on the first run), so the overlap between scans fires nothing
-  twice. Its size follows the upload rate over `lookback` plus one scan, not the bucket.
-- `scan`: the scan in progress (its start, the last key whose page was submitted, the
-  digests it collected), saved after every page that fired something, so a restart or a
-  new leader resumes with `start-after` instead of firing the first pages again.
+A scan's start T is the first page's `Date`, bounded by the local clock (a `Date` ahead of
+it is not trusted) and raised to the newest LastModified on that page; a `Date` more than
+30 s off is logged and counted. On the first run `existing: skip` treats objects modified
+before T as done (`fire` fires them), and T is saved before the first page is processed,
+so an interrupted first scan resumes with the same T instead of a later one.
 
 The trade-off: every scan lists the whole prefix (ListObjectsV2 cannot list "changed
 since"), and an object that appears in listings more than `lookback` after its
 LastModified, while a scan already passed its key, is missed. Progress is saved only after
 the page's submissions returned, so nothing is skipped; at most the page in flight at a
 crash is fired again and meets its idempotent Workflow name. A digest collision (2^-64 per
-pair) would hide one object. Deleted objects fire nothing. On the first run `existing:
-skip` treats objects modified before the first page's `Date` as done; `fire` fires them.
-A rule added later to a group that already has a checkpoint does not see old objects.
+pair) would hide one object. Deleted objects fire nothing. A rule added later to a group
+that already has a checkpoint does not see old objects.
 
-Errors (network, 403, 5xx, state, submission) abort the scan; it is retried from the
-saved progress after a doubling backoff, counted in `trigger_oss_poll_errors` and shown as
-the rules' `last_error` in /status. The ECS RAM role credentials use oss2's
+Errors (network, 403, 5xx, submission, loading the checkpoint) abort the scan; it is
+retried from the saved progress after a doubling backoff, counted in
+`trigger_oss_poll_errors` and shown as the rules' `last_error` in /status. A checkpoint
+that cannot be saved does not stop the scan (see `BucketPoller`); it is shown in /status
+and makes /readyz fail until a save succeeds. The ECS RAM role credentials use oss2's
 `EcsRamRoleCredentialsProvider` (instance metadata at 100.100.100.200) and are untested here.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Final
@@ -51,21 +54,21 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from trigger.decoders.oss import decode_oss_record
 from trigger.errors import ConfigError, SourceError, TemporarySubmitError
-from trigger.events import Event, format_time, parse_time, polled_object_id
+from trigger.events import Event, format_time, polled_object_id
 from trigger.rules.model import PollCredentials
 from trigger.rules.router import RuleSet
 from trigger.runtime.pipeline import RuleStatus, gather_cancelling
 from trigger.runtime.sources import SourceKind
 from trigger.runtime.state import StateError
 from trigger.sources.base import Source, SourceContext
+from trigger.sources.oss_checkpoint import Checkpoint, Scan, Trim, digest
 
 log = structlog.get_logger("trigger.oss.poll")
 POLLED_EVENT: Final = "ObjectCreated:PutObject"
 ECS_METADATA: Final = "http://100.100.100.200/latest/meta-data/ram/security-credentials/"
 ERROR_PREFIX: Final = "oss poll: "
-_DIGEST_BYTES: Final = 8
+SKEW_LOGGED: Final = 30.0  # seconds between a listing's Date and the local clock
 _HEAD_CONCURRENCY: Final = 8
-_LARGE_SEEN: Final = 50_000  # digests; a checkpoint this big nears the state size limit
 GroupKey = tuple[str, str, str]  # endpoint, bucket, prefix
 
 
@@ -230,101 +233,6 @@ class OssClient:
         }
 
 
-# --- the checkpoint --------------------------------------------------------------------
-
-
-def digest(key: str, etag: str) -> int:
-    data = key.encode("utf-8", "surrogatepass") + b"\0" + etag.upper().encode()
-    return int.from_bytes(hashlib.blake2b(data, digest_size=_DIGEST_BYTES).digest(), "big")
-
-
-def pack(digests: Iterable[int]) -> str:
-    return base64.b64encode(
-        b"".join(d.to_bytes(_DIGEST_BYTES, "big") for d in sorted(digests))
-    ).decode()
-
-
-def unpack(text: str) -> set[int]:
-    raw = base64.b64decode(text)
-    size = _DIGEST_BYTES
-    return {int.from_bytes(raw[i : i + size], "big") for i in range(0, len(raw), size)}
-
-
-def _time(value: Any) -> datetime | None:
-    return None if value is None else parse_time(value, where="checkpoint")
-
-
-def _stamp(value: datetime | None) -> str | None:
-    return None if value is None else format_time(value)
-
-
-@dataclass
-class Scan:
-    """A scan in progress: fires objects at or after `base` not in the old `seen`."""
-
-    started: datetime  # server time of the first page
-    base: datetime | None  # the watermark it fires from; None: everything (existing: fire)
-    horizon: datetime  # the watermark it will leave; digests at or after it are collected
-    after: str = ""  # the last key whose page was submitted
-    seen: set[int] = field(default_factory=set)
-
-
-@dataclass
-class Checkpoint:
-    initialized: bool = False  # False: never polled, the first-run policy applies
-    watermark: datetime | None = None
-    seen: set[int] = field(default_factory=set)
-    scan: Scan | None = None
-
-    @classmethod
-    def load(cls, value: Mapping[str, Any] | None) -> Checkpoint:
-        if value is None:
-            return cls()
-        try:
-            raw = value.get("scan")
-            scan = None
-            if raw is not None:
-                scan = Scan(
-                    started=parse_time(raw["started"]),
-                    base=_time(raw.get("base")),
-                    horizon=parse_time(raw["horizon"]),
-                    after=str(raw.get("after", "")),
-                    seen=unpack(raw.get("seen", "")),
-                )
-            return cls(True, _time(value.get("watermark")), unpack(value.get("seen", "")), scan)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise SourceError(f"poll checkpoint is unreadable: {exc!r}") from exc
-
-    def dump(self) -> dict[str, Any]:
-        value: dict[str, Any] = {
-            "version": 1,
-            "watermark": _stamp(self.watermark),
-            "seen": pack(self.seen),
-            "scan": None,
-        }
-        if self.scan is not None:
-            s = self.scan
-            value["scan"] = {
-                "started": format_time(s.started),
-                "base": _stamp(s.base),
-                "horizon": format_time(s.horizon),
-                "after": s.after,
-                "seen": pack(s.seen),
-            }
-        return value
-
-    def begin(self, started: datetime, existing: str, lookback: float) -> Scan:
-        first = started if existing == "skip" else None
-        base = self.watermark if self.initialized else first
-        horizon = started - timedelta(seconds=lookback)
-        if base is not None and base > horizon:
-            horizon = base
-        return Scan(started, base, horizon)
-
-    def finish(self, scan: Scan) -> None:
-        self.initialized, self.watermark, self.seen, self.scan = True, scan.horizon, scan.seen, None
-
-
 # --- the poller ------------------------------------------------------------------------
 
 
@@ -365,34 +273,74 @@ def object_event(bucket: str, region: str, obj: Any, meta: Mapping[str, Any] | N
     return replace(event, fields={**event.fields, "storageClass": storage, "polled": True})
 
 
-def _server_time(result: Any, fallback: datetime) -> datetime:
+def listing_date(result: Any) -> datetime | None:
+    """The `Date` header of an OSS reply, or None when it is missing or unreadable."""
     try:
         moment = parsedate_to_datetime(result.headers.get("date", ""))
     except (TypeError, ValueError):
-        return fallback
-    return moment.astimezone(UTC) if moment.tzinfo else fallback
+        return None
+    return moment.astimezone(UTC) if moment.tzinfo else None
+
+
+def scan_start(date: datetime | None, local: datetime, listed: Iterable[Any]) -> datetime:
+    """When a scan starts, for its watermark: the listing's `Date`, not trusted further
+    than the evidence goes.
+
+    Taking a start later than the real one would skip objects, taking an earlier one only
+    widens the overlap between scans, so the start is the earlier of the server's `Date`
+    and the local clock, raised to the newest LastModified listed (the server's clock had
+    reached that), and cut to whole seconds as LastModified is.
+    """
+    moment = local if date is None else min(date, local)
+    newest = max((int(o.last_modified) for o in listed), default=None)
+    if newest is not None:
+        moment = max(moment, datetime.fromtimestamp(newest, tz=UTC))
+    return moment.replace(microsecond=0)
 
 
 class BucketPoller:
-    """Scans one group's prefix; `poll_once` is one scan, resumed from the checkpoint."""
+    """Scans one group's prefix; `poll_once` is one scan, resumed from the checkpoint.
+
+    The checkpoint is saved after every page that fired something (and every
+    `checkpoint_every`); a save that fails is reported (`state_error`) but does not stop
+    the scan, which goes on from memory, so no page is fired twice in this process. The
+    next scan starts from memory too until a save succeeds. Only the first run's start
+    must be saved before anything is fired or skipped: that save failing ends the scan.
+    """
 
     def __init__(
-        self, ctx: SourceContext, group: PollGroup, settings: Any, stopping: asyncio.Event
+        self,
+        ctx: SourceContext,
+        group: PollGroup,
+        settings: Any,
+        stopping: asyncio.Event,
+        metrics: PollMetrics | None = None,
     ) -> None:
         self.ctx, self.group, self.settings, self.stopping = ctx, group, settings, stopping
+        self.metrics = metrics
+        self.state_error: StateError | None = None  # the last save failed with this
+        self._unsaved: Checkpoint | None = None  # progress the store has not taken
+        self._warned: datetime | None = None  # the scan whose trimming was logged
 
     async def poll_once(self) -> int:
         """One scan (or the rest of an interrupted one); returns how many objects fired."""
         client = OssClient(self.group, self.ctx.environ, self.settings.timeout)
-        checkpoint = Checkpoint.load(await self.ctx.state.get(self.group.state_key))
+        checkpoint = self._unsaved or await self._load()
         scan, token, fired = checkpoint.scan, "", 0
         saved = self.ctx.clock.monotonic()
         while True:
             after = scan.after if scan is not None else ""
             page = await client.list_page(token, after, self.settings.page_size)
             if scan is None:
-                started = _server_time(page, self.ctx.clock.now())
+                started = self._started(page)
                 scan = checkpoint.begin(started, self.group.existing, self.settings.lookback)
+                checkpoint.scan = scan
+            if not checkpoint.initialized and scan.base is not None:
+                # `existing: skip`: the first run's base decides what counts as existing;
+                # were it only in memory, a restart would take a later one and skip what
+                # came between.
+                await self._save(checkpoint, required=True)
+                checkpoint.initialized = True
             count = await self._page(client, page.object_list, checkpoint, scan)
             fired += count
             if page.object_list:
@@ -400,7 +348,6 @@ class BucketPoller:
             if not page.is_truncated:
                 break
             token = page.next_continuation_token
-            checkpoint.scan = scan
             if count or self.ctx.clock.monotonic() - saved >= self.settings.checkpoint_every:
                 await self._save(checkpoint)
                 saved = self.ctx.clock.monotonic()
@@ -411,17 +358,44 @@ class BucketPoller:
         await self._save(checkpoint)
         return fired
 
+    async def _load(self) -> Checkpoint:
+        value = await self.ctx.state.get(self.group.state_key)
+        return await asyncio.to_thread(Checkpoint.load, value)
+
+    def _started(self, page: Any) -> datetime:
+        date, local = listing_date(page), self.ctx.clock.now()
+        started = scan_start(date, local, page.object_list)
+        if date is not None:
+            skew = (date - local).total_seconds()
+            if self.metrics is not None:
+                self.metrics.clock_skew.labels(self.group.bucket).set(skew)
+            if abs(skew) > SKEW_LOGGED:
+                if self.metrics is not None:
+                    self.metrics.skewed.labels(self.group.bucket).inc()
+                log.warning(
+                    "OSS Date header is off the local clock; the scan starts at the earlier",
+                    bucket=self.group.bucket,
+                    date=format_time(date),
+                    local=format_time(local),
+                    skew_seconds=round(skew, 3),
+                    started=format_time(started),
+                )
+        return started
+
     async def _page(
         self, client: OssClient, objects: list[Any], checkpoint: Checkpoint, scan: Scan
     ) -> int:
         """Fire the page's new objects; returns when every submission is done."""
         fresh = []
+        horizon = scan.horizon.timestamp()
+        base = None if scan.base is None else scan.base.timestamp()
+        old, collected = checkpoint.seen, scan.seen
         for obj in objects:
-            modified = datetime.fromtimestamp(obj.last_modified, tz=UTC)
+            modified = int(obj.last_modified)
             mark = digest(obj.key, str(obj.etag))
-            if modified >= scan.horizon:
-                scan.seen.add(mark)
-            if (scan.base is None or modified >= scan.base) and mark not in checkpoint.seen:
+            if modified >= horizon:
+                collected[mark] = modified
+            if (base is None or modified >= base) and mark not in old:
                 fresh.append(obj)
         if not fresh:
             return 0
@@ -446,11 +420,53 @@ class BucketPoller:
         found = await gather_cancelling(*(one(o) for o in objects))
         return [e for e in found if e is not None]
 
-    async def _save(self, checkpoint: Checkpoint) -> None:
-        seen = len(checkpoint.seen) + (len(checkpoint.scan.seen) if checkpoint.scan else 0)
-        if seen > _LARGE_SEEN:
-            log.warning("poll checkpoint is large; lower oss.poll.lookback", digests=seen)
-        await self.ctx.state.put(self.group.state_key, checkpoint.dump())
+    async def _save(self, checkpoint: Checkpoint, *, required: bool = False) -> None:
+        """Save `checkpoint` within the configured bound; see the class docstring."""
+        limit = self.settings.checkpoint_max_bytes
+        value, trim = await asyncio.to_thread(checkpoint.dump, limit)
+        try:
+            await self.ctx.state.put(self.group.state_key, value)
+        except StateError as exc:
+            self.state_error, self._unsaved = exc, checkpoint
+            log.error(
+                "cannot save the poll checkpoint"
+                + ("" if required else "; the scan goes on from memory"),
+                bucket=self.group.bucket,
+                key=self.group.state_key,
+                bytes=trim.size,
+                error=str(exc),
+            )
+            if required:
+                raise
+            return
+        self.state_error = self._unsaved = None
+        self._saved(checkpoint, trim)
+
+    def _saved(self, checkpoint: Checkpoint, trim: Trim) -> None:
+        bucket = self.group.bucket
+        if self.metrics is not None:
+            self.metrics.checkpoint_bytes.labels(bucket).set(trim.size)
+            if trim.lookback is not None:
+                self.metrics.lookback.labels(bucket).set(trim.lookback)
+            for part, happened in (("lookback", trim.narrowed), ("digests", trim.dropped)):
+                if happened:
+                    self.metrics.trimmed.labels(bucket, part).inc()
+        # One warning per scan (saves come every page), and one when a scan finishes.
+        scan = checkpoint.scan
+        started = None if scan is None else scan.started
+        if not (trim.narrowed or trim.dropped) or (started is not None and started == self._warned):
+            return
+        self._warned = started
+        log.warning(
+            "poll checkpoint at its size bound; see oss.poll.checkpoint_max_bytes",
+            bucket=bucket,
+            key=self.group.state_key,
+            bytes=trim.size,
+            limit=self.settings.checkpoint_max_bytes,
+            lookback_seconds=trim.lookback,  # the late-listing margin now kept
+            narrowed=trim.narrowed,
+            dropped=trim.dropped,  # digests left out: those objects are submitted again
+        )
 
 
 # --- the source ------------------------------------------------------------------------
@@ -479,9 +495,45 @@ class PollMetrics:
             ["bucket"],
             registry=registry,
         )
+        self.checkpoint_bytes = Gauge(
+            "trigger_oss_poll_checkpoint_bytes",
+            "Size of the last saved poll checkpoint (at most oss.poll.checkpoint_max_bytes).",
+            ["bucket"],
+            registry=registry,
+        )
+        self.lookback = Gauge(
+            "trigger_oss_poll_checkpoint_lookback_seconds",
+            "How far before its scan's start the last saved checkpoint remembers objects "
+            "(oss.poll.lookback, less when the size bound narrowed it).",
+            ["bucket"],
+            registry=registry,
+        )
+        self.trimmed = Counter(
+            "trigger_oss_poll_checkpoint_trimmed",
+            "Checkpoint saves that hit the size bound, by what was given up: lookback "
+            "(the window narrowed) or digests (those objects are submitted again).",
+            ["bucket", "part"],
+            registry=registry,
+        )
+        self.clock_skew = Gauge(
+            "trigger_oss_poll_clock_skew_seconds",
+            "The OSS Date header minus the local clock, at the last scan's first page.",
+            ["bucket"],
+            registry=registry,
+        )
+        self.skewed = Counter(
+            "trigger_oss_poll_skewed_dates",
+            f"Scans whose first listing's Date was more than {SKEW_LOGGED:g} s off the "
+            "local clock (the scan then starts at the earlier of the two).",
+            ["bucket"],
+            registry=registry,
+        )
 
     def unregister(self) -> None:
-        for collector in (self.errors, self.objects, self.last_success):
+        for collector in (
+            self.errors, self.objects, self.last_success, self.checkpoint_bytes,
+            self.lookback, self.trimmed, self.clock_skew, self.skewed,
+        ):  # fmt: skip
             self.registry.unregister(collector)
 
 
@@ -490,7 +542,15 @@ class PollLoop:
 
     def __init__(self, source: OssPollSource, group: PollGroup) -> None:
         self.source, self.group = source, group
-        self.poller = BucketPoller(source.ctx, group, source.settings, source.stopping)
+        self.poller = BucketPoller(
+            source.ctx, group, source.settings, source.stopping, source.metrics
+        )
+
+    @property
+    def problem(self) -> str | None:
+        """Why this group's progress is not durable right now (for /readyz), or None."""
+        error = self.poller.state_error
+        return None if error is None else f"{ERROR_PREFIX}{self.group.bucket}: {error}"
 
     async def run(self) -> None:
         failures = 0
@@ -499,6 +559,8 @@ class PollLoop:
                 fired = await self.poller.poll_once()
             except (SourceError, ConfigError, StateError, TemporarySubmitError) as exc:
                 failures += 1
+                if isinstance(exc, StateError):
+                    self.poller.state_error = exc
                 self._failed(exc)
                 delay = min(self.source.settings.max_backoff, 2.0 ** (failures - 1))
             else:
@@ -524,9 +586,12 @@ class PollLoop:
         metrics.objects.labels(self.group.bucket).inc(fired)
         metrics.last_success.labels(self.group.bucket).set(self.source.ctx.clock.now().timestamp())
         log.info("oss poll done", bucket=self.group.bucket, prefix=self.group.prefix, fired=fired)
+        error = self.poller.state_error
         for rule in self.group.rules:
             status = self._status(rule)
-            if status.last_error and status.last_error.startswith(ERROR_PREFIX):
+            if error is not None:
+                status.last_error = f"{ERROR_PREFIX}cannot save the checkpoint: {error}"
+            elif status.last_error and status.last_error.startswith(ERROR_PREFIX):
                 status.last_error = None
 
     def _status(self, rule: str) -> RuleStatus:
@@ -545,12 +610,17 @@ class OssPollSource:
         self.metrics = PollMetrics(ctx.metrics.registry)
         self.groups = poll_groups(ctx.rules)
         self.stopping = asyncio.Event()
+        self._loops: dict[GroupKey, PollLoop] = {}
         self._changed = asyncio.Event()
         self._done = asyncio.Event()
         self._done.set()
 
     def routes(self) -> list[Any]:
         return []
+
+    def problems(self) -> list[str]:
+        """Groups whose checkpoint cannot be saved: their progress is not durable."""
+        return [p for loop in self._loops.values() if (p := loop.problem) is not None]
 
     def rules_changed(self, rules: RuleSet) -> None:
         self.groups = poll_groups(rules)
@@ -570,6 +640,7 @@ class OssPollSource:
             for _, task in tasks.values():
                 task.cancel()
             await asyncio.gather(*(t for _, t in tasks.values()), return_exceptions=True)
+            self._loops.clear()
             self._done.set()
 
     def _reconcile(self, tasks: dict[GroupKey, tuple[PollGroup, asyncio.Task[None]]]) -> None:
@@ -578,10 +649,12 @@ class OssPollSource:
                 # Removed or reconfigured: an interrupted page is fired again, idempotently.
                 task.cancel()
                 del tasks[key]
+                self._loops.pop(key, None)
         for key, group in self.groups.items():
             if key not in tasks:
                 name = f"oss-poll:{group.bucket}/{group.prefix}"
-                tasks[key] = (group, asyncio.create_task(PollLoop(self, group).run(), name=name))
+                loop = self._loops[key] = PollLoop(self, group)
+                tasks[key] = (group, asyncio.create_task(loop.run(), name=name))
 
     async def _wait_for_change(
         self, tasks: Mapping[GroupKey, tuple[PollGroup, asyncio.Task[None]]]

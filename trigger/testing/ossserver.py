@@ -7,7 +7,10 @@ max-keys, fetch-owner, `encoding-type=url`). Keys are kept in a sorted list, so 
 O(log n + page) however many keys a bucket holds. Requests are authenticated like OSS does
 (signature V1 and V4, STS security tokens) and errors carry OSS's XML body, or for HEAD the
 same XML base64-encoded in `x-oss-err`. Tests can seed and inspect objects directly, inject
-failures for the next N matching requests (before any state change) and count requests.
+failures for the next N matching requests (before any state change, optionally after
+letting some through), hold a request until released, and count requests. Every reply's
+`Date` comes from the server's clock; `skew_date` shifts it for the next N matching
+replies, as a misbehaving front end would.
 
 With `eventbridge_url`, every successful PutObject and DeleteObject is followed by a push of
 the EventBridge CloudEvent OSS would send. `build_eventbridge_event` and `build_mns_message`
@@ -38,7 +41,7 @@ import xml.etree.ElementTree as ET
 from bisect import bisect_left, bisect_right, insort
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any, Final
 from urllib.parse import parse_qsl, quote, unquote
@@ -245,16 +248,51 @@ class RecordedRequest:
 
 
 @dataclass
+class _Match:
+    """Which requests an injection applies to: `remaining` of them, after `skip` others."""
+
+    method: str | None
+    operation: str | None
+    remaining: int = 1
+    skip: int = 0
+
+    def take(self, method: str, operation: str) -> bool:
+        """Whether this request is one of them (and count it)."""
+        if self.remaining <= 0 or self.method not in (None, method):
+            return False
+        if self.operation not in (None, operation):
+            return False
+        if self.skip > 0:
+            self.skip -= 1
+            return False
+        self.remaining -= 1
+        return True
+
+
+@dataclass
 class _Injection:
     status: int
     code: str
     message: str
-    remaining: int
-    method: str | None
-    operation: str | None
+    match: _Match
 
-    def matches(self, method: str, operation: str) -> bool:
-        return self.method in (None, method) and self.operation in (None, operation)
+
+@dataclass
+class _DateSkew:
+    seconds: float
+    match: _Match
+
+
+@dataclass
+class Hold:
+    """A request the server keeps waiting until `release()`; `reached` is set meanwhile."""
+
+    match: _Match
+    reached: asyncio.Event = field(default_factory=asyncio.Event)
+    released: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def release(self) -> None:
+        self.released.set()
 
 
 class _Fault(Exception):
@@ -663,6 +701,8 @@ class OssServer(Served):
         self._eventbridge_url, self._eventbridge_token = eventbridge_url, eventbridge_token
         self._host, self._port, self._clock = host, port, clock
         self._injections: list[_Injection] = []
+        self._skews: list[_DateSkew] = []
+        self._holds: list[Hold] = []
         self._requests: list[RecordedRequest] = []
         self._pushes: set[asyncio.Task[None]] = set()
         self._runner: web.AppRunner | None = None
@@ -690,6 +730,8 @@ class OssServer(Served):
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
 
     async def stop(self) -> None:
+        for hold in self._holds:
+            hold.release()
         await self.flush_events()
         if self._session is not None:
             await self._session.close()
@@ -750,9 +792,34 @@ class OssServer(Served):
         method: str | None = None,
         operation: str | None = None,
         message: str = "Injected failure.",
+        after: int = 0,
     ) -> None:
-        """Fail the next `count` requests matching `method`/`operation` with an OSS error."""
-        self._injections.append(_Injection(status, code, message, count, method, operation))
+        """Fail the next `count` requests matching `method`/`operation` with an OSS error,
+        after letting `after` of them through."""
+        match = _Match(method, operation, count, after)
+        self._injections.append(_Injection(status, code, message, match))
+
+    def skew_date(
+        self,
+        seconds: float,
+        *,
+        count: int = 1,
+        method: str | None = None,
+        operation: str | None = None,
+        after: int = 0,
+    ) -> None:
+        """Answer the next `count` matching requests (after `after` others) with a `Date`
+        `seconds` off the server's clock."""
+        self._skews.append(_DateSkew(seconds, _Match(method, operation, count, after)))
+
+    def hold(
+        self, *, method: str | None = None, operation: str | None = None, after: int = 0
+    ) -> Hold:
+        """Keep the next matching request (after `after` others) waiting until the returned
+        hold is released (or the server stops)."""
+        hold = Hold(_Match(method, operation, 1, after))
+        self._holds.append(hold)
+        return hold
 
     @property
     def requests(self) -> list[RecordedRequest]:
@@ -791,13 +858,24 @@ class OssServer(Served):
 
     def _check_injection(self, target: _Target) -> None:
         for injection in self._injections:
-            if injection.remaining > 0 and injection.matches(target.method, target.operation):
-                injection.remaining -= 1
+            if injection.match.take(target.method, target.operation):
                 raise _Fault(injection.status, injection.code, injection.message)
+
+    async def _wait_if_held(self, target: _Target) -> None:
+        for hold in self._holds:
+            if hold.match.take(target.method, target.operation):
+                hold.reached.set()
+                await hold.released.wait()
+
+    def _date(self, target: _Target) -> str:
+        method, operation = target.method, target.operation
+        offset = sum(s.seconds for s in self._skews if s.match.take(method, operation))
+        return http_date(self._clock() + timedelta(seconds=offset))
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         request_id = secrets.token_hex(12).upper()
         target = _target(request)
+        await self._wait_if_held(target)
         try:
             self._check_injection(target)
             self._auth.check(target)
@@ -806,6 +884,7 @@ class OssServer(Served):
             response = self._error(fault, target, request_id)
         response.headers["x-oss-request-id"] = request_id
         response.headers["Server"] = "AliyunOSS"
+        response.headers["Date"] = self._date(target)
         self._requests.append(
             RecordedRequest(
                 target.method,
