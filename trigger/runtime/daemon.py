@@ -142,11 +142,14 @@ def fingerprint(paths: tuple[str, ...]) -> tuple[tuple[str, int, int], ...]:
     return tuple(result)
 
 
-async def open_state(spec: str, sink: Sink, metrics: Metrics) -> Any:
+async def open_state(
+    spec: str, sink: Sink, metrics: Metrics, observer: StorageObserver | None = None
+) -> Any:
     """The state store; `kubernetes` shares the kubernetes sink's connection."""
     from trigger.runtime.state import open_state_store
 
-    return await open_state_store(spec, getattr(sink, "api_client", None), metrics=metrics)
+    api_client = getattr(sink, "api_client", None)
+    return await open_state_store(spec, api_client, metrics=metrics, observer=observer)
 
 
 def dead_letter_sink(spec: str, observer: StorageObserver | None = None) -> FileDeadLetterSink:
@@ -165,6 +168,7 @@ class Daemon:
     sources: SourceManager | None = None
     loaded: tuple[tuple[str, int, int], ...] = ()  # fingerprint of the loaded rule files
     _rules: RuleSet | None = None
+    storage_watch: StorageWatch | None = None  # counts and logs writes the disk refused
 
     @classmethod
     def create(cls, settings: Settings, *, embedded: bool = False) -> Daemon:
@@ -179,7 +183,7 @@ class Daemon:
             for problem in exc.problems:
                 log.error("invalid rule", problem=str(problem))
             return EXIT_RULES
-        watch = StorageWatch(self.metrics, self.clock)
+        watch = self.storage_watch = StorageWatch(self.metrics, self.clock)
         options = sink_options(self.settings, os.environ, watch)
         sink: Sink = await open_sink(self.settings.sink, **options)
         # Kafka events' dead letters go to their cluster's dead-letter topic when it has one;
@@ -228,7 +232,7 @@ class Daemon:
         oss_push.report()
         runners = await self._listen(ctx)
         supervisor = Supervisor(self.clock, self.metrics)
-        state = await open_state(s.state, sink, self.metrics)
+        state = await open_state(s.state, sink, self.metrics, self.storage_watch)
         sources = SourceManager(
             SourceContext(pipeline, self.metrics, self.clock, sink, state, s, dict(os.environ)),
             supervisor,

@@ -112,10 +112,12 @@ async def _readyz(ctx: HttpContext) -> web.Response:
             sink_ok = False
             detail["sink"] = f"unreachable: {exc}"
     detail.setdefault("sink", "ok")
+    # Problems of a source that still works (a checkpoint it cannot save) are shown, not
+    # made fatal: a 503 would take the replica out of its Service and stop every push.
     problems = health.source_problems() if health.source_problems is not None else {}
     if problems:
         detail["problems"] = problems
-    ready = health.rules_loaded and sink_ok and all(health.sources.values()) and not problems
+    ready = health.rules_loaded and sink_ok and all(health.sources.values())
     return web.json_response({"ready": ready, **detail}, status=200 if ready else 503)
 
 

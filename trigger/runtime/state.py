@@ -44,6 +44,7 @@ import structlog
 from trigger.errors import ConfigError, TriggerError
 from trigger.runtime.metrics import Metrics
 from trigger.submit.clock import Clock, SystemClock
+from trigger.submit.storage import StorageObserver, report, storage_error
 
 log = structlog.get_logger("trigger.state")
 Value = dict[str, Any]
@@ -215,21 +216,28 @@ class FileStateStore:
         *,
         max_bytes: int = MAX_BYTES,
         metrics: Metrics | None = None,
+        observer: StorageObserver | None = None,
     ) -> None:
         self.path = Path(path)
         self.max_bytes = max_bytes
         self._data = data
         self._lock = asyncio.Lock()
         self._reporter = _Reporter(metrics)
+        self._observer = observer  # told of writes the disk refused (a full disk)
 
     @classmethod
     async def open(
-        cls, path: str | Path, *, max_bytes: int = MAX_BYTES, metrics: Metrics | None = None
+        cls,
+        path: str | Path,
+        *,
+        max_bytes: int = MAX_BYTES,
+        metrics: Metrics | None = None,
+        observer: StorageObserver | None = None,
     ) -> FileStateStore:
         """Load the file (a missing file is empty state); a corrupt one is a ConfigError."""
         target = Path(path)
         data = await asyncio.to_thread(_load_file, target)
-        return cls(target, data, max_bytes=max_bytes, metrics=metrics)
+        return cls(target, data, max_bytes=max_bytes, metrics=metrics, observer=observer)
 
     async def get(self, key: str) -> Value | None:
         found = self._data.get(validate_key(key))
@@ -262,6 +270,7 @@ class FileStateStore:
         try:
             await asyncio.to_thread(_write_atomically, self.path, text)
         except OSError as err:
+            report(storage_error("state", str(self.path), err), self._observer)
             raise StateError(
                 f"state file {self.path}: cannot write: {err}", temporary=True, reason="io"
             ) from err
@@ -542,6 +551,7 @@ async def open_state_store(
     clock: Clock | None = None,
     namespace_file: str = NAMESPACE_FILE,
     metrics: Metrics | None = None,
+    observer: StorageObserver | None = None,
 ) -> StateStore:
     """Open the store a `--state` value names: `file:PATH` or `kubernetes[:NAMESPACE/NAME]`.
 
@@ -550,7 +560,7 @@ async def open_state_store(
     """
     kind, _, rest = spec.partition(":")
     if kind == "file" and rest:
-        return await FileStateStore.open(rest, metrics=metrics)
+        return await FileStateStore.open(rest, metrics=metrics, observer=observer)
     if kind != "kubernetes":
         raise ConfigError(f"state {spec!r}: expected file:PATH or kubernetes[:NAMESPACE/NAME]")
     if api_client is None:
