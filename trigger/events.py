@@ -134,6 +134,21 @@ def polled_object_id(bucket: str, key: str, etag: str) -> str:
     return f"{bucket}/{key}@{etag}"
 
 
+def default_idempotency_key(event: Event) -> str:
+    """What one rule fires once for, when the rule sets no `idempotencyKey`: the event's
+    id — except for a created OSS object with an ETag, where it is the object's content,
+    `bucket/key@ETAG` (the id a polled object has). So a pushed object and a polled one
+    agree: a re-upload of identical content, a client's retried PUT, or a second
+    notification path is the same work, and a re-upload with new content is new work."""
+    if event.source != "oss" or "ObjectCreated" not in event.type:
+        return event.id
+    fields = event.fields
+    etag, bucket, key = fields.get("etag"), fields.get("bucket"), fields.get("key")
+    if not (etag and bucket and key is not None):
+        return event.id
+    return polled_object_id(str(bucket), str(key), str(etag).strip('"').upper())
+
+
 def content_id(*parts: bytes | str) -> str:
     """A content hash for deliveries that carry no id of their own (webhooks)."""
     digest = hashlib.sha256()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -98,7 +99,12 @@ NOW = datetime(2025, 1, 1, 8, 0, tzinfo=UTC)
 def cloudevent(
     event_name: str = "ObjectCreated:PutObject", key: str = "in/a.csv", **kw: Any
 ) -> dict[str, Any]:
-    etag = kw.pop("etag", "5EB63BBBE01EEED093CB22BB8F5ACDC3")
+    # Distinct events are distinct uploads: each has its own content (ETag), since a
+    # created object's content is what an OSS rule fires once for.
+    default = "5EB63BBBE01EEED093CB22BB8F5ACDC3"
+    if "event_id" in kw:
+        default = hashlib.md5(kw["event_id"].encode()).hexdigest().upper()
+    etag = kw.pop("etag", default)
     return build_eventbridge_event(
         "example-bucket", key, 11, etag, event_name, "cn-hangzhou", "1234567890123456", NOW, **kw
     )
@@ -240,6 +246,26 @@ def test_eventbridge_redelivery_is_duplicate(token_daemon: DaemonProcess) -> Non
     outcomes = [post_eb(token_daemon, body).json()["events"][0]["workflows"][0] for _ in range(2)]
     assert [o["outcome"] for o in outcomes] == ["created", "duplicate"]
     assert outcomes[0]["workflow"] == outcomes[1]["workflow"]
+
+
+def test_identical_content_is_one_workflow_new_content_another(
+    token_daemon: DaemonProcess,
+) -> None:
+    """Two notifications of one object's content (a re-upload of the same bytes, a
+    retried PUT) are one Workflow, as polling sees them; new content is a new one."""
+    key = "in/same-content.csv"
+
+    def outcome(event_id: str, etag: str) -> tuple[str, str]:
+        body = cloudevent(key=key, event_id=event_id, etag=etag)
+        found = post_eb(token_daemon, body).json()["events"][0]["workflows"][0]
+        return found["outcome"], found["workflow"]
+
+    first = outcome("UPLOAD-1", "AAAA0000AAAA0000AAAA0000AAAA0000")
+    again = outcome("UPLOAD-2", '"aaaa0000aaaa0000aaaa0000aaaa0000"')
+    changed = outcome("UPLOAD-3", "BBBB1111BBBB1111BBBB1111BBBB1111")
+    assert first[0] == "created"
+    assert again == ("duplicate", first[1])
+    assert changed[0] == "created" and changed[1] != first[1]
 
 
 def test_eventbridge_array_body(token_daemon: DaemonProcess) -> None:

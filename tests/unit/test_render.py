@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from trigger.rules.loader import load_rules
 from trigger.rules.render import render
 from trigger.rules.router import RuleSet
 
+NOW = datetime(2025, 1, 1, tzinfo=UTC)
 RULES = """
 apiVersion: trigger/v1
 kind: Rule
@@ -120,3 +122,20 @@ def test_long_generate_name_stays_within_63(write_rules: Callable[..., Path]) ->
     rules = load_rules([write_rules(RULES.replace("name: orders}", f"name: {name}}}"))])
     wf = render(rules.by_name[name], kafka(b'{"orderId": "A", "amount": 1}'))
     assert len(wf["metadata"]["name"]) <= 63
+
+
+def test_a_created_object_is_keyed_by_its_content() -> None:
+    """Without idempotencyKey, a created OSS object fires once per content (bucket/key@ETAG,
+    as polling names it); a deletion or an object without an ETag falls back to the id."""
+    from trigger.events import default_idempotency_key
+
+    def oss(kind: str, etag: str | None, event_id: str = "N-1") -> Event:
+        fields = {"bucket": "raw", "key": "in/a.csv", "etag": etag}
+        return Event(event_id, "oss", kind, "in/a.csv", NOW, {}, fields)
+
+    assert default_idempotency_key(oss("ObjectCreated:PutObject", '"ab12"')) == "raw/in/a.csv@AB12"
+    assert default_idempotency_key(oss("ObjectCreated:PutObject", "AB12", "N-2")) == (
+        "raw/in/a.csv@AB12"
+    )
+    assert default_idempotency_key(oss("ObjectRemoved:DeleteObject", "AB12")) == "N-1"
+    assert default_idempotency_key(oss("ObjectCreated:PutObject", None)) == "N-1"

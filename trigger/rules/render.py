@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from trigger.errors import RenderError, TriggerError
-from trigger.events import Event
+from trigger.events import Event, default_idempotency_key
 from trigger.rules.model import GENERATE_NAME_MAX
 from trigger.rules.rule import Rule
 
@@ -57,7 +57,7 @@ def workflow_name(rule: Rule, key: str, attempt: int = 0) -> str:
 
 def idempotency_key(rule: Rule, event: Event, context: Mapping[str, Any]) -> str:
     if rule.idempotency_key is None:
-        return event.id
+        return default_idempotency_key(event)
     try:
         return rule.idempotency_key.render(context)
     except TriggerError as exc:
