@@ -1,16 +1,23 @@
 """The cron source: fires each rule's schedule ticks, once each, on the leader only.
 
 One task per cron rule sleeps on the injected clock until its next tick (at most
-`max_sleep` at a time, so a wall-clock jump is noticed), fires it through the pipeline and
-then advances the rule's watermark (`cron/<rule>` in the state store): every tick at or
-before the watermark is settled. A tick's Workflow name derives from the rule and the
-scheduled time, so a restart, a retry or a second replica meets AlreadyExists.
+`max_sleep` at a time), fires it through the pipeline and then advances the rule's
+watermark (`cron/<rule>` in the state store): every tick at or before the watermark is
+settled. A tick's Workflow name derives from the rule and the scheduled time, so a
+restart, a retry or a second replica meets AlreadyExists.
 
-Ticks the daemon did not reach on time (downtime, a pause, `suspend`) follow `catchUp`:
-`latest` fires the most recent, `all` each in order (the last `maxCatchUp`), `none` none;
-ticks older than `startingDeadline` never fire. A rule seen for the first time starts
-from now. `concurrencyPolicy` looks at the rule's Workflows by label before each tick:
-`Forbid` skips the tick while one is Pending or Running, `Replace` stops them first.
+Those sleeps run on the monotonic clock for a span computed from the wall clock, so one
+more task re-reads the wall clock every `wall_check` seconds and, when it stepped (NTP, a
+resumed VM), wakes every rule at once: a step forward fires what catchUp says, a step
+back makes each rule wait for the wall clock to reach its next tick again. The watermark
+keeps a step back from firing any tick twice.
+
+Ticks the daemon did not reach on time (downtime, a pause, `suspend`, a step forward)
+follow `catchUp`: `latest` fires the most recent, `all` each in order (the last
+`maxCatchUp`), `none` none; ticks older than `startingDeadline` never fire. A rule seen
+for the first time starts from now. `concurrencyPolicy` looks at the rule's Workflows by
+label before each tick: `Forbid` skips the tick while one is Pending or Running,
+`Replace` stops them first.
 """
 
 from __future__ import annotations
@@ -34,11 +41,13 @@ from trigger.rules.schedules import compile_timezone
 from trigger.runtime.sources import SourceKind
 from trigger.runtime.state import StateError
 from trigger.sources.base import SourceContext
+from trigger.submit.clock import WallSteps
 
 log = structlog.get_logger("trigger.cron")
 T = TypeVar("T")
 
-MAX_SLEEP: Final = 60.0  # seconds: the longest sleep before re-reading the wall clock
+MAX_SLEEP: Final = 60.0  # seconds: the longest sleep of a rule (bounds NTP slewing's effect)
+WALL_CHECK: Final = 1.0  # seconds between two looks for a step of the wall clock
 LATE_GRACE: Final = 10.0  # seconds: a tick reached later than this counts as missed
 BACKOFF_INITIAL: Final = 1.0
 BACKOFF_MAX: Final = 60.0
@@ -143,12 +152,13 @@ class CronSource:
         late_grace: float = LATE_GRACE,
         backoff_initial: float = BACKOFF_INITIAL,
         backoff_max: float = BACKOFF_MAX,
+        wall_check: float = WALL_CHECK,
     ) -> None:
         refused = refused_rules(ctx.rules, ctx.sink)
         if refused:
             raise ConfigError(refusal(refused, ctx.sink))
         self._ctx = ctx
-        self._max_sleep, self._grace = max_sleep, late_grace
+        self._max_sleep, self._grace, self._wall_check = max_sleep, late_grace, wall_check
         self._backoff = (backoff_initial, backoff_max)
         self._refused: frozenset[str] = frozenset()
         self._wakes: dict[str, asyncio.Event] = {}
@@ -174,6 +184,7 @@ class CronSource:
         tasks: dict[str, asyncio.Task[None]] = {}
         try:
             async with asyncio.TaskGroup() as group:
+                group.create_task(self._watch_wall_clock(), name="cron:wall-clock")
                 while not self._stopping.is_set():
                     self._changed.clear()
                     for name in self._cron_names():
@@ -195,8 +206,28 @@ class CronSource:
 
     def _wake_all(self) -> None:
         self._changed.set()
+        self._wake_rules()
+
+    def _wake_rules(self) -> None:
         for wake in self._wakes.values():
             wake.set()
+
+    async def _watch_wall_clock(self) -> None:
+        """Wake every rule as soon as the wall clock is seen to step, either way."""
+        steps = WallSteps(self._ctx.clock)
+        try:
+            while True:
+                await self._pause(self._wall_check, None)
+                step = steps.check()
+                if step:
+                    log.warning(
+                        "wall clock stepped; cron rules look at it again",
+                        step=round(step, 3),
+                        now=format_time(self._ctx.clock.now()),
+                    )
+                    self._wake_rules()
+        except _Stopped:
+            return
 
     def _cron_names(self) -> list[str]:
         return [
@@ -302,7 +333,7 @@ class CronSource:
                     delay=delay,
                     error=str(exc),
                 )
-                await self._pause(delay, wake, interruptible=False)
+                await self._pause(delay, None)
         await self._store(name, fire.time, wake)
         return True
 
@@ -394,22 +425,20 @@ class CronSource:
                     delay=delay,
                     error=str(exc),
                 )
-                await self._pause(delay, wake, interruptible=False)
+                await self._pause(delay, None)
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         initial, cap = self._backoff
         delay: float = min(cap, initial * 2.0 ** (attempt - 1))
         return max(delay, min(retry_after or 0.0, cap))
 
-    async def _pause(
-        self, seconds: float, wake: asyncio.Event, *, interruptible: bool = True
-    ) -> None:
-        """Sleep on the clock until `seconds` pass, the source stops or (if asked) rules change."""
+    async def _pause(self, seconds: float, wake: asyncio.Event | None) -> None:
+        """Sleep on the clock until `seconds` pass, the source stops or `wake` is set."""
         waits: list[asyncio.Future[Any]] = [
             asyncio.ensure_future(self._ctx.clock.sleep(seconds)),
             asyncio.ensure_future(self._stopping.wait()),
         ]
-        if interruptible:
+        if wake is not None:
             waits.append(asyncio.ensure_future(wake.wait()))
         try:
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
