@@ -21,6 +21,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from structlog.testing import capture_logs
 
 from tests.daemon import running, wait_for
 from trigger.errors import ConfigError, TemporarySubmitError
@@ -608,6 +609,46 @@ async def test_watermark_survives_a_restart(
     await second.stop()
     assert second.sink.scheduled() == ids("2025-06-01T00:30:00Z", "2025-06-01T00:45:00Z")
     assert await second.watermark() == "2025-06-01T00:45:00Z"
+
+
+def state_errors(metrics: Metrics, reason: str) -> float:
+    value = metrics.registry.get_sample_value(
+        "trigger_state_errors_total", {"key_kind": "cron", "reason": reason}
+    )
+    return value or 0.0
+
+
+@pytest.mark.parametrize(("status", "reason"), [(403, "forbidden"), (413, "too-large")])
+async def test_permanent_state_error_is_reported_and_retried(
+    tmp_path: Path, kube: KubeEmulator, kube_sink: KubernetesSink, status: int, reason: str
+) -> None:
+    """A watermark write refused for good is logged once, counted, shown in /status and
+    retried with backoff; once the store accepts it, the rule goes on, no tick twice."""
+    state = ConfigMapStateStore(kube_sink.api_client, "default", "trigger-state")
+    harness = Harness(tmp_path, RecordingSink(LocalSink(tmp_path / "workflows")), state)
+    await seed_watermark(state, START)
+    await harness.start(rule_yaml())
+    refusal = kube.inject(status, count=10**6, method="PUT", path_contains="/trigger-state")
+    try:
+        with capture_logs() as logs:
+            await harness.at(START + timedelta(minutes=31))  # 00:15 fires; 00:30 waits
+            refused = 10**6 - refusal.remaining
+            assert harness.sink.scheduled() == ids("2025-06-01T00:15:00Z")
+            assert await harness.watermark() == "2025-06-01T00:00:00Z"
+            assert refused > 5  # retried with backoff all along, not given up
+            assert state_errors(harness.metrics, reason) == refused
+            reports = [e for e in logs if e["log_level"] == "error"]
+            assert [(e["key"], e["reason"]) for e in reports] == [("cron/tick", reason)]
+            shown = harness.source._ctx.pipeline.status["tick"].last_error  # type: ignore[union-attr]
+            assert shown is not None and "cron/tick" in shown and str(status) in shown
+            kube.clear_injections()  # the store accepts writes again
+            await harness.at(START + timedelta(minutes=32))
+        assert harness.sink.scheduled() == ids("2025-06-01T00:15:00Z", "2025-06-01T00:30:00Z")
+        assert await harness.watermark() == "2025-06-01T00:30:00Z"
+        assert state_errors(harness.metrics, reason) == refused
+        assert harness.source._ctx.pipeline.status["tick"].last_error is None  # type: ignore[union-attr]
+    finally:
+        await harness.stop()
 
 
 # --- concurrency policy ------------------------------------------------------------------

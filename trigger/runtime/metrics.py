@@ -95,6 +95,13 @@ class Metrics:
             ["rule", "reason"],
             registry=r,
         )
+        self.state_errors = Counter(
+            "trigger_state_errors",
+            "Failed state-store calls, by kind of key (cron, oss-poll) and reason "
+            "(too-large, forbidden, conflict, throttled, server-error, unavailable, ...).",
+            ["key_kind", "reason"],
+            registry=r,
+        )
 
     def child(self, metric: Any, *labels: str) -> Any:
         """`metric.labels(*labels)`, cached: prometheus_client's own lookup takes a lock and

@@ -18,6 +18,11 @@ follow `catchUp`: `latest` fires the most recent, `all` each in order (the last
 for the first time starts from now. `concurrencyPolicy` looks at the rule's Workflows by
 label before each tick: `Forbid` skips the tick while one is Pending or Running,
 `Replace` stops them first.
+
+A state-store failure holds the rule where it is (the next tick waits for the watermark
+of the last one) and is retried with capped backoff; every failure is counted, shown as
+the rule's last_error, and logged: a temporary one at each attempt, a permanent one (a
+403, a value too large) once, until the store accepts again.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from trigger.rules.render import ANNOTATION_EVENT_ID, LABEL_RULE
 from trigger.rules.router import RuleSet
 from trigger.rules.rule import Rule
 from trigger.rules.schedules import compile_timezone
+from trigger.runtime.pipeline import RuleStatus
 from trigger.runtime.sources import SourceKind
 from trigger.runtime.state import StateError
 from trigger.sources.base import SourceContext
@@ -54,6 +60,16 @@ BACKOFF_MAX: Final = 60.0
 ACTIVE_PHASES: Final = frozenset({"", "Pending", "Running"})  # "": no status.phase yet
 MISSED_COUNT_LIMIT: Final = 1000  # missed ticks counted one by one, then "at least"
 _JUST_UNDER: Final = timedelta(microseconds=1)
+STATE_ERROR_PREFIX: Final = "cron state: "  # marks the last_error this source sets and clears
+_STATE_REASONS: Final = {
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not-found",
+    409: "conflict",
+    413: "too-large",
+    422: "invalid",
+    429: "throttled",
+}
 
 
 def state_key(rule: str) -> str:
@@ -67,6 +83,19 @@ class WorkflowControl(Protocol):
     async def list_workflows(self, namespace: str, label_selector: str) -> list[dict[str, Any]]: ...
 
     async def stop_workflow(self, namespace: str, name: str) -> None: ...
+
+
+def state_error_reason(exc: StateError) -> str:
+    """A short word for `trigger_state_errors_total{reason}`: the error's own `reason` when
+    it carries one, else one derived from its HTTP status and whether it is temporary."""
+    own = getattr(exc, "reason", None)
+    if isinstance(own, str) and own:
+        return own
+    if exc.status is None:
+        return "unavailable" if exc.temporary else "rejected"
+    if exc.status >= 500:
+        return "server-error"
+    return _STATE_REASONS.get(exc.status, f"http-{exc.status}")
 
 
 def refused_rules(rules: RuleSet, sink: object) -> list[str]:
@@ -162,6 +191,7 @@ class CronSource:
         self._backoff = (backoff_initial, backoff_max)
         self._refused: frozenset[str] = frozenset()
         self._wakes: dict[str, asyncio.Event] = {}
+        self._reported: dict[str, str] = {}  # state key -> reason of the permanent error logged
         self._changed = asyncio.Event()
         self._stopping = asyncio.Event()
         self._finished = asyncio.Event()
@@ -260,23 +290,21 @@ class CronSource:
                     continue
                 if not loaded:
                     watermark = await self._retrying(
-                        name, "read the watermark", wake, lambda: self._load(name)
+                        name, "read the watermark", lambda: self._load(name)
                     )
                     loaded = True
-                watermark, delay = await self._step(rule, watermark, wake)
+                watermark, delay = await self._step(rule, watermark)
                 if delay > 0:
                     await self._pause(delay, wake)
         except _Stopped:
             return
 
-    async def _step(
-        self, rule: Rule, watermark: datetime | None, wake: asyncio.Event
-    ) -> tuple[datetime, float]:
+    async def _step(self, rule: Rule, watermark: datetime | None) -> tuple[datetime, float]:
         """Fire what is due; return the new watermark and how long to sleep."""
         now = self._ctx.clock.now()
         tz = compile_timezone(rule.cron.timezone)
         if watermark is None:  # first seen: start from now, no catch-up
-            await self._store(rule.name, now, wake)
+            await self._store(rule.name, now)
             log.info("cron rule starts from now", rule=rule.name, watermark=format_time(now))
             watermark = now
         plan = plan_ticks(rule, tz, watermark, now, self._grace)
@@ -289,10 +317,10 @@ class CronSource:
                 catch_up=rule.cron.catchUp,
             )
         if plan.settled is not None:
-            await self._store(rule.name, plan.settled, wake)
+            await self._store(rule.name, plan.settled)
             watermark = plan.settled
         for fire in plan.fire:
-            if not await self._fire(rule.name, fire, wake):
+            if not await self._fire(rule.name, fire):
                 return watermark, 0.0  # the rule changed under the tick: look again
             watermark = fire.time
         if plan.fire:
@@ -302,7 +330,7 @@ class CronSource:
             return watermark, self._max_sleep
         return watermark, max(0.0, min((upcoming.time - now).total_seconds(), self._max_sleep))
 
-    async def _fire(self, name: str, fire: Fire, wake: asyncio.Event) -> bool:
+    async def _fire(self, name: str, fire: Fire) -> bool:
         """Submit one tick (retrying), then store it as the watermark; False if abandoned."""
         event: Event | None = None
         attempt = 0
@@ -334,7 +362,7 @@ class CronSource:
                     error=str(exc),
                 )
                 await self._pause(delay, None)
-        await self._store(name, fire.time, wake)
+        await self._store(name, fire.time)
         return True
 
     async def _admit(self, rule: Rule, event: Event) -> bool:
@@ -390,7 +418,7 @@ class CronSource:
             log.error("unreadable cron watermark; starting from now", rule=name, value=value)
         return moment
 
-    async def _store(self, name: str, moment: datetime, wake: asyncio.Event) -> None:
+    async def _store(self, name: str, moment: datetime) -> None:
         """Advance the watermark to `moment` (never backwards), retrying state errors."""
 
         def advance(current: dict[str, Any] | None) -> dict[str, Any]:
@@ -400,32 +428,57 @@ class CronSource:
             return {**(current or {}), "scheduledTime": format_time(moment)}
 
         await self._retrying(
-            name,
-            "store the watermark",
-            wake,
-            lambda: self._ctx.state.update(state_key(name), advance),
+            name, "store the watermark", lambda: self._ctx.state.update(state_key(name), advance)
         )
 
     # --- waiting -----------------------------------------------------------------------------
 
-    async def _retrying(
-        self, name: str, what: str, wake: asyncio.Event, call: Callable[[], Awaitable[T]]
-    ) -> T:
+    async def _retrying(self, name: str, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        """`call()` until it succeeds, pausing with capped backoff after each state error."""
         attempt = 0
         while True:
             try:
-                return await call()
+                result = await call()
             except StateError as exc:
                 attempt += 1
                 delay = self._delay(attempt, None)
-                log.warning(
-                    f"cannot {what}; retrying",
-                    rule=name,
-                    attempt=attempt,
-                    delay=delay,
-                    error=str(exc),
-                )
+                self._state_failed(name, what, exc, attempt, delay)
                 await self._pause(delay, None)
+                continue
+            if attempt:
+                self._state_recovered(name, what, attempt)
+            return result
+
+    def _state_failed(
+        self, name: str, what: str, exc: StateError, attempt: int, delay: float
+    ) -> None:
+        """Count the failure and show it; log a temporary one each time, a permanent one
+        when it first appears (it repeats until someone fixes the store)."""
+        key, reason = state_key(name), state_error_reason(exc)
+        self._ctx.metrics.state_errors.labels("cron", reason).inc()
+        self._status(name).last_error = f"{STATE_ERROR_PREFIX}cannot {what} ({key}): {exc}"
+        fields = {"rule": name, "key": key, "reason": reason, "error": str(exc)}
+        if exc.temporary:
+            log.warning(f"cannot {what}; retrying", attempt=attempt, delay=delay, **fields)
+        elif self._reported.get(key) != reason:
+            self._reported[key] = reason
+            log.error(
+                f"cannot {what}: the state store refuses it; retrying until it accepts",
+                status=exc.status,
+                max_delay=self._backoff[1],
+                **fields,
+            )
+
+    def _state_recovered(self, name: str, what: str, failures: int) -> None:
+        key = state_key(name)
+        self._reported.pop(key, None)
+        status = self._status(name)
+        if status.last_error and status.last_error.startswith(STATE_ERROR_PREFIX):
+            status.last_error = None
+        log.info(f"state store works again: could {what}", rule=name, key=key, failures=failures)
+
+    def _status(self, name: str) -> RuleStatus:
+        return self._ctx.pipeline.status.setdefault(name, RuleStatus())
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         initial, cap = self._backoff
