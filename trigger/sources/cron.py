@@ -214,7 +214,7 @@ class CronSource:
         tasks: dict[str, asyncio.Task[None]] = {}
         try:
             async with asyncio.TaskGroup() as group:
-                group.create_task(self._watch_wall_clock(), name="cron:wall-clock")
+                watch = group.create_task(self._watch_wall_clock(), name="cron:wall-clock")
                 while not self._stopping.is_set():
                     self._changed.clear()
                     for name in self._cron_names():
@@ -224,6 +224,7 @@ class CronSource:
                                 self._run_rule(name), name=f"cron:{name}"
                             )
                     await self._changed.wait()
+                watch.cancel()
                 self._wake_all()
         finally:
             self._finished.set()
@@ -243,21 +244,19 @@ class CronSource:
             wake.set()
 
     async def _watch_wall_clock(self) -> None:
-        """Wake every rule as soon as the wall clock is seen to step, either way."""
+        """Wake every rule as soon as the wall clock is seen to step, either way; `run`
+        cancels it. A bare sleep, as this wakes every second for the daemon's life."""
         steps = WallSteps(self._ctx.clock)
-        try:
-            while True:
-                await self._pause(self._wall_check, None)
-                step = steps.check()
-                if step:
-                    log.warning(
-                        "wall clock stepped; cron rules look at it again",
-                        step=round(step, 3),
-                        now=format_time(self._ctx.clock.now()),
-                    )
-                    self._wake_rules()
-        except _Stopped:
-            return
+        while True:
+            await self._ctx.clock.sleep(self._wall_check)
+            step = steps.check()
+            if step:
+                log.warning(
+                    "wall clock stepped; cron rules look at it again",
+                    step=round(step, 3),
+                    now=format_time(self._ctx.clock.now()),
+                )
+                self._wake_rules()
 
     def _cron_names(self) -> list[str]:
         return [
