@@ -8,6 +8,7 @@ rule's task sleeps on the clock again before looking at Workflows and watermarks
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import textwrap
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -18,6 +19,9 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from structlog.testing import capture_logs
 
 from tests.daemon import running, wait_for
 from trigger.errors import ConfigError, TemporarySubmitError
@@ -123,15 +127,18 @@ class Harness:
         return SourceContext(pipeline, self.metrics, self.clock, self.sink, self.state, None)
 
     async def start(self, *docs: str, **options: Any) -> CronSource:
+        # The wall-clock watch looks once an hour unless a test is about clock steps, so
+        # that moving virtual time hours ahead takes few wake-ups.
+        options.setdefault("wall_check", 3600.0)
         self.source = CronSource(self.context(self.load(*docs)), **options)
         self.task = asyncio.create_task(self.source.run())
         await self.idle()
         return self.source
 
     async def idle(self, workers: int | None = None) -> None:
-        """Wait until every rule's task sleeps on the clock again."""
+        """Wait until every rule's task, and the source's wall-clock watch, sleeps again."""
         assert self.rules is not None
-        count = workers if workers is not None else sum(1 for r in self.rules.rules)
+        count = workers if workers is not None else sum(1 for r in self.rules.rules) + 1
         for _ in range(100):  # let woken tasks drop their old sleeps before counting sleepers
             await asyncio.sleep(0)
         await until(lambda: self.clock.sleeping >= count, "cron tasks to go idle")
@@ -440,12 +447,12 @@ async def test_two_replicas_create_one_workflow_per_tick(harness: Harness) -> No
     """Two sources firing the same tick against one sink create one Workflow."""
     await seed_watermark(harness.state, START)
     await harness.start(rule_yaml())
-    other = CronSource(harness.context(harness.load(rule_yaml())))
+    other = CronSource(harness.context(harness.load(rule_yaml())), wall_check=3600.0)
     other_task = asyncio.create_task(other.run())
     try:
-        await harness.idle(2)
+        await harness.idle(4)  # two rule tasks, two wall-clock watches
         await harness.clock.advance(15 * 60 + 1)
-        await harness.idle(2)
+        await harness.idle(4)
         files = list((harness.tmp / "workflows" / "data").glob("*.yaml"))
         assert len(files) == 1
     finally:
@@ -453,27 +460,110 @@ async def test_two_replicas_create_one_workflow_per_tick(harness: Harness) -> No
         await other_task
 
 
-async def test_wall_clock_jump_is_noticed_within_the_sleep_cap(harness: Harness) -> None:
-    """After the wall clock jumps forward, the due tick fires at the next capped wake-up."""
+# --- wall-clock steps ----------------------------------------------------------------------
+
+EVERY_5S = ["*/5 * * * * *"]
+
+
+def at_seconds(*seconds: int) -> list[str]:
+    """The event ids of ticks at these seconds after START."""
+    return ids(*(format_time(START + timedelta(seconds=s)) for s in seconds))
+
+
+async def test_back_step_then_return_fires_the_next_tick_promptly(harness: Harness) -> None:
+    """After the wall clock steps back 60 s and returns 10 s later, the due tick fires at once."""
     await seed_watermark(harness.state, START)
-    jumped = JumpingClock(harness.clock)
-    harness.clock = jumped  # type: ignore[assignment]
-    await harness.start(rule_yaml(schedules=["0 3 * * *"]), max_sleep=60.0)
-    jumped.offset = timedelta(hours=3)  # NTP fixed a clock that was 3 h behind
-    await harness.clock.advance(60)
-    await harness.idle()
-    assert harness.sink.scheduled() == ids("2025-06-01T03:00:00Z")
+    await harness.start(rule_yaml(schedules=EVERY_5S), wall_check=1.0)
+    await harness.at(START + timedelta(seconds=12))
+    assert harness.sink.scheduled() == at_seconds(5, 10)
+    harness.clock.step_wall(-60)  # wall: 23:59:12
+    await harness.at(START - timedelta(seconds=38))  # ten seconds pass on the stepped clock
+    assert harness.sink.scheduled() == at_seconds(5, 10)
+    harness.clock.step_wall(60)  # wall: 00:00:22, true time again
+    await harness.at(START + timedelta(seconds=23))  # one look at the wall clock later
+    # 00:00:15 and 00:00:20 were never reached on time: catchUp latest fires 00:00:20.
+    assert harness.sink.scheduled() == at_seconds(5, 10, 20)
+    await harness.at(START + timedelta(seconds=25))
+    assert harness.sink.scheduled() == at_seconds(5, 10, 20, 25)
 
 
-class JumpingClock(VirtualClock):
-    """A virtual clock whose wall time can jump while monotonic time runs on."""
+async def test_back_step_never_fires_a_tick_twice(harness: Harness) -> None:
+    """While the wall clock re-passes ticks already fired, none fires again."""
+    await seed_watermark(harness.state, START)
+    await harness.start(rule_yaml(schedules=EVERY_5S), wall_check=1.0)
+    await harness.at(START + timedelta(seconds=12))
+    harness.clock.step_wall(-60)
+    await harness.at(START + timedelta(seconds=12))  # a minute later, the wall reads 00:00:12
+    assert harness.sink.scheduled() == at_seconds(5, 10)
+    await harness.at(START + timedelta(seconds=15))
+    assert harness.sink.scheduled() == at_seconds(5, 10, 15)
+    assert await harness.watermark() == "2025-06-01T00:00:15Z"
 
-    def __init__(self, base: VirtualClock) -> None:
-        super().__init__(base.now())
-        self.offset = timedelta(0)
 
-    def now(self) -> datetime:
-        return super().now() + self.offset
+@pytest.mark.parametrize(
+    ("cron", "fired", "missed"),
+    [
+        ({"catchUp": "latest"}, ["2025-06-01T03:00:00Z"], 11),
+        (
+            {"catchUp": "all", "maxCatchUp": 3},
+            ["2025-06-01T02:30:00Z", "2025-06-01T02:45:00Z", "2025-06-01T03:00:00Z"],
+            9,
+        ),
+        ({"catchUp": "none"}, [], 12),
+    ],
+)
+async def test_forward_step_applies_catch_up_at_once(
+    harness: Harness, cron: dict[str, Any], fired: list[str], missed: int
+) -> None:
+    """A forward step of the wall clock fires what catchUp says at the next look."""
+    await seed_watermark(harness.state, START)
+    await harness.start(rule_yaml(**cron), wall_check=1.0)
+    await harness.at(START + timedelta(minutes=1))
+    harness.clock.step_wall(3 * 3600)  # NTP fixes a clock that was 3 h behind: 03:01:00
+    await harness.at(START + timedelta(hours=3, minutes=1, seconds=1))
+    assert harness.sink.scheduled() == ids(*fired)
+    assert harness.skipped("tick", "missed") == missed
+    assert await harness.watermark() == "2025-06-01T03:00:00Z"
+
+
+MINUTE = timedelta(minutes=1)
+
+
+def latest_minute(moment: datetime) -> datetime:
+    return moment.replace(second=0, microsecond=0)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    moves=st.lists(
+        st.tuples(
+            st.integers(min_value=-7200, max_value=7200),  # wall-clock step, seconds
+            st.integers(min_value=10, max_value=300),  # then this much time passes, seconds
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
+async def test_steps_either_way_keep_ticks_once_and_current(moves: list[tuple[int, int]]) -> None:
+    """Under any steps, ticks fire in order, once each, and the latest due tick has fired."""
+    with tempfile.TemporaryDirectory() as tmp:
+        state = await FileStateStore.open(Path(tmp) / "state.json")
+        harness = Harness(Path(tmp), RecordingSink(LocalSink(Path(tmp) / "workflows")), state)
+        await seed_watermark(state, START)
+        await harness.start(rule_yaml(schedules=["* * * * *"]), wall_check=10.0)
+        watermark = START
+        try:
+            for step, passing in moves:
+                harness.clock.step_wall(step)
+                await harness.at(harness.clock.now() + timedelta(seconds=passing))
+                watermark = max(watermark, latest_minute(harness.clock.now()))
+                fired = harness.sink.scheduled()
+                assert fired == sorted(set(fired))
+                assert await harness.watermark() == format_time(watermark)
+                assert not fired or fired[-1] == f"tick@{format_time(watermark)}"
+        finally:
+            await harness.stop()
+            await harness.sink.close()
 
 
 # --- state stores ------------------------------------------------------------------------
@@ -519,6 +609,50 @@ async def test_watermark_survives_a_restart(
     await second.stop()
     assert second.sink.scheduled() == ids("2025-06-01T00:30:00Z", "2025-06-01T00:45:00Z")
     assert await second.watermark() == "2025-06-01T00:45:00Z"
+
+
+def state_errors(metrics: Metrics, reason: str) -> float:
+    value = metrics.registry.get_sample_value(
+        "trigger_state_errors_total", {"key_kind": "cron", "reason": reason}
+    )
+    return value or 0.0
+
+
+@pytest.mark.parametrize(("status", "reason"), [(403, "forbidden"), (413, "too_large")])
+async def test_permanent_state_error_is_reported_and_retried(
+    tmp_path: Path, kube: KubeEmulator, kube_sink: KubernetesSink, status: int, reason: str
+) -> None:
+    """A watermark write refused for good is logged once, counted, shown in /status and
+    retried with backoff; once the store accepts it, the rule goes on, no tick twice."""
+    metrics = Metrics()  # the store counts its failures; the source only reports them
+    state = ConfigMapStateStore(
+        kube_sink.api_client, "default", "trigger-state", metrics=metrics
+    )
+    sink = RecordingSink(LocalSink(tmp_path / "workflows"))
+    harness = Harness(tmp_path, sink, state, metrics=metrics)
+    await seed_watermark(state, START)
+    await harness.start(rule_yaml())
+    refusal = kube.inject(status, count=10**6, method="PUT", path_contains="/trigger-state")
+    try:
+        with capture_logs() as logs:
+            await harness.at(START + timedelta(minutes=31))  # 00:15 fires; 00:30 waits
+            refused = 10**6 - refusal.remaining
+            assert harness.sink.scheduled() == ids("2025-06-01T00:15:00Z")
+            assert await harness.watermark() == "2025-06-01T00:00:00Z"
+            assert refused > 5  # retried with backoff all along, not given up
+            assert state_errors(harness.metrics, reason) == refused
+            reports = [e for e in logs if e["log_level"] == "error"]
+            assert [(e["key"], e["reason"]) for e in reports] == [("cron/tick", reason)]
+            shown = harness.source._ctx.pipeline.status["tick"].last_error  # type: ignore[union-attr]
+            assert shown is not None and "cron/tick" in shown and str(status) in shown
+            kube.clear_injections()  # the store accepts writes again
+            await harness.at(START + timedelta(minutes=32))
+        assert harness.sink.scheduled() == ids("2025-06-01T00:15:00Z", "2025-06-01T00:30:00Z")
+        assert await harness.watermark() == "2025-06-01T00:30:00Z"
+        assert state_errors(harness.metrics, reason) == refused
+        assert harness.source._ctx.pipeline.status["tick"].last_error is None  # type: ignore[union-attr]
+    finally:
+        await harness.stop()
 
 
 # --- concurrency policy ------------------------------------------------------------------

@@ -45,6 +45,7 @@ from trigger.errors import ConfigError, TriggerError
 from trigger.runtime.metrics import Metrics
 from trigger.submit.clock import Clock, SystemClock
 from trigger.submit.storage import StorageObserver, report, storage_error
+from trigger.submit.transport import ETCD_TOO_LARGE
 
 log = structlog.get_logger("trigger.state")
 Value = dict[str, Any]
@@ -66,6 +67,7 @@ _MAX_LABEL: Final = 63
 _HASH: Final = 10
 _CONFLICT: Final = 409
 _TEMPORARY: Final = frozenset({408, 429})
+_TOO_LARGE: Final = 413
 
 
 class StateError(TriggerError):
@@ -294,6 +296,16 @@ def _api_error(err: BaseException, what: str) -> StateError:
 
     if isinstance(err, ApiException):
         status = int(err.status or 0)
+        body = err.body.decode("utf-8", "replace") if isinstance(err.body, bytes) else err.body
+        if status == _TOO_LARGE or (status >= 500 and ETCD_TOO_LARGE in (body or "")):
+            # etcd refuses an object over 1.5 MiB with a 500 (kubernetes#112152): no retry
+            # makes it smaller.
+            return StateError(
+                f"{what}: {status}: the value is too large to store",
+                temporary=False,
+                status=status,
+                reason="too_large",
+            )
         temporary = status in _TEMPORARY or status >= 500 or status == 0
         reason = "unavailable" if temporary else "forbidden" if status == 403 else "rejected"
         return StateError(

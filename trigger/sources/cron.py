@@ -1,16 +1,28 @@
 """The cron source: fires each rule's schedule ticks, once each, on the leader only.
 
 One task per cron rule sleeps on the injected clock until its next tick (at most
-`max_sleep` at a time, so a wall-clock jump is noticed), fires it through the pipeline and
-then advances the rule's watermark (`cron/<rule>` in the state store): every tick at or
-before the watermark is settled. A tick's Workflow name derives from the rule and the
-scheduled time, so a restart, a retry or a second replica meets AlreadyExists.
+`max_sleep` at a time), fires it through the pipeline and then advances the rule's
+watermark (`cron/<rule>` in the state store): every tick at or before the watermark is
+settled. A tick's Workflow name derives from the rule and the scheduled time, so a
+restart, a retry or a second replica meets AlreadyExists.
 
-Ticks the daemon did not reach on time (downtime, a pause, `suspend`) follow `catchUp`:
-`latest` fires the most recent, `all` each in order (the last `maxCatchUp`), `none` none;
-ticks older than `startingDeadline` never fire. A rule seen for the first time starts
-from now. `concurrencyPolicy` looks at the rule's Workflows by label before each tick:
-`Forbid` skips the tick while one is Pending or Running, `Replace` stops them first.
+Those sleeps run on the monotonic clock for a span computed from the wall clock, so one
+more task re-reads the wall clock every `wall_check` seconds and, when it stepped (NTP, a
+resumed VM), wakes every rule at once: a step forward fires what catchUp says, a step
+back makes each rule wait for the wall clock to reach its next tick again. The watermark
+keeps a step back from firing any tick twice.
+
+Ticks the daemon did not reach on time (downtime, a pause, `suspend`, a step forward)
+follow `catchUp`: `latest` fires the most recent, `all` each in order (the last
+`maxCatchUp`), `none` none; ticks older than `startingDeadline` never fire. A rule seen
+for the first time starts from now. `concurrencyPolicy` looks at the rule's Workflows by
+label before each tick: `Forbid` skips the tick while one is Pending or Running,
+`Replace` stops them first.
+
+A state-store failure holds the rule where it is (the next tick waits for the watermark
+of the last one) and is retried with capped backoff; every failure is counted, shown as
+the rule's last_error, and logged: a temporary one at each attempt, a permanent one (a
+403, a value too large) once, until the store accepts again.
 """
 
 from __future__ import annotations
@@ -31,20 +43,24 @@ from trigger.rules.render import ANNOTATION_EVENT_ID, LABEL_RULE
 from trigger.rules.router import RuleSet
 from trigger.rules.rule import Rule
 from trigger.rules.schedules import compile_timezone
+from trigger.runtime.pipeline import RuleStatus
 from trigger.runtime.sources import SourceKind
 from trigger.runtime.state import StateError
 from trigger.sources.base import SourceContext
+from trigger.submit.clock import WallSteps
 
 log = structlog.get_logger("trigger.cron")
 T = TypeVar("T")
 
-MAX_SLEEP: Final = 60.0  # seconds: the longest sleep before re-reading the wall clock
+MAX_SLEEP: Final = 60.0  # seconds: the longest sleep of a rule (bounds NTP slewing's effect)
+WALL_CHECK: Final = 1.0  # seconds between two looks for a step of the wall clock
 LATE_GRACE: Final = 10.0  # seconds: a tick reached later than this counts as missed
 BACKOFF_INITIAL: Final = 1.0
 BACKOFF_MAX: Final = 60.0
 ACTIVE_PHASES: Final = frozenset({"", "Pending", "Running"})  # "": no status.phase yet
 MISSED_COUNT_LIMIT: Final = 1000  # missed ticks counted one by one, then "at least"
 _JUST_UNDER: Final = timedelta(microseconds=1)
+STATE_ERROR_PREFIX: Final = "cron state: "  # marks the last_error this source sets and clears
 
 
 def state_key(rule: str) -> str:
@@ -143,15 +159,17 @@ class CronSource:
         late_grace: float = LATE_GRACE,
         backoff_initial: float = BACKOFF_INITIAL,
         backoff_max: float = BACKOFF_MAX,
+        wall_check: float = WALL_CHECK,
     ) -> None:
         refused = refused_rules(ctx.rules, ctx.sink)
         if refused:
             raise ConfigError(refusal(refused, ctx.sink))
         self._ctx = ctx
-        self._max_sleep, self._grace = max_sleep, late_grace
+        self._max_sleep, self._grace, self._wall_check = max_sleep, late_grace, wall_check
         self._backoff = (backoff_initial, backoff_max)
         self._refused: frozenset[str] = frozenset()
         self._wakes: dict[str, asyncio.Event] = {}
+        self._reported: dict[str, str] = {}  # state key -> reason of the permanent error logged
         self._changed = asyncio.Event()
         self._stopping = asyncio.Event()
         self._finished = asyncio.Event()
@@ -174,6 +192,7 @@ class CronSource:
         tasks: dict[str, asyncio.Task[None]] = {}
         try:
             async with asyncio.TaskGroup() as group:
+                watch = group.create_task(self._watch_wall_clock(), name="cron:wall-clock")
                 while not self._stopping.is_set():
                     self._changed.clear()
                     for name in self._cron_names():
@@ -183,6 +202,7 @@ class CronSource:
                                 self._run_rule(name), name=f"cron:{name}"
                             )
                     await self._changed.wait()
+                watch.cancel()
                 self._wake_all()
         finally:
             self._finished.set()
@@ -195,8 +215,26 @@ class CronSource:
 
     def _wake_all(self) -> None:
         self._changed.set()
+        self._wake_rules()
+
+    def _wake_rules(self) -> None:
         for wake in self._wakes.values():
             wake.set()
+
+    async def _watch_wall_clock(self) -> None:
+        """Wake every rule as soon as the wall clock is seen to step, either way; `run`
+        cancels it. A bare sleep, as this wakes every second for the daemon's life."""
+        steps = WallSteps(self._ctx.clock)
+        while True:
+            await self._ctx.clock.sleep(self._wall_check)
+            step = steps.check()
+            if step:
+                log.warning(
+                    "wall clock stepped; cron rules look at it again",
+                    step=round(step, 3),
+                    now=format_time(self._ctx.clock.now()),
+                )
+                self._wake_rules()
 
     def _cron_names(self) -> list[str]:
         return [
@@ -229,23 +267,21 @@ class CronSource:
                     continue
                 if not loaded:
                     watermark = await self._retrying(
-                        name, "read the watermark", wake, lambda: self._load(name)
+                        name, "read the watermark", lambda: self._load(name)
                     )
                     loaded = True
-                watermark, delay = await self._step(rule, watermark, wake)
+                watermark, delay = await self._step(rule, watermark)
                 if delay > 0:
                     await self._pause(delay, wake)
         except _Stopped:
             return
 
-    async def _step(
-        self, rule: Rule, watermark: datetime | None, wake: asyncio.Event
-    ) -> tuple[datetime, float]:
+    async def _step(self, rule: Rule, watermark: datetime | None) -> tuple[datetime, float]:
         """Fire what is due; return the new watermark and how long to sleep."""
         now = self._ctx.clock.now()
         tz = compile_timezone(rule.cron.timezone)
         if watermark is None:  # first seen: start from now, no catch-up
-            await self._store(rule.name, now, wake)
+            await self._store(rule.name, now)
             log.info("cron rule starts from now", rule=rule.name, watermark=format_time(now))
             watermark = now
         plan = plan_ticks(rule, tz, watermark, now, self._grace)
@@ -258,10 +294,10 @@ class CronSource:
                 catch_up=rule.cron.catchUp,
             )
         if plan.settled is not None:
-            await self._store(rule.name, plan.settled, wake)
+            await self._store(rule.name, plan.settled)
             watermark = plan.settled
         for fire in plan.fire:
-            if not await self._fire(rule.name, fire, wake):
+            if not await self._fire(rule.name, fire):
                 return watermark, 0.0  # the rule changed under the tick: look again
             watermark = fire.time
         if plan.fire:
@@ -271,7 +307,7 @@ class CronSource:
             return watermark, self._max_sleep
         return watermark, max(0.0, min((upcoming.time - now).total_seconds(), self._max_sleep))
 
-    async def _fire(self, name: str, fire: Fire, wake: asyncio.Event) -> bool:
+    async def _fire(self, name: str, fire: Fire) -> bool:
         """Submit one tick (retrying), then store it as the watermark; False if abandoned."""
         event: Event | None = None
         attempt = 0
@@ -302,8 +338,8 @@ class CronSource:
                     delay=delay,
                     error=str(exc),
                 )
-                await self._pause(delay, wake, interruptible=False)
-        await self._store(name, fire.time, wake)
+                await self._pause(delay, None)
+        await self._store(name, fire.time)
         return True
 
     async def _admit(self, rule: Rule, event: Event) -> bool:
@@ -359,7 +395,7 @@ class CronSource:
             log.error("unreadable cron watermark; starting from now", rule=name, value=value)
         return moment
 
-    async def _store(self, name: str, moment: datetime, wake: asyncio.Event) -> None:
+    async def _store(self, name: str, moment: datetime) -> None:
         """Advance the watermark to `moment` (never backwards), retrying state errors."""
 
         def advance(current: dict[str, Any] | None) -> dict[str, Any]:
@@ -369,47 +405,69 @@ class CronSource:
             return {**(current or {}), "scheduledTime": format_time(moment)}
 
         await self._retrying(
-            name,
-            "store the watermark",
-            wake,
-            lambda: self._ctx.state.update(state_key(name), advance),
+            name, "store the watermark", lambda: self._ctx.state.update(state_key(name), advance)
         )
 
     # --- waiting -----------------------------------------------------------------------------
 
-    async def _retrying(
-        self, name: str, what: str, wake: asyncio.Event, call: Callable[[], Awaitable[T]]
-    ) -> T:
+    async def _retrying(self, name: str, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        """`call()` until it succeeds, pausing with capped backoff after each state error."""
         attempt = 0
         while True:
             try:
-                return await call()
+                result = await call()
             except StateError as exc:
                 attempt += 1
                 delay = self._delay(attempt, None)
-                log.warning(
-                    f"cannot {what}; retrying",
-                    rule=name,
-                    attempt=attempt,
-                    delay=delay,
-                    error=str(exc),
-                )
-                await self._pause(delay, wake, interruptible=False)
+                self._state_failed(name, what, exc, attempt, delay)
+                await self._pause(delay, None)
+                continue
+            if attempt:
+                self._state_recovered(name, what, attempt)
+            return result
+
+    def _state_failed(
+        self, name: str, what: str, exc: StateError, attempt: int, delay: float
+    ) -> None:
+        """Count the failure and show it; log a temporary one each time, a permanent one
+        when it first appears (it repeats until someone fixes the store)."""
+        key, reason = state_key(name), exc.reason  # the store counts it in the metric
+        self._status(name).last_error = f"{STATE_ERROR_PREFIX}cannot {what} ({key}): {exc}"
+        fields = {"rule": name, "key": key, "reason": reason, "error": str(exc)}
+        if exc.temporary:
+            log.warning(f"cannot {what}; retrying", attempt=attempt, delay=delay, **fields)
+        elif self._reported.get(key) != reason:
+            self._reported[key] = reason
+            log.error(
+                f"cannot {what}: the state store refuses it; retrying until it accepts",
+                status=exc.status,
+                max_delay=self._backoff[1],
+                **fields,
+            )
+
+    def _state_recovered(self, name: str, what: str, failures: int) -> None:
+        key = state_key(name)
+        self._reported.pop(key, None)
+        status = self._status(name)
+        if status.last_error and status.last_error.startswith(STATE_ERROR_PREFIX):
+            status.last_error = None
+        log.info(f"state store works again: could {what}", rule=name, key=key, failures=failures)
+
+    def _status(self, name: str) -> RuleStatus:
+        return self._ctx.pipeline.status.setdefault(name, RuleStatus())
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         initial, cap = self._backoff
         delay: float = min(cap, initial * 2.0 ** (attempt - 1))
         return max(delay, min(retry_after or 0.0, cap))
 
-    async def _pause(
-        self, seconds: float, wake: asyncio.Event, *, interruptible: bool = True
-    ) -> None:
-        """Sleep on the clock until `seconds` pass, the source stops or (if asked) rules change."""
+    async def _pause(self, seconds: float, wake: asyncio.Event | None) -> None:
+        """Sleep on the clock until `seconds` pass, the source stops or `wake` is set."""
         waits: list[asyncio.Future[Any]] = [
             asyncio.ensure_future(self._ctx.clock.sleep(seconds)),
             asyncio.ensure_future(self._stopping.wait()),
         ]
-        if interruptible:
+        if wake is not None:
             waits.append(asyncio.ensure_future(wake.wait()))
         try:
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)

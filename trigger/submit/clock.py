@@ -12,6 +12,8 @@ of a two-minute backoff storm finishes in milliseconds with exact, repeatable ti
   clock reads each sleeper's deadline when it wakes), letting the loop settle after each,
   and finally reads `s` later than before.
 - `await run_until_idle()` keeps jumping to the earliest deadline until nobody sleeps.
+- `step_wall(s)` steps the wall clock alone by `s` seconds (negative: back), as NTP or a
+  resumed VM does: `now()` moves, `monotonic()` and the sleepers do not.
 - `auto=True`: a sleeper itself jumps the clock to the earliest deadline once the loop has
   gone quiet (it yielded `settle_cycles` times and meanwhile nobody slept or woke), so a
   test simply awaits the code under test. As with looptime, time then passes whenever
@@ -31,6 +33,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Final, Protocol
 
 VIRTUAL_EPOCH: Final = datetime(2025, 1, 1, tzinfo=UTC)
+STEP_TOLERANCE: Final = 0.5  # seconds: a smaller difference between the clocks is no step
 
 
 class Clock(Protocol):
@@ -47,6 +50,27 @@ class Clock(Protocol):
     async def sleep(self, seconds: float) -> None:
         """Wait `seconds` on this clock."""
         ...
+
+
+class WallSteps:
+    """Notices steps of the wall clock: NTP stepping it, a resumed VM, an operator.
+
+    Each `check()` compares how far the wall clock and the monotonic clock moved since the
+    previous one; a difference beyond `tolerance` seconds is a step. Checking often (every
+    second or so) keeps the slow rate corrections of NTP slewing far below the tolerance.
+    """
+
+    def __init__(self, clock: Clock, tolerance: float = STEP_TOLERANCE) -> None:
+        self._clock = clock
+        self._tolerance = tolerance
+        self._wall, self._mono = clock.now(), clock.monotonic()
+
+    def check(self) -> float:
+        """Seconds the wall clock stepped since the last check (negative: back), or 0.0."""
+        wall, mono = self._clock.now(), self._clock.monotonic()
+        step = (wall - self._wall).total_seconds() - (mono - self._mono)
+        self._wall, self._mono = wall, mono
+        return step if abs(step) > self._tolerance else 0.0
 
 
 class SystemClock:
@@ -79,6 +103,7 @@ class VirtualClock:
             raise ValueError("VirtualClock needs an aware start time")
         self._start = start.astimezone(UTC)
         self._elapsed = 0.0
+        self._wall_offset = timedelta(0)
         self._auto = auto
         self._settle_cycles = settle_cycles
         self._sleepers: list[_Sleeper] = []
@@ -88,10 +113,14 @@ class VirtualClock:
         self._epoch = 0
 
     def now(self) -> datetime:
-        return self._start + timedelta(seconds=self._elapsed)
+        return self._start + timedelta(seconds=self._elapsed) + self._wall_offset
 
     def monotonic(self) -> float:
         return self._elapsed
+
+    def step_wall(self, seconds: float) -> None:
+        """Step the wall clock alone by `seconds` (negative: back); nobody is woken."""
+        self._wall_offset += timedelta(seconds=seconds)
 
     @property
     def sleeping(self) -> int:
