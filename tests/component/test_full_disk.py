@@ -181,3 +181,58 @@ def test_a_full_disk_answers_503_and_loses_nothing(tmp_path: Path, disk: Disk) -
     lines = daemon.dead_letters.read_text().splitlines()
     assert len(lines) == 1
     assert json.loads(lines[0])["rule"] == "broken"
+
+
+CRON_RULE = """
+apiVersion: trigger/v1
+kind: Rule
+metadata: {name: every-second}
+spec:
+  source: {cron: {schedules: ["* * * * * *"]}}
+  workflow: {template: tick, namespace: ci}
+"""
+
+
+def state_of(path: Path) -> dict[str, object]:
+    try:
+        found: dict[str, object] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return found
+
+
+def test_a_full_disk_under_the_state_file_is_counted_and_survived(
+    tmp_path: Path, disk: Disk
+) -> None:
+    """The state file on a full disk: the watermark write fails as one counted, logged
+    line (no traceback), no tick fires twice, and once space is back the watermark moves
+    on again."""
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "cron.yaml").write_text(CRON_RULE)
+    state = disk.path / "state.json"
+    daemon = DaemonProcess(tmp_path, rules, extra_args=("--state", f"file:{state}"))
+    try:
+        daemon.start()
+        wait_for(lambda: len(daemon.workflow_files()) >= 2, what="two ticks")
+        disk.fill()
+        wait_for(
+            lambda: metric(daemon, "trigger_storage_errors_total", target="state") > 0,
+            what="a refused state write",
+        )
+        refused_at = len(daemon.workflow_files())
+        disk.free()
+        watermark_then = state_of(state).get("cron/every-second")
+        wait_for(
+            lambda: state_of(state).get("cron/every-second") not in (None, watermark_then),
+            what="the watermark to move again",
+        )
+        wait_for(lambda: len(daemon.workflow_files()) > refused_at, what="ticks again")
+    finally:
+        daemon.stop()
+    log = daemon.log()
+    assert "Traceback" not in log
+    lines = [e for e in daemon.log_events() if e.get("event", "").startswith("cannot write")]
+    assert {(e["target"], e["error"]) for e in lines} == {("state", "ENOSPC")}
+    names = [p.name for p in daemon.workflow_files()]
+    assert len(names) == len(set(names))
