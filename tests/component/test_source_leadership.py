@@ -27,7 +27,7 @@ from trigger.runtime.leader import LocalLeader
 from trigger.runtime.metrics import Metrics
 from trigger.runtime.pipeline import Pipeline
 from trigger.runtime.sources import SourceManager
-from trigger.runtime.state import ConfigMapStateStore
+from trigger.runtime.state import ANNOTATION_KEY, DATA_KEY, LABEL_STORE, ConfigMapStateStore
 from trigger.runtime.supervisor import Supervisor
 from trigger.settings import Settings
 from trigger.sources.base import SourceContext
@@ -107,11 +107,14 @@ class Replica:
         return self.kube.objects("argoproj.io", "v1alpha1", "workflows")
 
     def stored(self) -> dict[str, str]:
-        """Every watermark and checkpoint, as the state ConfigMap holds them."""
-        found = self.kube.get_object("", "v1", "configmaps", "trigger-state", "default")
-        assert found is not None
-        data: dict[str, str] = found.get("data") or {}
-        return data
+        """Every watermark and checkpoint, by key, as the state ConfigMaps hold them."""
+        found = {
+            cm["metadata"]["annotations"][ANNOTATION_KEY]: (cm.get("data") or {}).get(DATA_KEY)
+            for cm in self.kube.objects("", "v1", "configmaps", "default")
+            if (cm["metadata"].get("labels") or {}).get(LABEL_STORE)
+        }
+        assert found, "no state stored yet"
+        return found
 
 
 @pytest.fixture
