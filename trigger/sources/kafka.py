@@ -347,7 +347,7 @@ class PartitionCollector:
         )
         paused = GaugeMetricFamily(
             "trigger_kafka_partition_paused",
-            "1 while fetching from the partition is paused (in-flight bound).",
+            "1 while fetching from the partition is paused (its window or the process bound).",
             labels=labels,
         )
         committed = GaugeMetricFamily(
