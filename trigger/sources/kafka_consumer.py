@@ -155,8 +155,8 @@ class GroupConsumer:
                 await self._commit(self.windows)
 
     def _dispatch_all(self, batch: dict[TopicPartition, list[Any]]) -> None:
-        # Apart from `_fetch`, whose locals would keep each fetch alive until the next one:
-        # the records belong to their tasks alone, which drop them as they finish.
+        # Not inline in `_fetch`, whose locals would keep every fetched record alive until
+        # the next fetch returns: once dispatched, each record belongs to its task alone.
         for tp, records in batch.items():
             self._dispatch(tp, records)
 
