@@ -9,19 +9,23 @@ from hypothesis import strategies as st
 from trigger.sources.kafka_offsets import InFlightBudget, PartitionWindow
 
 
-def test_budget_holds_at_its_bound_and_frees_at_half() -> None:
-    """The budget has no room from its bound until half of it has been released."""
-    budget = InFlightBudget(4)
+@pytest.mark.parametrize(
+    ("bound", "frees_at"),
+    [(1, 0), (2, 1), (3, 2), (4, 3), (8, 6), (8192, 6144)],
+)
+def test_budget_holds_at_its_bound_until_a_quarter_is_free(bound: int, frees_at: int) -> None:
+    """The budget has no room from its bound until a quarter of it (at least one) is free."""
+    budget = InFlightBudget(bound)
     changes: list[bool] = []
     budget.watch(lambda: changes.append(budget.held))
-    budget.take(3)
+    budget.take(bound - 1)
     assert (budget.room, budget.held) == (1, False)
     budget.take(1)
     assert (budget.room, budget.held) == (0, True)
+    budget.release(bound - frees_at - 1)
+    assert (budget.room, budget.held) == (0, True)  # one short of a quarter free
     budget.release(1)
-    assert (budget.room, budget.held) == (0, True)  # 3 left: not yet half
-    budget.release(1)
-    assert (budget.room, budget.held) == (2, False)
+    assert (budget.room, budget.held) == (bound - frees_at, False)
     assert changes == [True, False]
 
 

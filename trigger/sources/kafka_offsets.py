@@ -13,10 +13,13 @@ between paused and fetching on every record.
 Per-partition bounds alone let memory grow with the number of partitions a replica is
 given, so every window also draws on one `InFlightBudget` for the whole process (all
 clusters, all groups): the records taken and not yet finished. At its bound every
-partition pauses, and they resume once half of it has drained. It counts unfinished
-records only — a finished record waiting behind a slower one for its commit is no longer
-held (its window keeps just the offset) — and every record it counts is already being
-worked on, never waiting for room, so commits still advance and nothing waits on itself.
+partition pauses, and they resume once a quarter of it is free again (so a resumption
+admits a useful amount, yet records that wait long — a rate-limited rule, a failing
+backend — keep the others waiting only once they fill three quarters of it). It counts
+unfinished records only — a finished record waiting behind a slower one for its commit is
+no longer held (its window keeps just the offset) — and every record it counts is
+already being worked on, never waiting for room, so commits still advance and nothing
+waits on itself.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ class InFlightBudget:
         self.bound = bound
         self.in_flight = 0
         self.peak = 0  # the high-water mark of `in_flight`
-        self.held = False  # reached the bound: no room until drained to half of it
+        self.held = False  # reached the bound: no room until a quarter of it is free
         self._watchers: list[Callable[[], None]] = []
 
     @property
@@ -61,7 +64,7 @@ class InFlightBudget:
 
     def release(self, count: int) -> None:
         self.in_flight -= count
-        if self.held and self.in_flight <= self.bound // 2:
+        if self.held and self.in_flight <= self.bound - max(self.bound // 4, 1):
             self._hold(False)
 
     def _hold(self, held: bool) -> None:
