@@ -112,6 +112,11 @@ class KafkaCluster(_Section):
 
 class KafkaSettings(_Section):
     clusters: dict[str, KafkaCluster] = Field(default_factory=dict)
+    # Records taken from any partition of any cluster and not yet finished, at most; then
+    # every partition pauses until a quarter of them are done. Bounds memory whatever the
+    # number of partitions assigned. Default 8192: two full requests of the local sink's
+    # writer; the kubernetes sink is kept busy by a few hundred (about 8 KB each).
+    max_in_flight: int = Field(default=8192, ge=1)
 
 
 class OssPushSettings(_Section):

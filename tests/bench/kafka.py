@@ -10,12 +10,21 @@
 (c) The daemon's RSS when ready, after a warm-up, and after N messages (target: flat
     within 10 % after the warm-up), with the stdout sink sent to /dev/null so the figure
     is the daemon's and not the disk's.
+(d) The same stream on 6 and on 64 partitions, Kafka → daemon → Kubernetes API emulator
+    with default windows (100 per partition): the daemon's peak RSS over its RSS when
+    ready, and the most records it held in flight. With the default `kafka.max_in_flight`
+    (8,192) the 64 partitions hold 6,400 and need more memory; with
+    `--set TRIGGER_KAFKA__MAX_IN_FLIGHT=600` (what 6 partitions hold) both peak alike.
 
 Rates are measured inside the daemon's steady state: messages are produced before it
 starts, and the clock runs from its first created Workflow to its last (read from its
 /metrics), so start-up and the group join are not counted.
 
-Run: .venv/bin/python -m tests.bench.kafka [--local N] [--kube N] [--rss N]
+Run: .venv/bin/python -m tests.bench.kafka [--local N] [--kube N] [--rss N] [--spread N]
+         [--parts abcd] [--set TRIGGER_X=VALUE ...]
+On a shared machine (b) follows other processes' disk writes (its sink syncs per batch):
+with TMPDIR=/dev/shm the sink is on a RAM-backed file system and (b) times the daemon's own
+work. (b) also reports the CPU seconds the daemon used, which varies less than its rate.
 """
 
 from __future__ import annotations
@@ -45,6 +54,7 @@ RESULTS = Path(__file__).parent / "results"
 IN_FLIGHT = 16
 LOCAL_WINDOW = 4096  # (b): records in flight per partition
 PARTITIONS = 3
+SPREAD = (6, 64)  # (d): partition counts compared
 TEMPLATE = {
     "apiVersion": "argoproj.io/v1alpha1", "kind": "WorkflowTemplate",
     "metadata": {"name": "process", "namespace": "default"},
@@ -63,14 +73,16 @@ def rule(topic: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
-async def produce(bootstrap: str, topic: str, count: int, start: int = 0) -> None:
+async def produce(
+    bootstrap: str, topic: str, count: int, start: int = 0, partitions: int = PARTITIONS
+) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=256 * 1024)
     await producer.start()
     try:
         for chunk in _chunks(range(start, start + count), 5000):
             sent = [
                 await producer.send(topic, json.dumps({"n": i, "kind": "order"}).encode(),
-                                    key=f"k{i}".encode(), partition=i % PARTITIONS)
+                                    key=f"k{i}".encode(), partition=i % partitions)
                 for i in chunk
             ]  # fmt: skip
             await asyncio.gather(*sent)
@@ -124,10 +136,24 @@ class Daemon:
         except OSError:
             return -1.0
 
-    def rss_mb(self) -> float:
+    def rss_mb(self, field: str = "VmRSS") -> float:
+        """Resident memory now, or its peak so far with `field="VmHWM"`."""
         status = Path(f"/proc/{self.process.pid}/status").read_text()
-        line = next(x for x in status.splitlines() if x.startswith("VmRSS:"))
+        line = next(x for x in status.splitlines() if x.startswith(f"{field}:"))
         return int(line.split()[1]) / 1024
+
+    def cpu_s(self) -> float:
+        """CPU seconds the daemon process itself has used (user + system)."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    async def wait_up(self, within: float = 60.0) -> None:
+        """Until the HTTP server answers (the group join comes after)."""
+        end = time.monotonic() + within
+        while self.created() < 0:
+            if time.monotonic() > end:
+                raise TimeoutError("daemon did not start")
+            await asyncio.sleep(0.05)
 
     async def wait_created(self, count: int, within: float = 900.0) -> tuple[float, float]:
         """Times of the first created Workflow and of the `count`-th (monotonic seconds)."""
@@ -209,27 +235,34 @@ async def bare_rate(url: str, count: int, *, trust_env: bool = True, prefix: str
         await api.close()
 
 
-async def kube_side(broker: KafkaBroker, work: Path, count: int) -> dict[str, Any]:
+async def kube_env(url: str, work: Path) -> dict[str, str]:
+    """Seed the emulator with the template; the daemon's environment to use it, unthrottled."""
+    from kubernetes_asyncio import client
+
+    api = client.ApiClient(client.Configuration(host=url))
+    await client.CustomObjectsApi(api).create_namespaced_custom_object(
+        "argoproj.io", "v1alpha1", "default", "workflowtemplates", TEMPLATE
+    )
+    await api.close()
+    kubeconfig = work / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "e",
+        "clusters": [{"name": "e", "cluster": {"server": url}}],
+        "users": [{"name": "e", "user": {}}],
+        "contexts": [{"name": "e", "context": {"cluster": "e", "user": "e"}}]}))  # fmt: skip
+    return {"TRIGGER_KUBERNETES__KUBECONFIG": str(kubeconfig),
+            "TRIGGER_KUBERNETES__QPS": "1000000", "TRIGGER_KUBERNETES__BURST": "100000"}  # fmt: skip
+
+
+async def kube_side(
+    broker: KafkaBroker, work: Path, count: int, extra: dict[str, str]
+) -> dict[str, Any]:
     process, url = start_emulator()
     try:
-        from kubernetes_asyncio import client
-
-        api = client.ApiClient(client.Configuration(host=url))
-        await client.CustomObjectsApi(api).create_namespaced_custom_object(
-            "argoproj.io", "v1alpha1", "default", "workflowtemplates", TEMPLATE
-        )
-        await api.close()
-        kubeconfig = work / "kubeconfig"
-        kubeconfig.write_text(yaml.safe_dump({
-            "apiVersion": "v1", "kind": "Config", "current-context": "e",
-            "clusters": [{"name": "e", "cluster": {"server": url}}],
-            "users": [{"name": "e", "user": {}}],
-            "contexts": [{"name": "e", "context": {"cluster": "e", "user": "e"}}]}))  # fmt: skip
+        env = await kube_env(url, work)
         await broker.create_topics({"kube": PARTITIONS})
         await produce(broker.bootstrap, "kube", count)
-        env = {"TRIGGER_KUBERNETES__KUBECONFIG": str(kubeconfig),
-               "TRIGGER_KUBERNETES__QPS": "1000000", "TRIGGER_KUBERNETES__BURST": "100000"}  # fmt: skip
-        daemon = Daemon(work / "kube", broker.bootstrap, "kube", "kubernetes", env)
+        daemon = Daemon(work / "kube", broker.bootstrap, "kube", "kubernetes", env | extra)
         try:
             daemon_rate = await rate_through(daemon, count)
         finally:
@@ -247,26 +280,32 @@ async def kube_side(broker: KafkaBroker, work: Path, count: int) -> dict[str, An
             "target_ratio": 0.7}  # fmt: skip
 
 
-async def local_side(broker: KafkaBroker, work: Path, count: int) -> dict[str, Any]:
+async def local_side(
+    broker: KafkaBroker, work: Path, count: int, extra: dict[str, str]
+) -> dict[str, Any]:
     await broker.create_topics({"local": PARTITIONS})
     await produce(broker.bootstrap, "local", count)
     # The local sink writes a batch per request to its writer process, with one sync per
     # batch: a window of one full batch (4,096) per partition keeps the writer fed.
     tuning = {"TRIGGER_KAFKA__CLUSTERS__DEFAULT__MAX_IN_FLIGHT_PER_PARTITION": str(LOCAL_WINDOW)}
     daemon = Daemon(work / "local", broker.bootstrap, "local", f"local:{work / 'local' / 'wf'}",
-                    env=tuning)  # fmt: skip
+                    env=tuning | extra)  # fmt: skip
     try:
         rate = await rate_through(daemon, count)
+        cpu = daemon.cpu_s()
     finally:
         daemon.stop()
     return {"messages": count, "max_in_flight_per_partition": LOCAL_WINDOW,
-            "workflows_per_s": round(rate, 1), "target_per_s": 5000}  # fmt: skip
+            "workflows_per_s": round(rate, 1), "target_per_s": 5000,
+            "daemon_cpu_s": round(cpu, 2)}  # fmt: skip
 
 
-async def rss_side(broker: KafkaBroker, work: Path, count: int) -> dict[str, Any]:
+async def rss_side(
+    broker: KafkaBroker, work: Path, count: int, extra: dict[str, str]
+) -> dict[str, Any]:
     warm = min(20_000, count // 10)
     await broker.create_topics({"rss": PARTITIONS})
-    daemon = Daemon(work / "rss", broker.bootstrap, "rss", "stdout")
+    daemon = Daemon(work / "rss", broker.bootstrap, "rss", "stdout", extra)
     try:
         ready_at = time.monotonic()
         while daemon.created() < 0:  # the HTTP server is up
@@ -293,14 +332,68 @@ async def rss_side(broker: KafkaBroker, work: Path, count: int) -> dict[str, Any
             "target_growth": 0.10}  # fmt: skip
 
 
+async def spread_side(
+    broker: KafkaBroker, work: Path, count: int, extra: dict[str, str]
+) -> dict[str, Any]:
+    """(d): one stream, spread over 6 and then 64 partitions, default Kafka settings."""
+    process, url = start_emulator()
+    try:
+        env = await kube_env(url, work)
+        runs = {}
+        for partitions in SPREAD:
+            topic = f"spread{partitions}"
+            await broker.create_topics({topic: partitions})
+            await produce(broker.bootstrap, topic, count, partitions=partitions)
+            daemon = Daemon(work / topic, broker.bootstrap, topic, "kubernetes", env | extra)
+            try:
+                runs[str(partitions)] = await spread_run(daemon, count)
+            finally:
+                daemon.stop()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=10)
+    few, many = (runs[str(p)] for p in SPREAD)
+    return {"messages": count, "runs": runs,
+            "growth_ratio": round(many["rss_mb_growth"] / max(few["rss_mb_growth"], 0.1), 2)}  # fmt: skip
+
+
+async def spread_run(daemon: Daemon, count: int) -> dict[str, Any]:
+    """RSS when ready, its peak (VmHWM) while `count` messages become Workflows, and the
+    most records in flight at once (the sum over partitions, sampled; and the daemon's own
+    high-water mark where it has one)."""
+    await daemon.wait_up()
+    ready = daemon.rss_mb()
+    sampled = 0.0
+    started = time.monotonic()
+    while daemon.created() < count:
+        if time.monotonic() - started > 900:
+            raise TimeoutError(f"{count} workflows not created")
+        held = await asyncio.to_thread(daemon.metric, "trigger_kafka_partition_in_flight")
+        sampled = max(sampled, held)
+        await asyncio.sleep(0.1)
+    elapsed = time.monotonic() - started
+    hwm = daemon.rss_mb("VmHWM")
+    return {"rss_mb_ready": round(ready, 1), "rss_mb_peak": round(hwm, 1),
+            "rss_mb_growth": round(hwm - ready, 1), "seconds": round(elapsed, 1),
+            "in_flight_sampled_max": int(sampled),
+            "in_flight_peak": int(daemon.metric("trigger_kafka_records_in_flight_peak"))}  # fmt: skip
+
+
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
+    parts = {
+        "a": ("kubernetes", kube_side, args.kube),
+        "b": ("local", local_side, args.local),
+        "c": ("rss", rss_side, args.rss),
+        "d": ("spread", spread_side, args.spread),
+    }
+    extra = dict(item.split("=", 1) for item in args.set)
     with tempfile.TemporaryDirectory(prefix="bench-kafka-") as tmp:
         work = Path(tmp)
         async with KafkaBroker() as broker:
             return {
-                "kubernetes": await kube_side(broker, work, args.kube),
-                "local": await local_side(broker, work, args.local),
-                "rss": await rss_side(broker, work, args.rss),
+                name: await side(broker, work, count, extra)
+                for part, (name, side, count) in parts.items()
+                if part in args.parts
             }
 
 
@@ -309,19 +402,35 @@ def main() -> int:
     parser.add_argument("--kube", type=int, default=3000, help="messages for (a)")
     parser.add_argument("--local", type=int, default=60000, help="messages for (b)")
     parser.add_argument("--rss", type=int, default=200_000, help="messages for (c)")
-    figures = asyncio.run(measure(parser.parse_args()))
+    parser.add_argument("--spread", type=int, default=20_000, help="messages for (d)")
+    parser.add_argument("--parts", default="abcd", help="which parts to run, e.g. bd")
+    parser.add_argument("--set", action="append", default=[], metavar="TRIGGER_X=V",
+                        help="a setting for every daemon, e.g. TRIGGER_KAFKA__MAX_IN_FLIGHT=8192")  # fmt: skip
+    figures: dict[str, Any] = asyncio.run(measure(parser.parse_args()))
     figures["python"] = sys.version.split()[0]
-    k, local, rss = figures["kubernetes"], figures["local"], figures["rss"]
-    print(f"(a) Kafka -> daemon -> kube emulator: {k['daemon_workflows_per_s']:8.1f} workflows/s")
-    print(f"    bare kubernetes_asyncio loop:     {k['bare_creates_per_s']:8.1f} creates/s")
-    print(f"    ratio daemon / bare:              {k['ratio']:8.3f}  (target >= 0.7)")
-    print(f"    bare loop, trust_env off:         {k['bare_trust_env_off_creates_per_s']:8.1f} creates/s"
-          f"  (ratio {k['ratio_vs_trust_env_off']:.3f})")  # fmt: skip
-    print(f"(b) Kafka -> daemon -> local sink:    {local['workflows_per_s']:8.1f} workflows/s"
-          f"  (target >= 5000; {LOCAL_WINDOW} in flight per partition)")  # fmt: skip
-    print(f"(c) RSS ready {rss['rss_mb_ready']} MB, after {rss['warm_up_messages']} messages "
-          f"{rss['rss_mb_after_warm_up']} MB, after {rss['messages']} {rss['rss_mb_end']} MB "
-          f"(growth {rss['growth_after_warm_up']:+.1%}, target within 10%)")  # fmt: skip
+    if k := figures.get("kubernetes"):
+        print(
+            f"(a) Kafka -> daemon -> kube emulator: {k['daemon_workflows_per_s']:8.1f} workflows/s"
+        )
+        print(f"    bare kubernetes_asyncio loop:     {k['bare_creates_per_s']:8.1f} creates/s")
+        print(f"    ratio daemon / bare:              {k['ratio']:8.3f}  (target >= 0.7)")
+        print(f"    bare loop, trust_env off:         {k['bare_trust_env_off_creates_per_s']:8.1f} creates/s"
+              f"  (ratio {k['ratio_vs_trust_env_off']:.3f})")  # fmt: skip
+    if local := figures.get("local"):
+        print(f"(b) Kafka -> daemon -> local sink:    {local['workflows_per_s']:8.1f} workflows/s"
+              f"  (target >= 5000; {LOCAL_WINDOW} in flight per partition;"
+              f" daemon CPU {local['daemon_cpu_s']} s)")  # fmt: skip
+    if rss := figures.get("rss"):
+        print(f"(c) RSS ready {rss['rss_mb_ready']} MB, after {rss['warm_up_messages']} messages "
+              f"{rss['rss_mb_after_warm_up']} MB, after {rss['messages']} {rss['rss_mb_end']} MB "
+              f"(growth {rss['growth_after_warm_up']:+.1%}, target within 10%)")  # fmt: skip
+    if spread := figures.get("spread"):
+        for partitions, run in spread["runs"].items():
+            print(f"(d) {partitions:>2} partitions: RSS ready {run['rss_mb_ready']} MB, peak "
+                  f"{run['rss_mb_peak']} MB (+{run['rss_mb_growth']} MB); in flight at most "
+                  f"{run['in_flight_sampled_max']} sampled, {run['in_flight_peak']} recorded; "
+                  f"{run['seconds']} s")  # fmt: skip
+        print(f"    growth 64 / 6: {spread['growth_ratio']}")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "kafka.json").write_text(json.dumps(figures, indent=2) + "\n")
     return 0

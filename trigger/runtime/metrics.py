@@ -102,6 +102,17 @@ class Metrics:
             ["source"],
             registry=r,
         )
+        # The Kafka source binds these to its process-wide budget (read at scrape time).
+        self.kafka_records_in_flight = Gauge(
+            "trigger_kafka_records_in_flight",
+            "Kafka records taken from any partition and not yet finished (kafka.max_in_flight).",
+            registry=r,
+        )
+        self.kafka_records_in_flight_peak = Gauge(
+            "trigger_kafka_records_in_flight_peak",
+            "The most Kafka records that were in flight at once.",
+            registry=r,
+        )
         self.cron_skipped = Counter(
             "trigger_cron_ticks_skipped",
             "Cron ticks not fired, by rule and reason (forbid: a Workflow of the rule was "

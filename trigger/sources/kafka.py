@@ -11,9 +11,12 @@ dead-lettered — so a crash redelivers, and the deterministic Workflow names tu
 redeliveries into duplicates. A temporary submit failure is retried here with capped,
 jittered backoff on the clock; the record stays unfinished meanwhile, so commits stop
 before it, and its partition fetches on up to `max_in_flight_per_partition` records and
-then pauses (see `kafka_offsets`). Poison records (undecodable for a rule, render errors,
-rejected Workflows) are dead-lettered by the pipeline — to the cluster's
-`dead_letter_topic` when configured (`deadletter_kafka`) — and committed like any other.
+then pauses; across every partition of every group, at most `kafka.max_in_flight`
+unfinished records are held, then all partitions pause (see `kafka_offsets`), so memory
+follows the settings and not the number of partitions assigned. Poison records
+(undecodable for a rule, render errors, rejected Workflows) are dead-lettered by the
+pipeline — to the cluster's `dead_letter_topic` when configured (`deadletter_kafka`) — and
+committed like any other.
 
 Starting position. A group with no committed offset starts at the cluster's
 `auto_offset_reset`: `latest` (the default) skips everything published before the group
@@ -25,7 +28,8 @@ price of (re)processing the whole retained history once. Once the group has comm
 both resume from the commit. (Tests use `earliest`: tansu's `latest` is wrong.)
 
 `/metrics` shows each assigned partition's in-flight count, its peak, whether it is
-paused and its committed offset (`trigger_kafka_partition_*`).
+paused and its committed offset (`trigger_kafka_partition_*`), and the records in flight
+across the process with their high-water mark (`trigger_kafka_records_in_flight*`).
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from trigger.settings import KafkaCluster
 from trigger.sources.base import SourceContext
 from trigger.sources.kafka_config import client_options, group_of
 from trigger.sources.kafka_consumer import Finished, GroupConsumer, GroupSpec
+from trigger.sources.kafka_offsets import InFlightBudget
 from trigger.submit.deadletter import DeadLetter
 from trigger.submit.deadletter_kafka import KafkaOrigin, origin_scope
 
@@ -98,6 +103,7 @@ class KafkaSource:
         self._revoke_deadline = min(self._deadline, REVOKE_DEADLINE_CAP)
         self._rng = random.Random()  # noqa: S311 - jitter, not cryptography
         self._collector = PartitionCollector(self)
+        self.budget = InFlightBudget(ctx.settings.kafka.max_in_flight)  # shared by all groups
 
     def routes(self) -> list[Any]:
         return []
@@ -110,6 +116,9 @@ class KafkaSource:
         self._finished.clear()
         registry = self._ctx.metrics.registry
         registry.register(self._collector)
+        metrics = self._ctx.metrics
+        metrics.kafka_records_in_flight.set_function(lambda: self.budget.in_flight)
+        metrics.kafka_records_in_flight_peak.set_function(lambda: self.budget.peak)
         failed = True
         try:
             while not self._stopping:
@@ -152,7 +161,11 @@ class KafkaSource:
         options = client_options(cluster, settings, self._ctx.environ)
         spec = GroupSpec(cluster, group, settings, options)
         return GroupConsumer(
-            spec, self._handle_chunk, self._ctx.clock, revoke_deadline=self._revoke_deadline
+            spec,
+            self._handle_chunk,
+            self._ctx.clock,
+            self.budget,
+            revoke_deadline=self._revoke_deadline,
         )
 
     async def _wait_for_change(self) -> None:
@@ -183,10 +196,22 @@ class KafkaSource:
         through `Pipeline.handle_batch` together; what it leaves — undecodable records,
         events that need dead letters or rate limits, Workflows the sink failed — goes the
         one-record way, concurrently. Otherwise every record goes the one-record way."""
-        pipeline = self._ctx.pipeline
-        if not pipeline.batches:
-            await asyncio.gather(*(self._handle(cluster, r, finished) for r in records))
-            return
+        if self._ctx.pipeline.batches:
+            jobs = await self._batch(cluster, records, finished)
+        else:
+            jobs = [self._handle(cluster, record, finished) for record in records]
+        # From here each job alone holds its record, and lets go of it once done: a slow
+        # record does not keep its finished neighbours in memory (kafka.max_in_flight
+        # counts only unfinished ones).
+        del records
+        if jobs:
+            await asyncio.gather(*jobs)
+
+    async def _batch(
+        self, cluster: str, records: list[Any], finished: Finished
+    ) -> list[Coroutine[Any, Any, None]]:
+        """Hands the records to the pipeline as one batch; the one-record jobs for what
+        it left."""
         slow: list[Coroutine[Any, Any, None]] = []
         decoded: list[tuple[Any, Event]] = []
         for record in records:
@@ -195,7 +220,9 @@ class KafkaSource:
             except DecodeError:
                 slow.append(self._handle(cluster, record, finished))
         if decoded:
-            results = await pipeline.handle_batch([e for _, e in decoded], cluster=cluster)
+            results = await self._ctx.pipeline.handle_batch(
+                [e for _, e in decoded], cluster=cluster
+            )
             for (record, event), result in zip(decoded, results, strict=True):
                 if result.done:
                     finished(record.offset)
@@ -203,8 +230,7 @@ class KafkaSource:
                     slow.append(self._handle(cluster, record, finished))
                 else:
                     slow.append(self._handle(cluster, record, finished, (event, result.failed)))
-        if slow:
-            await asyncio.gather(*slow)
+        return slow
 
     async def _handle(
         self,
@@ -321,7 +347,7 @@ class PartitionCollector:
         )
         paused = GaugeMetricFamily(
             "trigger_kafka_partition_paused",
-            "1 while fetching from the partition is paused (in-flight bound).",
+            "1 while fetching from the partition is paused (its window or the process bound).",
             labels=labels,
         )
         committed = GaugeMetricFamily(

@@ -4,12 +4,19 @@
 handling its records: each fetch hands a partition's records to the handler as one chunk
 (one task), which finishes them one by one as they are done. Chunks run concurrently
 across and within partitions; each partition's `PartitionWindow` decides what may be
-committed (only a finished prefix) and when the partition pauses (its in-flight bound).
+committed (only a finished prefix) and when the partition pauses (its in-flight bound),
+and the process's `InFlightBudget`, shared by every group, when all of them pause (see
+`kafka_offsets`). A partition fetches while neither its window nor the budget is held and
+it is not given up; `_settle` applies that rule whenever one of them changes.
+
 Commits are batched on a short interval and forced when partitions are given up: on
 revocation (the rebalance listener waits for their in-flight records, up to a deadline,
-and commits before the partitions move), on a topic change and on stop. Records cut short
-by the deadline are not committed; the next owner gets them again, and the Workflow names
-make the redelivery a duplicate.
+and commits before the partitions move), on a topic change and on stop. A partition being
+given up is retired first: paused for good and taking nothing more, so the records that
+are waited for are all there is, and nothing is fetched meanwhile that the next owner (or
+this one, after a topic change) would handle again. Records cut short by the deadline are
+not committed; the next owner gets them again, and the Workflow names make the
+redelivery a duplicate.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import IllegalStateError, KafkaError
 
 from trigger.settings import KafkaCluster
-from trigger.sources.kafka_offsets import PartitionWindow
+from trigger.sources.kafka_offsets import InFlightBudget, PartitionWindow
 from trigger.submit.clock import Clock
 
 log = structlog.get_logger("trigger.sources.kafka")
@@ -78,7 +85,13 @@ class GroupConsumer:
     """One consumer-group member; see the module docstring."""
 
     def __init__(
-        self, spec: GroupSpec, handler: Handler, clock: Clock, *, revoke_deadline: float
+        self,
+        spec: GroupSpec,
+        handler: Handler,
+        clock: Clock,
+        budget: InFlightBudget,
+        *,
+        revoke_deadline: float,
     ) -> None:
         self.spec = spec
         self.topics: frozenset[str] = frozenset()
@@ -86,6 +99,7 @@ class GroupConsumer:
         self.peaks: dict[TopicPartition, int] = {}
         self._handler = handler
         self._clock = clock
+        self._budget = budget
         self.revoke_deadline = revoke_deadline
         self._consumer: AIOKafkaConsumer | None = None
         self._fetcher: asyncio.Task[None] | None = None
@@ -106,6 +120,7 @@ class GroupConsumer:
             await consumer.stop()  # release the half-opened client before the retry
             raise
         self._consumer = consumer
+        self._budget.watch(self._budget_changed)
         self._subscribe(topics)
         self._fetcher = asyncio.create_task(
             self._fetch(), name=f"kafka:{self.spec.cluster}:{self.spec.group}"
@@ -122,7 +137,6 @@ class GroupConsumer:
         assert self._consumer is not None
         # aiokafka forgets the old assignment on subscribe(), and with it the right to
         # commit for it, so settle everything before switching.
-        self._pause(list(self.windows))
         await self.give_up(set(self.windows), "topics changed", self.revoke_deadline)
         self._subscribe(topics)
         self._log.info("kafka subscription changed", topics=sorted(topics))
@@ -130,26 +144,35 @@ class GroupConsumer:
     async def _fetch(self) -> None:
         assert self._consumer is not None
         while not self._stopping:
-            batch = await self._consumer.getmany(
-                timeout_ms=FETCH_TIMEOUT_MS, max_records=MAX_RECORDS
+            # No more than the budget has room for (what aiokafka holds back stays in its
+            # buffer); at none, every partition is paused and this only keeps the member
+            # polling, which the group requires (max_poll_interval).
+            limit = min(MAX_RECORDS, max(self._budget.room, 1))
+            self._dispatch_all(
+                await self._consumer.getmany(timeout_ms=FETCH_TIMEOUT_MS, max_records=limit)
             )
-            for tp, records in batch.items():
-                self._dispatch(tp, records)
             if self._clock.monotonic() - self._last_commit >= COMMIT_INTERVAL:
                 await self._commit(self.windows)
 
+    def _dispatch_all(self, batch: dict[TopicPartition, list[Any]]) -> None:
+        # Not inline in `_fetch`, whose locals would keep every fetched record alive until
+        # the next fetch returns: once dispatched, each record belongs to its task alone.
+        for tp, records in batch.items():
+            self._dispatch(tp, records)
+
     def _dispatch(self, tp: TopicPartition, records: list[Any]) -> None:
-        """One task for the records the window has room for; the rest are handed back."""
+        """One task for the records the window and the budget have room for; the rest are
+        handed back."""
         assert self._consumer is not None
         window = self.windows.get(tp)
         if window is None:  # records never come before their assignment; be safe anyway
             window = self._window(tp)
-        room = max(window.bound - window.in_flight, 0)
-        taken = records[:room]
+        taken = records[: window.room]
         if len(taken) < len(records):
             # The position rewinds to the first record not taken and the partition pauses,
-            # so nothing beyond the bound is held in memory.
-            self._consumer.seek(tp, records[len(taken)].offset)
+            # so nothing beyond the bounds is held in memory.
+            with contextlib.suppress(IllegalStateError):  # given up: no position to keep
+                self._consumer.seek(tp, records[len(taken)].offset)
         if taken:
             for record in taken:
                 window.take(record.offset)
@@ -158,13 +181,11 @@ class GroupConsumer:
             window.tasks.add(task)
             task.add_done_callback(functools.partial(self._done, window, taken[0].offset))
         self.peaks[tp] = max(self.peaks.get(tp, 0), window.peak)
-        if window.full:
-            self._pause([tp])
+        self._settle(tp, window)
 
     def _finished(self, tp: TopicPartition, window: PartitionWindow, offset: int) -> None:
         window.finish(offset)
-        if window.paused and window.drained and not self._stopping:
-            self._resume(tp, window)
+        self._settle(tp, window)
 
     def _done(self, window: PartitionWindow, first: int, task: asyncio.Task[None]) -> None:
         window.tasks.discard(task)
@@ -175,39 +196,46 @@ class GroupConsumer:
             self._log.error("record handler failed", first_offset=first, exc_info=error)
 
     def _window(self, tp: TopicPartition) -> PartitionWindow:
-        window = PartitionWindow(self.spec.settings.max_in_flight_per_partition)
+        window = PartitionWindow(self.spec.settings.max_in_flight_per_partition, self._budget)
         self.windows[tp] = window
         return window
 
-    def _pause(self, tps: list[TopicPartition]) -> None:
+    def _settle(self, tp: TopicPartition, window: PartitionWindow) -> None:
+        """Pause or resume the partition so that it fetches exactly when it may."""
         assert self._consumer is not None
-        for tp in tps:
-            window = self.windows.get(tp)
-            if window is not None:
-                window.paused = True
-            with contextlib.suppress(IllegalStateError):  # no longer assigned: nothing to do
+        paused = self._stopping or window.retired or window.held or self._budget.held
+        if paused == window.paused:
+            return
+        window.paused = paused
+        with contextlib.suppress(IllegalStateError):  # no longer assigned: nothing to do
+            if paused:
                 self._consumer.pause(tp)
+            else:
+                self._consumer.resume(tp)
 
-    def _resume(self, tp: TopicPartition, window: PartitionWindow) -> None:
-        assert self._consumer is not None
-        window.paused = False
-        with contextlib.suppress(IllegalStateError):  # revoked meanwhile
-            self._consumer.resume(tp)
+    def _budget_changed(self) -> None:
+        for tp, window in list(self.windows.items()):
+            self._settle(tp, window)
 
     def assigned(self, tps: set[TopicPartition]) -> None:
         """New partitions start from the group's committed offset (aiokafka does that)."""
         for tp in tps:
-            self._window(tp)
+            self._settle(tp, self._window(tp))
         self._log.info("kafka partitions assigned", partitions=_names(tps))
 
     async def give_up(self, tps: set[TopicPartition], why: str, deadline: float) -> None:
         """Finish (within `deadline` seconds) and commit the partitions' in-flight records."""
         windows = {tp: self.windows[tp] for tp in tps if tp in self.windows}
+        for tp, window in windows.items():
+            window.retired = True  # so the tasks below are all there is to wait for
+            self._settle(tp, window)
         tasks = {task for window in windows.values() for task in window.tasks}
         unfinished = await _wait(tasks, deadline, self._clock)
         await self._commit(windows)
-        for tp in windows:
-            del self.windows[tp]
+        for tp, window in windows.items():
+            window.release()
+            if self.windows.get(tp) is window:  # a concurrent give_up may have dropped it
+                del self.windows[tp]
         self._log.info(
             "kafka partitions given up", why=why, partitions=_names(tps), unfinished=unfinished
         )
@@ -235,11 +263,12 @@ class GroupConsumer:
             return
         self._stopping = True
         started = self._clock.monotonic()
-        self._pause(list(self.windows))
+        self._budget_changed()  # pauses every partition
         if self._fetcher is not None:
             await _wait({self._fetcher}, deadline, self._clock)
         left = max(deadline - (self._clock.monotonic() - started), 0.0)
         await self.give_up(set(self.windows), "stopping", left)
+        self._budget.unwatch(self._budget_changed)
         await self._consumer.stop()  # sends LeaveGroup: the others take over at once
         self._log.info("kafka consumer stopped")
 
@@ -252,6 +281,10 @@ class GroupConsumer:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        for window in self.windows.values():
+            window.release()  # the budget outlives this consumer: the source restarts
+        self.windows.clear()
+        self._budget.unwatch(self._budget_changed)
         if self._consumer is not None:
             await self._consumer.stop()
 
