@@ -188,8 +188,8 @@ def _embedded(settings: Settings) -> Settings:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from trigger.runtime import logs
-    from trigger.runtime.daemon import Daemon
+    from trigger.daemon import logs
+    from trigger.daemon.assembly import Daemon
 
     try:
         settings, embedded = _settings(args)
@@ -236,8 +236,8 @@ def cmd_fire(args: argparse.Namespace) -> int:
 
 
 async def _fire(settings: Settings, rule: Rule, parameters: dict[str, str]) -> int:
-    from trigger.runtime.daemon import dead_letter_sink, sink_options
-    from trigger.submit.clock import SystemClock
+    from trigger.clock import SystemClock
+    from trigger.daemon.assembly import dead_letter_sink, sink_options
     from trigger.submit.sinks import open_sink
     from trigger.submit.size import SizeLimit
     from trigger.submit.submitter import Submitter
@@ -262,9 +262,9 @@ async def _fire(settings: Settings, rule: Rule, parameters: dict[str, str]) -> i
 
 
 def cmd_schedule(args: argparse.Namespace) -> int:
+    from trigger.clock import SystemClock
     from trigger.rules.cronmath import rule_fire_times
     from trigger.rules.schedules import ScheduleError
-    from trigger.submit.clock import SystemClock
 
     rules = _load(_rules_paths(args), sys.stderr)
     if rules is None:

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from tests.daemon import free_port
-from trigger.runtime.connections import Connections, Limits, Site
-from trigger.runtime.metrics import Metrics
+from trigger.core.metrics import Metrics
+from trigger.daemon.connections import Connections, Limits, Site
 
 LONG = 60.0  # a limit a test does not exercise
 DEADLINE = 20.0

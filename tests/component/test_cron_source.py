@@ -24,17 +24,17 @@ from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from tests.daemon import running, wait_for
+from trigger.clock import VirtualClock
+from trigger.core.metrics import Metrics
+from trigger.core.pipeline import Pipeline
+from trigger.core.state import ConfigMapStateStore, FileStateStore, StateStore
 from trigger.errors import ConfigError, TemporarySubmitError
 from trigger.events import format_time
 from trigger.rules.loader import load_rules
 from trigger.rules.router import RuleSet
-from trigger.runtime.metrics import Metrics
-from trigger.runtime.pipeline import Pipeline
-from trigger.runtime.state import ConfigMapStateStore, FileStateStore, StateStore
 from trigger.sources.base import SourceContext
 from trigger.sources.cron import CronSource
 from trigger.submit.base import Created
-from trigger.submit.clock import VirtualClock
 from trigger.submit.deadletter import FileDeadLetterSink
 from trigger.submit.kubernetes import KubernetesOptions, KubernetesSink
 from trigger.submit.local import LocalSink

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 
+from trigger.clock import VirtualClock
+from trigger.core.metrics import Metrics
+from trigger.core.pipeline import Pipeline
 from trigger.decoders.kafka import decode_kafka_record
 from trigger.errors import TemporarySubmitError
 from trigger.events import Event
 from trigger.rules.loader import load_rules
-from trigger.runtime.metrics import Metrics
-from trigger.runtime.pipeline import Pipeline
-from trigger.submit.clock import VirtualClock
 from trigger.submit.deadletter import FileDeadLetterSink
 from trigger.submit.kubernetes import KubernetesOptions, KubernetesSink
 from trigger.submit.submitter import OutcomeKind, Submitter

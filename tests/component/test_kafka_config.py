@@ -14,9 +14,9 @@ import yaml
 from trigger.errors import ConfigError, RuleError
 from trigger.rules.loader import load_rules
 from trigger.settings import KafkaCluster, Settings
-from trigger.sources.kafka import plan
-from trigger.sources.kafka_config import check_rules, client_options, dead_letter_sink
-from trigger.sources.kafka_offsets import PartitionWindow
+from trigger.sources.kafka.config import check_rules, client_options, dead_letter_sink
+from trigger.sources.kafka.offsets import PartitionWindow
+from trigger.sources.kafka.source import plan
 from trigger.submit.deadletter import DeadLetter
 from trigger.submit.deadletter_kafka import (
     KafkaDeadLetterSink,

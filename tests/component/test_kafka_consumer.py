@@ -16,11 +16,11 @@ import pytest
 from aiokafka import TopicPartition
 
 from tests.component.test_kafka_source import committed, json_records, poll, produce, unique
+from trigger.clock import SystemClock
 from trigger.settings import KafkaCluster
-from trigger.sources.kafka_config import client_options
-from trigger.sources.kafka_consumer import Finished, GroupConsumer, GroupSpec
-from trigger.sources.kafka_offsets import InFlightBudget
-from trigger.submit.clock import SystemClock
+from trigger.sources.kafka.config import client_options
+from trigger.sources.kafka.consumer import Finished, GroupConsumer, GroupSpec
+from trigger.sources.kafka.offsets import InFlightBudget
 from trigger.testing.kafka import KafkaBroker
 
 Key = tuple[str, int, int]  # topic, partition, offset

@@ -18,7 +18,7 @@ import pytest
 from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from trigger.submit.clock import VirtualClock
+from trigger.clock import VirtualClock
 from trigger.testing.kubeapi import (
     KubeEmulator,
     json_patch,

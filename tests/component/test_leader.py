@@ -23,15 +23,15 @@ from typing import Any
 import pytest
 from kubernetes_asyncio import client
 
-from trigger.errors import ConfigError
-from trigger.events import parse_time
-from trigger.runtime.leader import (
+from trigger.clock import VIRTUAL_EPOCH, Clock, VirtualClock
+from trigger.daemon.leader import (
     LeaderElector,
     LeaderSettings,
     LocalLeader,
     format_micro_time,
 )
-from trigger.submit.clock import VIRTUAL_EPOCH, Clock, VirtualClock
+from trigger.errors import ConfigError
+from trigger.events import parse_time
 from trigger.testing.kubeapi import KubeEmulator
 
 NS, LEASE = "default", "trigger"

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import WorkflowChecker
+from trigger.clock import VirtualClock
 from trigger.decoders.kafka import decode_kafka_record
 from trigger.events import Event
 from trigger.rules.loader import load_rules
@@ -26,7 +27,6 @@ from trigger.rules.render import MAX_ALTERNATES, render, workflow_name
 from trigger.rules.router import RuleSet
 from trigger.submit.argo_server import ArgoServerOptions, ArgoServerSink
 from trigger.submit.base import Sink
-from trigger.submit.clock import VirtualClock
 from trigger.submit.deadletter import DeadLetter, FileDeadLetterSink
 from trigger.submit.kubernetes import KubernetesOptions, KubernetesSink
 from trigger.submit.local import LocalSink, dump

@@ -23,15 +23,16 @@ import structlog
 import yaml
 
 from tests.daemon import DaemonProcess, running, until, wait_for
+from trigger.clock import VirtualClock
+from trigger.core.metrics import Metrics
+from trigger.core.pipeline import MetricsHooks, Pipeline
+from trigger.core.state import FileStateStore
 from trigger.events import format_time
 from trigger.rules.loader import load_rules
-from trigger.runtime.metrics import Metrics
-from trigger.runtime.pipeline import MetricsHooks, Pipeline
-from trigger.runtime.state import FileStateStore
 from trigger.settings import Settings
 from trigger.sources.base import SourceContext
-from trigger.sources.oss_checkpoint import digest
-from trigger.sources.oss_poll import (
+from trigger.sources.oss.checkpoint import digest
+from trigger.sources.oss.poll import (
     BucketPoller,
     Checkpoint,
     OssPollError,
@@ -39,7 +40,6 @@ from trigger.sources.oss_poll import (
     PollMetrics,
     poll_groups,
 )
-from trigger.submit.clock import VirtualClock
 from trigger.submit.deadletter import FileDeadLetterSink
 from trigger.submit.local import LocalSink
 from trigger.submit.submitter import Submitter

@@ -26,13 +26,13 @@ from tests.unit.test_oss_signatures import (
     make_key_and_cert,
     mns_headers,
 )
+from trigger.clock import SystemClock
+from trigger.core.metrics import Metrics
+from trigger.core.pipeline import MetricsHooks, Pipeline
+from trigger.daemon.http import HttpContext, build_app
 from trigger.rules.loader import load_rules
-from trigger.runtime.http import Health, HttpContext, build_app
-from trigger.runtime.metrics import Metrics
-from trigger.runtime.pipeline import MetricsHooks, Pipeline
 from trigger.settings import OssPushSettings
-from trigger.sources.oss_push import OssPush, eventbridge_auth
-from trigger.submit.clock import SystemClock
+from trigger.sources.oss.push import OssPush, eventbridge_auth
 from trigger.submit.deadletter import FileDeadLetterSink
 from trigger.submit.kubernetes import KubernetesOptions, KubernetesSink
 from trigger.submit.local import LocalSink
@@ -529,7 +529,7 @@ def _app(tmp_path: Path, sink: Any, settings: OssPushSettings, env: dict[str, st
     dead = FileDeadLetterSink(tmp_path / "dead.jsonl")
     submitter = Submitter(sink, dead, clock, hooks=MetricsHooks(metrics, clock))
     pipeline = Pipeline(rules, submitter, dead, metrics, clock)
-    ctx = HttpContext(pipeline, metrics, Health(), {}, push_deadline=10.0, request_timeout=10.0)
+    ctx = HttpContext(pipeline, metrics, push_deadline=10.0, request_timeout=10.0)
     return _App(ctx, OssPush.create(ctx, settings, env, listen="127.0.0.1:0"))
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from trigger.clock import VirtualClock
 from trigger.errors import (
     AlreadyExists,
     ConfigError,
@@ -19,7 +20,6 @@ from trigger.errors import (
 )
 from trigger.submit.argo_server import ArgoServerOptions, ArgoServerSink
 from trigger.submit.base import Sink
-from trigger.submit.clock import VirtualClock
 from trigger.testing.argoserver import ArgoServerFake, write_test_pki
 
 TOKEN = "argo-token"

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from trigger.clock import VirtualClock
 from trigger.errors import (
     AlreadyExists,
     ConfigError,
@@ -18,7 +19,6 @@ from trigger.errors import (
     TemporarySubmitError,
 )
 from trigger.submit.base import Sink
-from trigger.submit.clock import VirtualClock
 from trigger.submit.kubernetes import KubernetesOptions, KubernetesSink
 from trigger.submit.transport import parse_retry_after, status_error
 from trigger.testing.kubeapi import KubeEmulator

@@ -21,17 +21,17 @@ from typing import Any
 import pytest
 import yaml
 
+from trigger.clock import VirtualClock
+from trigger.core.metrics import Metrics
+from trigger.core.pipeline import Pipeline
+from trigger.core.state import ANNOTATION_KEY, DATA_KEY, LABEL_STORE, ConfigMapStateStore
+from trigger.daemon.leader import LocalLeader
+from trigger.daemon.sources import SourceManager
+from trigger.daemon.supervisor import Supervisor
 from trigger.events import format_time
 from trigger.rules.loader import load_rules
-from trigger.runtime.leader import LocalLeader
-from trigger.runtime.metrics import Metrics
-from trigger.runtime.pipeline import Pipeline
-from trigger.runtime.sources import SourceManager
-from trigger.runtime.state import ANNOTATION_KEY, DATA_KEY, LABEL_STORE, ConfigMapStateStore
-from trigger.runtime.supervisor import Supervisor
 from trigger.settings import Settings
 from trigger.sources.base import SourceContext
-from trigger.submit.clock import VirtualClock
 from trigger.submit.deadletter import FileDeadLetterSink
 from trigger.submit.kubernetes import KubernetesOptions, KubernetesSink
 from trigger.submit.submitter import Submitter

@@ -15,9 +15,9 @@ import structlog
 from aiohttp import web
 from kubernetes_asyncio import client
 
-from trigger.errors import ConfigError
-from trigger.runtime.metrics import Metrics
-from trigger.runtime.state import (
+from trigger.clock import VIRTUAL_EPOCH
+from trigger.core.metrics import Metrics
+from trigger.core.state import (
     ANNOTATION_KEY,
     LABEL_STORE,
     MAX_BYTES,
@@ -29,7 +29,7 @@ from trigger.runtime.state import (
     open_state_store,
     validate_key,
 )
-from trigger.submit.clock import VIRTUAL_EPOCH
+from trigger.errors import ConfigError
 from trigger.testing.kubeapi import KubeEmulator
 
 NS, CM = "default", "trigger-state"

@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 
 from tests.conftest import WorkflowChecker
+from trigger.clock import VirtualClock
 from trigger.decoders.kafka import decode_kafka_record
 from trigger.errors import TemporarySubmitError
 from trigger.events import Event
 from trigger.rules.loader import load_rules
 from trigger.rules.router import RuleSet
 from trigger.submit.checked import CheckedSink
-from trigger.submit.clock import VirtualClock
 from trigger.submit.deadletter import FileDeadLetterSink
 from trigger.submit.kubernetes import KubernetesOptions, KubernetesSink
 from trigger.submit.submitter import OutcomeKind, Submitter

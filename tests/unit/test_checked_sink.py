@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
+from trigger.clock import VirtualClock
 from trigger.errors import PermanentSubmitError, TemporarySubmitError
 from trigger.submit.base import Created
 from trigger.submit.checked import CheckedSink
-from trigger.submit.clock import VirtualClock
 from trigger.submit.templates import TemplateCatalog
 
 TEMPLATE = {

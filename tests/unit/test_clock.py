@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from trigger.submit.clock import VIRTUAL_EPOCH, VirtualClock, WallSteps
+from trigger.clock import VIRTUAL_EPOCH, VirtualClock, WallSteps
 
 
 async def test_step_wall_moves_only_the_wall_clock() -> None:

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trigger.sources.kafka_offsets import InFlightBudget, PartitionWindow
+from trigger.sources.kafka.offsets import InFlightBudget, PartitionWindow
 
 
 @pytest.mark.parametrize(

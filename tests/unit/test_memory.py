@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from trigger.runtime.memory import THRESHOLDS, settle_heap
+from trigger.daemon.memory import THRESHOLDS, settle_heap
 
 
 @pytest.fixture

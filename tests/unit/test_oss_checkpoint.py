@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trigger.settings import OssPollSettings
-from trigger.sources.oss_checkpoint import (
+from trigger.sources.oss.checkpoint import (
     Checkpoint,
     Entries,
     Scan,

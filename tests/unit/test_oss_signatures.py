@@ -16,7 +16,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
-from trigger.sources.oss_signatures import (
+from trigger.clock import VirtualClock
+from trigger.sources.oss.signatures import (
     AuthError,
     CertificateCache,
     CertificateUnavailable,
@@ -28,7 +29,6 @@ from trigger.sources.oss_signatures import (
     mns_string_to_sign,
     verify_rsa,
 )
-from trigger.submit.clock import VirtualClock
 
 NOW = datetime(2025, 1, 1, 8, 0, tzinfo=UTC)
 TARGET = "http://127.0.0.1:8080/oss/eventbridge"

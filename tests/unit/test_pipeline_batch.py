@@ -11,15 +11,15 @@ from typing import Any
 import pytest
 import yaml
 
+from trigger.clock import VirtualClock
+from trigger.core.metrics import Metrics
+from trigger.core.pipeline import DONE, SLOW, MetricsHooks, Pipeline
 from trigger.decoders.kafka import decode_kafka_record
 from trigger.errors import AlreadyExists, PermanentSubmitError, TemporarySubmitError
 from trigger.events import Event
 from trigger.rules.loader import load_rules
 from trigger.rules.render import render
-from trigger.runtime.metrics import Metrics
-from trigger.runtime.pipeline import DONE, SLOW, MetricsHooks, Pipeline
 from trigger.submit.base import BatchSink, Created
-from trigger.submit.clock import VirtualClock
 from trigger.submit.deadletter import FileDeadLetterSink
 from trigger.submit.local import LocalSink
 from trigger.submit.stdout import StdoutSink

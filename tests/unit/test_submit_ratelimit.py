@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from trigger.clock import SystemClock, VirtualClock
 from trigger.rules.loader import load_rules
 from trigger.rules.rule import Rule
-from trigger.submit.clock import SystemClock, VirtualClock
 from trigger.submit.ratelimit import RateLimiters, TokenBucket
 
 START = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -258,7 +258,7 @@ async def test_limiters_acquire_waits_for_the_rule(write_rules: Callable[..., Pa
 
 async def test_virtual_clock_reports_the_next_wake() -> None:
     """until_next_wake is the time to the earliest sleeper, or None when nobody sleeps."""
-    from trigger.submit.clock import VirtualClock
+    from trigger.clock import VirtualClock
 
     clock = VirtualClock()
     assert clock.until_next_wake() is None

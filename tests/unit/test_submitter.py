@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from trigger.clock import VirtualClock
 from trigger.decoders.kafka import decode_kafka_record
 from trigger.errors import AlreadyExists, PermanentSubmitError, TemporarySubmitError
 from trigger.events import Event
@@ -23,7 +24,6 @@ from trigger.rules.loader import load_rules
 from trigger.rules.render import ANNOTATION_IDEMPOTENCY_KEY, workflow_name
 from trigger.rules.router import RuleSet
 from trigger.submit.base import Created
-from trigger.submit.clock import VirtualClock
 from trigger.submit.deadletter import DeadLetter
 from trigger.submit.retry import RetryCaps
 from trigger.submit.submitter import NoHooks, Outcome, OutcomeKind, Submitter

@@ -6,9 +6,9 @@ import asyncio
 import itertools
 from collections.abc import Callable
 
-from trigger.runtime.metrics import Metrics
-from trigger.runtime.supervisor import Supervisor
-from trigger.submit.clock import VirtualClock
+from trigger.clock import VirtualClock
+from trigger.core.metrics import Metrics
+from trigger.daemon.supervisor import Supervisor
 
 
 async def wait_until(predicate: Callable[[], bool]) -> None:

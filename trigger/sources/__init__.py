@@ -1,1 +1,2 @@
-"""Event sources: one module per kind, each registered in trigger.runtime.daemon."""
+"""Event sources: one module (or package) per kind, sharing only `base`; the daemon's
+registry (trigger.daemon.sources) is the one place that names them all."""

@@ -3,29 +3,30 @@
 A source turns its transport's deliveries into Events and hands each to
 `SourceContext.pipeline.handle`, acknowledging (committing an offset, advancing a
 checkpoint or a watermark, answering 2xx) only after `handle` returned. Sources are
-registered by kind in `trigger.runtime.sources.REGISTRY`; the daemon starts a source only
-while the loaded rules use its kind, and a `singleton` source only while this replica
-leads (cron, OSS polling).
+registered by kind in the daemon's one table (`trigger.daemon.sources.MODULES`), each module
+saying through its `KIND` when it is wanted; the daemon starts a source only while the
+loaded rules use its kind, and a `singleton` source only while this replica leads (cron,
+OSS polling).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from aiohttp import web
 
+from trigger.clock import Clock
+from trigger.core.metrics import Metrics
+from trigger.core.pipeline import Pipeline
 from trigger.rules.router import RuleSet
-from trigger.runtime.metrics import Metrics
-from trigger.runtime.pipeline import Pipeline
 from trigger.submit.base import Sink
-from trigger.submit.clock import Clock
 
 
 @dataclass
 class SourceContext:
-    """What a source may use. `state` is a trigger.runtime.state.StateStore."""
+    """What a source may use. `state` is a trigger.core.state.StateStore."""
 
     pipeline: Pipeline
     metrics: Metrics
@@ -70,3 +71,13 @@ class ReportsProblems(Protocol):
     def problems(self) -> list[str]:
         """One line per problem now; empty when all is well."""
         ...
+
+
+@dataclass(frozen=True)
+class SourceType:
+    """What the daemon's registry needs of a kind of source: when the rules want it, how
+    to build it, and whether it runs on the leader only."""
+
+    wanted: Callable[[RuleSet], bool]
+    build: Callable[[SourceContext], Source]
+    singleton: bool

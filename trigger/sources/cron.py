@@ -35,6 +35,9 @@ from typing import Any, Final, Protocol, TypeVar, runtime_checkable
 
 import structlog
 
+from trigger.clock import WallSteps
+from trigger.core.pipeline import RuleStatus
+from trigger.core.state import StateError
 from trigger.decoders.cron import cron_tick
 from trigger.errors import ConfigError, DecodeError, SubmitError
 from trigger.events import Event, format_time, parse_time
@@ -43,11 +46,7 @@ from trigger.rules.render import ANNOTATION_EVENT_ID, LABEL_RULE
 from trigger.rules.router import RuleSet
 from trigger.rules.rule import Rule
 from trigger.rules.schedules import compile_timezone
-from trigger.runtime.pipeline import RuleStatus
-from trigger.runtime.sources import SourceKind
-from trigger.runtime.state import StateError
-from trigger.sources.base import SourceContext
-from trigger.submit.clock import WallSteps
+from trigger.sources.base import SourceContext, SourceType
 
 log = structlog.get_logger("trigger.cron")
 T = TypeVar("T")
@@ -478,6 +477,6 @@ class CronSource:
             raise _Stopped
 
 
-KIND: Final = SourceKind(
+KIND: Final = SourceType(
     wanted=lambda rules: "cron" in rules.kinds(), build=CronSource, singleton=True
 )

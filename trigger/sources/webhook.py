@@ -5,6 +5,10 @@ enforces it). Authentication is an HMAC-SHA256 of the raw body with a secret fro
 environment or a file, in a configurable header (GitHub's `X-Hub-Signature-256:
 sha256=<hex>` form works), or a bearer token; comparisons are constant-time. A path whose
 secret is not available refuses every delivery (fail closed) and says so at load.
+
+`receive` answers one delivery: 404 for a path no rule takes, 405 (with `Allow`) for a
+method no rule on the path takes, 401/403 for bad authentication, 400 for a body that
+cannot be decoded; the rest is the shared intake's (trigger.core.intake).
 """
 
 from __future__ import annotations
@@ -16,9 +20,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from trigger.errors import ConfigError
+import structlog
+from aiohttp import web
+
+from trigger.core.intake import Intake, deliver, error_response, read_body
+from trigger.decoders.webhook import decode_webhook
+from trigger.errors import ConfigError, DecodeError
 from trigger.rules.model import WebhookAuth
 from trigger.rules.router import RuleSet
+
+log = structlog.get_logger("trigger.http")
 
 
 @dataclass(frozen=True)
@@ -106,3 +117,38 @@ def read_secret(auth: WebhookAuth, environ: Mapping[str, str]) -> bytes:
     if not value:
         raise ConfigError(f"secret file {path} is empty")
     return value.encode()
+
+
+async def receive(
+    ctx: Intake, auth: Mapping[str, PathAuth], request: web.Request
+) -> web.Response:
+    """Take one webhook delivery: the path's rules and methods, its body within limits,
+    its authentication, then the pipeline (see trigger.core.intake for the answers)."""
+    path = request.path
+    methods = ctx.pipeline.rules.webhook_methods(path)
+    if not methods:
+        return error_response(404, f"no rule takes deliveries on {path}")
+    if request.method not in methods:
+        allow = ", ".join(sorted(methods))
+        return error_response(405, f"{request.method} is not accepted on {path}", allow=allow)
+    body = await read_body(ctx, request, "webhook")
+    if isinstance(body, web.Response):
+        return body
+    verdict = auth.get(path, PathAuth(None, None)).verify(request.headers, body)
+    if verdict.status:
+        ctx.metrics.events_rejected.labels("webhook", "auth").inc()
+        log.warning("webhook delivery refused", path=path, reason=verdict.message)
+        return error_response(verdict.status, verdict.message)
+    try:
+        event = decode_webhook(
+            path,
+            request.method,
+            dict(request.headers),
+            dict(request.query),
+            body,
+            received=ctx.pipeline.clock.now(),
+        )
+    except DecodeError as exc:
+        ctx.metrics.events_rejected.labels("webhook", "undecodable").inc()
+        return error_response(400, str(exc))
+    return await deliver(ctx, [event])

@@ -20,6 +20,7 @@ from urllib.parse import quote
 
 import aiohttp
 
+from trigger.clock import Clock, SystemClock
 from trigger.errors import (
     AlreadyExists,
     ConfigError,
@@ -27,7 +28,6 @@ from trigger.errors import (
     TemporarySubmitError,
 )
 from trigger.submit.base import Created, conflict, identity
-from trigger.submit.clock import Clock, SystemClock
 from trigger.submit.transport import (
     TRANSPORT_ERRORS,
     TokenFile,

@@ -14,9 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from trigger.clock import Clock
 from trigger.errors import PermanentSubmitError
 from trigger.submit.base import Created, Sink
-from trigger.submit.clock import Clock
 from trigger.submit.templates import TemplateKey, TemplateLookup, TemplateMissing, check_rendered
 
 

@@ -27,9 +27,9 @@ from kubernetes_asyncio.config.kube_config import (
     KubeConfigMerger,
 )
 
+from trigger.clock import Clock, SystemClock
 from trigger.errors import AlreadyExists, ConfigError, PermanentSubmitError, SubmitError
 from trigger.submit.base import Created, conflict, identity
-from trigger.submit.clock import Clock, SystemClock
 from trigger.submit.ratelimit import TokenBucket
 from trigger.submit.transport import (
     TRANSPORT_ERRORS,

@@ -15,9 +15,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Collection
 
+from trigger.clock import Clock
 from trigger.rules.model import RateLimit
 from trigger.rules.rule import Rule
-from trigger.submit.clock import Clock
 
 
 class TokenBucket:

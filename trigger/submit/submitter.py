@@ -36,6 +36,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from trigger.clock import Clock
 from trigger.errors import (
     AlreadyExists,
     NameTaken,
@@ -54,7 +55,6 @@ from trigger.rules.render import (
 )
 from trigger.rules.rule import Rule
 from trigger.submit.base import BatchSink, Created, Sink
-from trigger.submit.clock import Clock
 from trigger.submit.deadletter import DeadLetter, DeadLetterSink
 from trigger.submit.ratelimit import RateLimiters
 from trigger.submit.retry import RetryCaps, RetryPolicy

@@ -20,6 +20,7 @@ from typing import Final
 
 import aiohttp
 
+from trigger.clock import Clock, SystemClock
 from trigger.errors import (
     AlreadyExists,
     PermanentSubmitError,
@@ -28,7 +29,6 @@ from trigger.errors import (
     TriggerError,
     WorkflowTooLarge,
 )
-from trigger.submit.clock import Clock, SystemClock
 
 # 408 is a 4xx but says "try again": the server gave up waiting, the request was fine.
 TEMPORARY_STATUSES: Final = frozenset({408, 429, 500, 502, 503, 504})

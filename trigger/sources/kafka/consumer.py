@@ -32,11 +32,11 @@ import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import IllegalStateError, KafkaError
 
+from trigger.clock import Clock
 from trigger.settings import KafkaCluster
-from trigger.sources.kafka_offsets import InFlightBudget, PartitionWindow
-from trigger.submit.clock import Clock
+from trigger.sources.kafka.offsets import InFlightBudget, PartitionWindow
 
-log = structlog.get_logger("trigger.sources.kafka")
+log = structlog.get_logger("trigger.sources.kafka.source")
 
 Finished = Callable[[int], None]  # called with each record's offset once it is done
 # (cluster, consecutive aiokafka ConsumerRecords of one partition, finished): returns when

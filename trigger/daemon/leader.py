@@ -20,7 +20,7 @@ loses its own write with 409), while the leader stops leading at S + renew_deadl
 the latest: one replica stops `lease_duration − renew_deadline` before another can start
 (monotonic clocks are assumed to run at the same rate, as client-go does). Losing
 leadership does not end the process: the elector goes back to waiting;
-`trigger.runtime.sources.SourceManager.follow` cancels the singleton work the moment
+`trigger.daemon.sources.SourceManager.follow` cancels the singleton work the moment
 leadership is lost. On cancellation the elector releases the Lease (no holder, 1 s
 duration) so a successor takes over at its next retry instead of after a whole lease
 duration.
@@ -49,9 +49,9 @@ from typing import Any, Final, Protocol
 import aiohttp
 import structlog
 
+from trigger.clock import Clock, SystemClock
 from trigger.errors import ConfigError, DecodeError
 from trigger.events import parse_time
-from trigger.submit.clock import Clock, SystemClock
 
 log = structlog.get_logger("trigger.leader")
 

@@ -14,8 +14,8 @@ from typing import Literal
 
 import structlog
 
-from trigger.runtime.metrics import Metrics
-from trigger.submit.clock import Clock
+from trigger.clock import Clock
+from trigger.core.metrics import Metrics
 
 log = structlog.get_logger("trigger.supervisor")
 TaskKind = Literal["core", "source"]

@@ -21,26 +21,26 @@ import structlog
 from aiohttp import web
 
 from trigger import __version__
+from trigger.clock import Clock, SystemClock
+from trigger.core.metrics import Metrics
+from trigger.core.pipeline import MetricsHooks, Pipeline
+from trigger.core.storagewatch import StorageWatch
+from trigger.daemon.connections import Connections, Limits, Site
+from trigger.daemon.http import Health, HttpContext, build_app, metrics_app
+from trigger.daemon.leader import Leadership
+from trigger.daemon.memory import settle_heap
+from trigger.daemon.sources import SourceManager
+from trigger.daemon.supervisor import Supervisor
 from trigger.errors import ConfigError, RuleError
 from trigger.rules.loader import load_rules, rule_files
 from trigger.rules.router import RuleSet
-from trigger.runtime.connections import Connections, Limits, Site
-from trigger.runtime.http import Health, HttpContext, build_app, metrics_app
-from trigger.runtime.leader import Leadership
-from trigger.runtime.memory import settle_heap
-from trigger.runtime.metrics import Metrics
-from trigger.runtime.pipeline import MetricsHooks, Pipeline
-from trigger.runtime.sources import SourceManager
-from trigger.runtime.storagewatch import StorageWatch
-from trigger.runtime.supervisor import Supervisor
 from trigger.settings import Settings
-from trigger.sources import kafka_config
 from trigger.sources.base import SourceContext
-from trigger.sources.oss_push import OssPush
+from trigger.sources.kafka import config as kafka_config
+from trigger.sources.oss.push import OssPush
 from trigger.sources.webhook import resolve_auth
 from trigger.submit.base import Sink
 from trigger.submit.checked import CheckedSink
-from trigger.submit.clock import Clock, SystemClock
 from trigger.submit.deadletter import DeadLetterSink, FileDeadLetterSink, OnceDeadLetters
 from trigger.submit.sinks import open_sink
 from trigger.submit.size import SizeLimit
@@ -96,7 +96,7 @@ def sink_options(
 
 def leadership_for(settings: Settings, sink: Sink, clock: Clock) -> Leadership:
     """A Lease election with the kubernetes sink's connection, else the lone local leader."""
-    from trigger.runtime import leader
+    from trigger.daemon import leader
 
     enabled = settings.leader.enabled
     api_client = getattr(sink, "api_client", None)
@@ -146,7 +146,7 @@ async def open_state(
     spec: str, sink: Sink, metrics: Metrics, observer: StorageObserver | None = None
 ) -> Any:
     """The state store; `kubernetes` shares the kubernetes sink's connection."""
-    from trigger.runtime.state import open_state_store
+    from trigger.core.state import open_state_store
 
     api_client = getattr(sink, "api_client", None)
     return await open_state_store(spec, api_client, metrics=metrics, observer=observer)
@@ -220,10 +220,10 @@ class Daemon:
         ctx = HttpContext(
             pipeline,
             self.metrics,
-            health,
-            resolve_auth(rules),
             push_deadline=s.submit.push_deadline,
             request_timeout=s.http.request_timeout,
+            health=health,
+            webhook_auth=resolve_auth(rules),
         )
         self._report_auth(ctx)
         # OSS push receivers (EventBridge, MNS): always mounted at oss.push.*_path.
@@ -253,7 +253,7 @@ class Daemon:
         self._signals(stopping, reload_now)
         supervisor.start("rules-reloader", lambda: self._reloader(ctx, reload_now), "core")
         self._announce(rules)
-        settle_heap()  # start-up is done: see trigger.runtime.memory
+        settle_heap()  # start-up is done: see trigger.daemon.memory
         stopper: asyncio.Future[Any] = asyncio.ensure_future(stopping.wait())
         waits: set[asyncio.Future[Any]] = {stopper, supervisor.failed}
         await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)

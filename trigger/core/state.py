@@ -41,9 +41,9 @@ from typing import Any, Final, Protocol, TypeVar
 
 import structlog
 
+from trigger.clock import Clock, SystemClock
+from trigger.core.metrics import Metrics
 from trigger.errors import ConfigError, TriggerError
-from trigger.runtime.metrics import Metrics
-from trigger.submit.clock import Clock, SystemClock
 from trigger.submit.storage import StorageObserver, report, storage_error
 from trigger.submit.transport import ETCD_TOO_LARGE
 

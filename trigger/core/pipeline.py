@@ -16,13 +16,13 @@ from typing import Any, Final
 
 import structlog
 
+from trigger.clock import Clock
+from trigger.core.metrics import Metrics
 from trigger.errors import DecodeError, RenderError
 from trigger.events import Event
 from trigger.rules.render import render
 from trigger.rules.router import RuleSet
 from trigger.rules.rule import Rule
-from trigger.runtime.metrics import Metrics
-from trigger.submit.clock import Clock
 from trigger.submit.deadletter import DeadLetter, DeadLetterSink
 from trigger.submit.submitter import NoHooks, OnExhausted, Outcome, Submitter
 

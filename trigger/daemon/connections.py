@@ -34,7 +34,7 @@ from typing import Final, Literal
 from aiohttp import web
 from yarl import URL
 
-from trigger.runtime.metrics import Metrics
+from trigger.core.metrics import Metrics
 
 Reason = Literal["header-timeout", "idle", "evicted", "refused"]
 RETRY_AFTER: Final = 5

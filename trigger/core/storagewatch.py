@@ -12,9 +12,9 @@ from typing import Final
 
 import structlog
 
+from trigger.clock import Clock
+from trigger.core.metrics import Metrics
 from trigger.errors import StorageError
-from trigger.runtime.metrics import Metrics
-from trigger.submit.clock import Clock
 from trigger.submit.storage import errno_name
 
 log = structlog.get_logger("trigger.storage")

@@ -24,11 +24,11 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from trigger.core.intake import Intake, deliver, read_body
 from trigger.decoders.oss import decode_eventbridge, decode_mns
 from trigger.errors import ConfigError, DecodeError
 from trigger.events import Event
-from trigger.runtime.http import HttpContext, deliver, read_body
-from trigger.sources.oss_signatures import (
+from trigger.sources.oss.signatures import (
     AuthError,
     CertificateCache,
     CertificateUnavailable,
@@ -94,7 +94,7 @@ class OssPush:
 
     def __init__(
         self,
-        ctx: HttpContext,
+        ctx: Intake,
         settings: Any,
         eb_auth: EventBridgeAuth,
         mns_auth: MnsAuth,
@@ -108,7 +108,7 @@ class OssPush:
 
     @classmethod
     def create(
-        cls, ctx: HttpContext, settings: Any, environ: Mapping[str, str], *, listen: str
+        cls, ctx: Intake, settings: Any, environ: Mapping[str, str], *, listen: str
     ) -> OssPush:
         """`settings` is `Settings.oss.push`; `listen` the daemon's HOST:PORT."""
         mns = MnsAuth(

@@ -41,8 +41,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from trigger.clock import Clock
 from trigger.errors import TriggerError
-from trigger.submit.clock import Clock
 
 EB_TOKEN: Final = "x-eventbridge-signature-token"  # noqa: S105 - a header name
 EB_TIMESTAMP: Final = "x-eventbridge-signature-timestamp"

@@ -48,16 +48,15 @@ from trigger.errors import DecodeError, TemporarySubmitError
 from trigger.events import Event
 from trigger.rules.router import RuleSet
 from trigger.rules.rule import Rule
-from trigger.runtime.sources import SourceKind
 from trigger.settings import KafkaCluster
-from trigger.sources.base import SourceContext
-from trigger.sources.kafka_config import client_options, group_of
-from trigger.sources.kafka_consumer import Finished, GroupConsumer, GroupSpec
-from trigger.sources.kafka_offsets import InFlightBudget
+from trigger.sources.base import SourceContext, SourceType
+from trigger.sources.kafka.config import client_options, group_of
+from trigger.sources.kafka.consumer import Finished, GroupConsumer, GroupSpec
+from trigger.sources.kafka.offsets import InFlightBudget
 from trigger.submit.deadletter import DeadLetter
 from trigger.submit.deadletter_kafka import KafkaOrigin, origin_scope
 
-log = structlog.get_logger("trigger.sources.kafka")
+log = structlog.get_logger("trigger.sources.kafka.source")
 
 GroupKey = tuple[str, str]  # (cluster, consumer group)
 RETRY_INITIAL: Final = 0.2  # seconds before the first retry of a record
@@ -366,6 +365,6 @@ class PartitionCollector:
         yield from (in_flight, peak, paused, committed)
 
 
-KIND: Final = SourceKind(
+KIND: Final = SourceType(
     wanted=lambda rules: bool(rules.kafka_topics()), build=KafkaSource, singleton=False
 )

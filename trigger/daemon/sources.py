@@ -21,31 +21,24 @@ from typing import Final
 
 import structlog
 
+from trigger.daemon.leader import Leadership
+from trigger.daemon.supervisor import Supervisor
 from trigger.rules.router import RuleSet
-from trigger.runtime.leader import Leadership
-from trigger.runtime.supervisor import Supervisor
-from trigger.sources.base import ReportsProblems, Source, SourceContext
+from trigger.sources.base import ReportsProblems, Source, SourceContext, SourceType
 
 log = structlog.get_logger("trigger.sources")
 
 
-@dataclass(frozen=True)
-class SourceKind:
-    wanted: Callable[[RuleSet], bool]
-    build: Callable[[SourceContext], Source]
-    singleton: bool
-
-
-# One line per kind of source: its name and the module that defines `KIND: SourceKind`.
+# One line per kind of source: its name and the module that defines `KIND: SourceType`.
 # Modules are imported when the daemon starts, not when the CLI does.
 MODULES: Final[tuple[tuple[str, str], ...]] = (
     ("cron", "trigger.sources.cron"),
-    ("oss-poll", "trigger.sources.oss_poll"),
-    ("kafka", "trigger.sources.kafka"),
+    ("oss-poll", "trigger.sources.oss.poll"),
+    ("kafka", "trigger.sources.kafka.source"),
 )
 
 
-def registry() -> Mapping[str, SourceKind]:
+def registry() -> Mapping[str, SourceType]:
     table = {name: importlib.import_module(module).KIND for name, module in MODULES}
     return MappingProxyType(table)
 
@@ -56,7 +49,7 @@ class SourceManager:
 
     context: SourceContext
     supervisor: Supervisor
-    registry: Mapping[str, SourceKind] = field(default_factory=registry)
+    registry: Mapping[str, SourceType] = field(default_factory=registry)
     leader: bool = True
     running: dict[str, Source] = field(default_factory=dict)
     # One sync at a time (a reload and a leadership change may ask at once): a source

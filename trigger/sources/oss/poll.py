@@ -7,7 +7,7 @@ run in a thread) and hands every new or changed object to the pipeline as an
 `ObjectCreated:PutObject` event whose id is `bucket/key@etag`; a re-upload with new
 content has a new ETag, hence a new id and a new Workflow.
 
-The checkpoint (one state value per group, `trigger.sources.oss_checkpoint`) never holds
+The checkpoint (one state value per group, `trigger.sources.oss.checkpoint`) never holds
 the bucket's keys: a LastModified watermark, digests of the objects modified after it that
 already fired, and the position of a scan in progress. A scan that started at T moves the
 watermark to T - `lookback`; the digests cover that overlap, so nothing fires twice. The
@@ -52,16 +52,15 @@ import oss2
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from trigger.core.pipeline import RuleStatus, gather_cancelling
+from trigger.core.state import StateError
 from trigger.decoders.oss import decode_oss_record
 from trigger.errors import ConfigError, SourceError, TemporarySubmitError
 from trigger.events import Event, format_time, polled_object_id
 from trigger.rules.model import PollCredentials
 from trigger.rules.router import RuleSet
-from trigger.runtime.pipeline import RuleStatus, gather_cancelling
-from trigger.runtime.sources import SourceKind
-from trigger.runtime.state import StateError
-from trigger.sources.base import Source, SourceContext
-from trigger.sources.oss_checkpoint import Checkpoint, Scan, Trim, digest
+from trigger.sources.base import Source, SourceContext, SourceType
+from trigger.sources.oss.checkpoint import Checkpoint, Scan, Trim, digest
 
 log = structlog.get_logger("trigger.oss.poll")
 POLLED_EVENT: Final = "ObjectCreated:PutObject"
@@ -693,4 +692,4 @@ def _build(ctx: SourceContext) -> Source:
     return OssPollSource(ctx)
 
 
-KIND: Final = SourceKind(wanted=wanted, build=_build, singleton=True)
+KIND: Final = SourceType(wanted=wanted, build=_build, singleton=True)

@@ -1,0 +1,128 @@
+"""The daemon's HTTP app: /healthz, /readyz, /status, /metrics, and the routes of the push
+receivers (webhooks on any other path, the OSS receivers on theirs).
+
+Readiness is made of the parts the daemon assembles (`Health`); the receivers answer
+through the shared intake (trigger.core.intake).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from trigger.core.intake import Intake
+from trigger.core.metrics import Metrics
+from trigger.core.pipeline import RuleStatus
+from trigger.errors import TemporarySubmitError
+from trigger.sources.webhook import PathAuth, receive
+
+
+@dataclass
+class Health:
+    """What readiness is made of; updated by the daemon."""
+
+    rules_loaded: bool = False
+    reload_error: list[str] = field(default_factory=list)
+    sources: dict[str, bool] = field(default_factory=dict)
+    # What running sources report as keeping them from working durably (a poll checkpoint
+    # that cannot be saved): asked on every /readyz.
+    source_problems: Callable[[], dict[str, list[str]]] | None = None
+    sink_check: Callable[[], Awaitable[None]] | None = None
+    leader: bool = False
+    template_problems: list[str] = field(default_factory=list)
+
+
+@dataclass
+class HttpContext(Intake):
+    """The app's context: the intake every receiver shares, and what the daemon adds."""
+
+    health: Health = field(default_factory=Health)
+    webhook_auth: dict[str, PathAuth] = field(default_factory=dict)
+    extra_routes: list[web.RouteDef] = field(default_factory=list)
+
+
+def build_app(ctx: HttpContext, *, max_body: int, with_metrics: bool = True) -> web.Application:
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "alive"})
+
+    async def readyz(_: web.Request) -> web.Response:
+        return await _readyz(ctx)
+
+    async def status(_: web.Request) -> web.Response:
+        return await _status(ctx)
+
+    async def deliveries(request: web.Request) -> web.Response:
+        return await receive(ctx, ctx.webhook_auth, request)
+
+    app = web.Application(client_max_size=max_body)
+    routes = [web.get("/healthz", healthz), web.get("/readyz", readyz), web.get("/status", status)]
+    if with_metrics:
+        routes.append(web.get("/metrics", _metrics_handler(ctx.metrics)))
+    routes.extend(ctx.extra_routes)
+    routes.append(web.route("*", "/{tail:.*}", deliveries))
+    app.add_routes(routes)
+    return app
+
+
+def metrics_app(metrics: Metrics) -> web.Application:
+    app = web.Application()
+    app.add_routes([web.get("/metrics", _metrics_handler(metrics))])
+    return app
+
+
+def _metrics_handler(metrics: Metrics) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def handler(_: web.Request) -> web.Response:
+        return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    return handler
+
+
+async def _readyz(ctx: HttpContext) -> web.Response:
+    health = ctx.health
+    detail: dict[str, Any] = {
+        "rules": {"loaded": health.rules_loaded, "count": len(ctx.pipeline.rules)},
+        "sources": health.sources,
+    }
+    if health.reload_error:
+        detail["rules"]["lastReloadError"] = health.reload_error
+    sink_ok = True
+    if health.sink_check is not None:
+        try:
+            async with asyncio.timeout(2):
+                await health.sink_check()
+        except (TemporarySubmitError, TimeoutError) as exc:
+            sink_ok = False
+            detail["sink"] = f"unreachable: {exc}"
+    detail.setdefault("sink", "ok")
+    # Problems of a source that still works (a checkpoint it cannot save) are shown, not
+    # made fatal: a 503 would take the replica out of its Service and stop every push.
+    problems = health.source_problems() if health.source_problems is not None else {}
+    if problems:
+        detail["problems"] = problems
+    ready = health.rules_loaded and sink_ok and all(health.sources.values())
+    return web.json_response({"ready": ready, **detail}, status=200 if ready else 503)
+
+
+async def _status(ctx: HttpContext) -> web.Response:
+    rules = ctx.pipeline.rules
+    return web.json_response(
+        {
+            "rules": {
+                rule.name: {
+                    "source": rule.kind,
+                    "file": rule.file,
+                    **ctx.pipeline.status.get(rule.name, RuleStatus()).as_dict(),
+                }
+                for rule in rules.rules
+            },
+            "lastReloadError": ctx.health.reload_error or None,
+            "templateProblems": ctx.health.template_problems,
+            "leader": ctx.health.leader,
+            "inFlight": ctx.pipeline.submitter.in_flight,
+        }
+    )

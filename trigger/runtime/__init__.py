@@ -1,1 +1,0 @@
-"""The daemon: supervision, HTTP, state, leadership, the event pipeline."""

@@ -1,0 +1,1 @@
+"""The Kafka source: consumer groups, offsets committed only behind finished work."""

@@ -1,0 +1,1 @@
+"""The OSS source: EventBridge and MNS pushes, and bucket polling with checkpoints."""
