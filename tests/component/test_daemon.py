@@ -362,3 +362,27 @@ def test_webhook_methods_per_rule(tmp_path: Path) -> None:
         assert refused.status == 405
         assert refused.headers["Allow"] == "POST, PUT"
         assert len(daemon.workflow_files()) == 2
+
+
+def test_clean_stop_is_quiet_and_ends_with_a_summary(tmp_path: Path, rules_dir: Path) -> None:
+    """SIGTERM on a daemon running cron and webhook rules logs no warning, exits 0, and its
+    last line sums up the run: events, Workflows created and duplicate, dead letters, uptime."""
+    (rules_dir / "cron.yaml").write_text(
+        "apiVersion: trigger/v1\nkind: Rule\nmetadata: {name: tick}\nspec:\n"
+        "  source: {cron: {schedules: ['0 2 * * *']}}\n"
+        "  workflow: {template: t, namespace: default}\n"
+    )
+    with running(tmp_path, rules_dir, env={"HOOK_SECRET": SECRET, "HOOK_TOKEN": "tok"}) as d:
+        body = delivery(1)
+        assert d.post("/hooks/build", body, sign(body)).status == 200
+        assert d.post("/hooks/build", body, sign(body)).status == 200
+        stopping = len(d.log_events())
+        d.signal(signal.SIGTERM)
+        assert d.wait() == 0
+        after = d.log_events()[stopping:]
+    assert [e for e in after if e["level"] not in ("info", "debug")] == []
+    summary = after[-1]
+    assert summary["event"] == "stopped cleanly"
+    assert (summary["events"], summary["created"], summary["duplicates"]) == (2, 1, 1)
+    assert summary["dead_letters"] == 0
+    assert summary["uptime"] > 0
