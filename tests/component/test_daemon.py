@@ -249,7 +249,7 @@ def test_sigterm_during_a_burst_loses_nothing(daemon: DaemonProcess) -> None:
         wait_for(lambda: sum(f.done() for f in futures) >= 30, what="some deliveries")
         daemon.signal(signal.SIGTERM)
         results = [f.result() for f in futures]
-    assert daemon.wait() == 0
+    assert daemon.wait() == 0, daemon.log()[-3000:]
     accepted = {name for status, name in results if status == 200}
     assert accepted, "no delivery was accepted before the stop"
     on_disk = {f.stem for f in daemon.workflow_files()}
