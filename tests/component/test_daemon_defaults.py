@@ -5,6 +5,8 @@ setting and nothing else, and each security choice follows from the facts it is 
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -158,3 +160,27 @@ def test_webhook_without_auth_beyond_loopback_is_idle(
         else:
             assert rule["verdict"] == "active"
     assert statuses == {"127.0.0.1": 200, "0.0.0.0": 401}
+
+
+def test_sink_flag_leaves_a_forbid_cron_rule_idle_not_a_crash(
+    tmp_path: Path, stop: list[DaemonProcess]
+) -> None:
+    """`--sink stdout` with the shipped rules starts: the nightly cron rule (Forbid needs a
+    sink that can list Workflows) is idle, said the same way by validate and the daemon."""
+    workdir, port = clone(tmp_path), free_port()
+    daemon = start(workdir, ["--sink", "stdout", "--listen", f"127.0.0.1:{port}"], {}, port)
+    stop.append(daemon)
+    status = daemon.get("/status").json()["rules"]["nightly-report"]
+    assert status["verdict"] == "idle"
+    assert "concurrencyPolicy Forbid" in status["reason"]
+    assert "cron" not in daemon.get("/readyz").json()["sources"]
+    validated = subprocess.run(
+        [sys.executable, "-m", "trigger.cli", "validate"],
+        cwd=workdir,
+        env={"PATH": "/usr/bin:/bin", "TRIGGER_SINK": "stdout"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert f"rule nightly-report: warning: idle: {status['reason']}" in validated.stdout

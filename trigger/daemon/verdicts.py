@@ -7,10 +7,12 @@ returns, so they cannot disagree. A rule is
   daemon never runs it — exit 1 at start, a reload with it is refused;
 - *idle* when it loads but cannot receive events with the settings and environment at
   hand: its Kafka cluster is not configured, its webhook secret or polling credentials
-  cannot be read, it would take unauthenticated deliveries beyond loopback, or no OSS push
-  receiver takes deliveries. Idle rules are routed (`trigger match` and the receivers see
-  them) but their sources do not consume for them. They are warnings — or, in strict mode
-  (`strict: true`, `--strict`), errors, and then the rule set is treated as invalid;
+  cannot be read, it would take unauthenticated deliveries beyond loopback, no OSS push
+  receiver takes deliveries, or its cron concurrencyPolicy needs a sink that can list
+  Workflows and the configured one cannot. Idle rules are routed (`trigger match` and the
+  receivers see them) but their sources do not consume for them. They are warnings — or,
+  in strict mode (`strict: true`, `--strict`), errors, and then the rule set is treated as
+  invalid;
 - *active* otherwise.
 
 The security choices are made here too, each on its own facts: a receiver with nothing
@@ -33,9 +35,11 @@ from trigger.rules.loader import load_rules
 from trigger.rules.router import RuleSet
 from trigger.rules.rule import Rule
 from trigger.settings import Settings
+from trigger.sources.cron import concurrency_problem
 from trigger.sources.kafka.config import cluster_problem
 from trigger.sources.oss.push import PushAuth
 from trigger.sources.webhook import PathAuth, resolve_auth
+from trigger.submit.sinks import sink_type
 from trigger.submit.templates import Documents, TemplateProblem, locate
 
 State = Literal["active", "idle", "invalid"]
@@ -74,6 +78,7 @@ class Facts:
     environ: Mapping[str, str]
     push: PushAuth
     webhooks: Mapping[str, PathAuth]
+    sink: type  # the configured sink's class: what it can do
 
 
 Check = Callable[[Rule, Facts], tuple[str, str] | None]  # -> (field under spec, reason)
@@ -105,15 +110,16 @@ def _oss(rule: Rule, facts: Facts) -> tuple[str, str] | None:
     return None
 
 
-def _never(rule: Rule, facts: Facts) -> tuple[str, str] | None:
-    return None  # a cron rule needs nothing from outside
+def _cron(rule: Rule, facts: Facts) -> tuple[str, str] | None:
+    problem = concurrency_problem(rule, facts.sink)
+    return None if problem is None else ("source.cron.concurrencyPolicy", problem)
 
 
 # One line per kind of source: what makes its rules idle.
 CHECKS: Final[Mapping[SourceKind, Check]] = {
     "oss": _oss,
     "kafka": _kafka,
-    "cron": _never,
+    "cron": _cron,
     "webhook": _webhook,
 }
 
@@ -167,7 +173,7 @@ def assess(
 ) -> Verdicts:
     """Each rule's verdict under these settings and this environment (secrets read now)."""
     webhooks = resolve_auth(rules, environ, open_ok=loopback_only(settings.listen))
-    facts = Facts(settings, environ, push, webhooks)
+    facts = Facts(settings, environ, push, webhooks, sink_type(settings.sink))
     documents: Documents = {}
     verdicts: dict[str, Verdict] = {}
     for rule in rules.rules:
