@@ -257,23 +257,33 @@ def test_sigterm_during_a_burst_loses_nothing(daemon: DaemonProcess) -> None:
     assert '"stopped cleanly"' in daemon.log()
 
 
-def test_reload_a_source_cannot_serve_is_refused(tmp_path: Path, rules_dir: Path) -> None:
-    """A reload adding a rule its source cannot serve (Forbid on the stdout sink) keeps the old rules."""
+@pytest.mark.parametrize("strict", [False, True], ids=["idle", "strict"])
+def test_reload_adding_a_rule_its_source_cannot_serve(
+    tmp_path: Path, rules_dir: Path, strict: bool
+) -> None:
+    """A reload adding a rule the stdout sink cannot serve (cron Forbid) makes it idle, with
+    the reason in /status; in strict mode the reload is refused and the old rules stay."""
     env = {"HOOK_SECRET": SECRET, "HOOK_TOKEN": "tok"}
-    with running(tmp_path, rules_dir, env=env, extra_args=["--sink", "stdout"]) as daemon:
+    args = ["--sink", "stdout", *(["--strict"] if strict else [])]
+    with running(tmp_path, rules_dir, env=env, extra_args=args) as daemon:
         (rules_dir / "cron.yaml").write_text(
             "apiVersion: trigger/v1\nkind: Rule\nmetadata: {name: nightly}\nspec:\n"
             "  source: {cron: {schedules: ['0 2 * * *'], concurrencyPolicy: Forbid}}\n"
             "  workflow: {template: t}\n"
         )
+        result = "error" if strict else "ok"
         wait_for(
-            lambda: metric(daemon, "trigger_rule_reloads_total", result="error") >= 1,
-            what="refused reload",
+            lambda: metric(daemon, "trigger_rule_reloads_total", result=result) >= 1,
+            what="the reload",
         )
         assert daemon.process is not None and daemon.process.poll() is None
         detail = daemon.get("/readyz").json()["rules"]
-        assert detail["count"] == 2
-        assert any("Forbid" in p or "list" in p for p in detail["lastReloadError"]), detail
+        if strict:
+            assert detail["count"] == 2
+            assert any("Forbid" in p for p in detail["lastReloadError"]), detail
+        else:
+            assert "Forbid" in detail["idle"]["nightly"]
+            assert daemon.get("/status").json()["rules"]["nightly"]["verdict"] == "idle"
 
 
 def test_signal_delivered_twice_is_one_stop(daemon: DaemonProcess) -> None:
