@@ -73,6 +73,9 @@ class DaemonProcess:
     port: int = field(default_factory=free_port)
     extra_args: Sequence[str] = ()
     env: Mapping[str, str] = field(default_factory=dict)
+    # The whole `trigger run` argument list instead of the test defaults above (a test of
+    # the defaults themselves); the test then says where the daemon listens (`port`).
+    argv: Sequence[str] | None = None
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -92,6 +95,8 @@ class DaemonProcess:
         return self.workdir / "dead-letters.jsonl"
 
     def command(self) -> list[str]:
+        if self.argv is not None:
+            return [sys.executable, "-m", "trigger.cli", "run", *self.argv]
         return [
             sys.executable,
             "-m",

@@ -34,10 +34,12 @@ from trigger.rules.loader import load_rules
 from trigger.rules.render import render
 from trigger.rules.router import RuleSet
 from trigger.rules.rule import Rule
-from trigger.settings import Settings, load_settings
+from trigger.settings import Settings, load_settings, origin
 
 DEFAULT_RULES = "rules/"
 EXAMPLE_RULES = Path(__file__).parent / "examples" / "rules"
+# Flags that set a setting of the same name, on the commands that have them.
+SETTING_FLAGS = ("sink", "listen", "state", "dead_letter", "kafka_bootstrap", "strict")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -48,12 +50,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         code: int = args.handler(args)
+    except _Exit as stop:
+        return stop.code
     except BrokenPipeError:
         # The reader went away (`trigger match ... | head`): stop quietly, as Unix tools do.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 1
     return code
+
+
+class _Exit(Exception):
+    """Raised once the reason was printed: the command ends with exit code `code`."""
+
+    def __init__(self, code: int) -> None:
+        self.code = code
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -67,11 +78,19 @@ def _parser() -> argparse.ArgumentParser:
     validate = commands.add_parser(
         "validate",
         help="check rule files; exit 1 listing every problem as file:line:column",
-        description="Check rule files. Exit 0 when every rule is valid, 1 with one "
-        "'file:line:column: rule NAME: message' line per problem.",
+        description="Check rule files, and say which rules would be idle under the "
+        "settings (--config, TRIGGER_* variables, the flags below) and environment at hand. "
+        "Exit 0 when every rule is valid (idle ones are warnings, unless --strict), 1 with "
+        "one 'file:line:column: rule NAME: message' line per problem.",
     )
     validate.add_argument("paths", nargs="*", metavar="PATH", help="files or directories")
     validate.add_argument("--rules", action="append", metavar="PATH", help="same as PATH")
+    validate.add_argument("--config", metavar="FILE", help="YAML settings file")
+    validate.add_argument("--listen", metavar="HOST:PORT", help="where the daemon would listen")
+    validate.add_argument(
+        "--kafka-bootstrap", metavar="HOST:PORT", help="the default Kafka cluster's servers"
+    )
+    _strict_flag(validate)
     validate.add_argument(
         "--cluster",
         action="store_true",
@@ -102,12 +121,13 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser(
         "run",
         help="run the daemon",
-        description="Run the daemon. With no configuration it starts on the embedded default: "
-        "the rules in ./rules (or the shipped examples), Workflows written under ./workflows/, "
-        "HTTP on 127.0.0.1:8080, state in ./state/. Flags win over TRIGGER_* environment "
-        "variables, which win over --config.",
+        description="Run the daemon. Every setting has a default of its own: the rules in "
+        "./rules/, Workflows written under ./workflows/, HTTP on 127.0.0.1:8080, state in "
+        "./state/, dead letters in ./dead-letters.jsonl. Flags win over TRIGGER_* environment "
+        "variables, which win over --config; each changes its own setting only.",
     )
     _daemon_flags(run)
+    _strict_flag(run)
     run.set_defaults(handler=cmd_run)
 
     fire = commands.add_parser(
@@ -156,53 +176,56 @@ def _daemon_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _settings(args: argparse.Namespace) -> tuple[Settings, bool]:
-    """Settings from --config, the environment and flags; True when on the embedded default."""
-    flags = {
-        "rules": args.rules,
-        "sink": args.sink,
-        "listen": args.listen,
-        "state": args.state,
-        "dead_letter": args.dead_letter,
-        "kafka_bootstrap": args.kafka_bootstrap,
-    }
-    settings = load_settings(args.config, flags=flags)
-    configured = (
-        args.config
-        or any(v for v in flags.values())
-        or any(k.startswith("TRIGGER_") for k in os.environ)
+def _strict_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        default=None,  # unset: TRIGGER_STRICT or the config file decide
+        help="idle rules (Kafka cluster not configured, secret unset, ...) are errors",
     )
-    if not configured:
-        settings = _embedded(settings)
-    return settings, not configured
 
 
-def _embedded(settings: Settings) -> Settings:
-    """The embedded default: example rules unless ./rules exists, and — on loopback only —
-    EventBridge deliveries without a token, so the README's curl works out of the box."""
-    push = settings.oss.push.model_copy(update={"eventbridge_allow_unauthenticated_loopback": True})
-    update: dict[str, object] = {"oss": settings.oss.model_copy(update={"push": push})}
-    if not Path(DEFAULT_RULES).exists():
-        update["rules"] = (str(EXAMPLE_RULES),)
-    return settings.model_copy(update=update)
+def _settings(args: argparse.Namespace) -> tuple[Settings, str]:
+    """The settings of any command, and where its rules came from — the one way every
+    command finds its rules: --rules (and validate's PATHs), else TRIGGER_RULES, else the
+    config file's `rules`, else ./rules/ (which must then exist: no guessing). On failure,
+    prints why and exits: 2 for a bad configuration, 1 when there are no rules."""
+    flags: dict[str, Any] = {name: getattr(args, name, None) for name in SETTING_FLAGS}
+    flags["rules"] = [*(getattr(args, "rules", None) or []), *getattr(args, "paths", [])] or None
+    config = getattr(args, "config", None)
+    try:
+        settings = load_settings(config, flags=flags)
+        found = origin("rules", config, flags=flags)
+    except ConfigError as exc:
+        print(f"trigger: error: {exc}", file=sys.stderr)
+        raise _Exit(2) from exc
+    if found == "default" and not Path(DEFAULT_RULES).exists():
+        print(
+            f"trigger: error: no rules: ./{DEFAULT_RULES} does not exist (the default rules "
+            f"path); pass --rules PATH or set TRIGGER_RULES (the bundled examples: --rules "
+            f"{EXAMPLE_RULES})",
+            file=sys.stderr,
+        )
+        raise _Exit(1)
+    return settings, found
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from trigger.daemon import logs
     from trigger.daemon.assembly import Daemon
 
+    settings, rules_origin = _settings(args)
     try:
-        settings, embedded = _settings(args)
         logs.configure(settings.log.level, settings.log.format)
-        return asyncio.run(Daemon.create(settings, embedded=embedded).run())
+        return asyncio.run(Daemon.create(settings, rules_origin=rules_origin).run())
     except ConfigError as exc:
         print(f"trigger: error: {exc}", file=sys.stderr)
         return 2
 
 
 def cmd_fire(args: argparse.Namespace) -> int:
+    settings, _ = _settings(args)
     try:
-        settings, _ = _settings(args)
         overrides = dict(_key_value(p) for p in args.parameter)
     except ConfigError as exc:
         print(f"trigger: error: {exc}", file=sys.stderr)
@@ -266,7 +289,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     from trigger.rules.cronmath import rule_fire_times
     from trigger.rules.schedules import ScheduleError
 
-    rules = _load(_rules_paths(args), sys.stderr)
+    rules = _load(_settings(args)[0].rules, sys.stderr)
     if rules is None:
         return 1
     try:
@@ -290,10 +313,6 @@ def _key_value(text: str) -> tuple[str, str]:
     return key, value
 
 
-def _rules_paths(args: argparse.Namespace, extra: Sequence[str] = ()) -> list[str]:
-    return [*(args.rules or []), *extra] or [DEFAULT_RULES]
-
-
 def _load(paths: Sequence[str], err: TextIO) -> RuleSet | None:
     try:
         return load_rules(paths)
@@ -305,9 +324,19 @@ def _load(paths: Sequence[str], err: TextIO) -> RuleSet | None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    rules = _load(_rules_paths(args, args.paths), sys.stdout)
-    if rules is None:
+    from trigger.daemon.verdicts import judge
+
+    settings, _ = _settings(args)
+    try:
+        verdicts = judge(settings.rules, settings, os.environ)
+    except RuleError as exc:  # invalid rules, or idle ones in strict mode
+        for problem in exc.problems:
+            print(problem)
+        print(f"{len(exc.problems)} problem(s) found")
         return 1
+    for problem in verdicts.problems(strict=False):
+        print(problem)
+    rules = verdicts.rules
     if args.cluster:
         try:
             problems = asyncio.run(_cluster_problems(rules, args.kubeconfig, args.context))
@@ -320,7 +349,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
         if errors:
             print(f"{len(errors)} problem(s) found", file=sys.stdout)
             return 1
-    print(f"ok: {len(rules)} rule(s) in {len(rules.files)} file(s)")
+    print(
+        f"ok: {len(rules)} rule(s) in {len(rules.files)} file(s): "
+        f"{len(verdicts.active)} active, {len(verdicts.idle)} idle"
+    )
     return 0
 
 
@@ -338,7 +370,7 @@ async def _cluster_problems(
 
 
 def cmd_match(args: argparse.Namespace) -> int:
-    rules = _load(_rules_paths(args), sys.stderr)
+    rules = _load(_settings(args)[0].rules, sys.stderr)
     if rules is None:
         return 1
     status = 0

@@ -136,9 +136,6 @@ class OssPushSettings(_Section):
     # The URL configured in the EventBridge target, as signed (it includes the query); default:
     # the URL of the request as received (wrong behind a proxy that rewrites host or path).
     eventbridge_target_url: str | None = None
-    # Demos only: with no token and no signature check, accept unauthenticated EventBridge
-    # pushes when `listen` is a loopback address. Default false: such a receiver refuses all.
-    eventbridge_allow_unauthenticated_loopback: bool = False
 
 
 class OssPollSettings(_Section):
@@ -180,6 +177,9 @@ class Settings(_Section):
     state: str = "file:./state/trigger-state.json"  # file:PATH | kubernetes[:NS/NAME]
     dead_letter: str = "file:./dead-letters.jsonl"  # file:PATH
     shutdown_deadline: Seconds = 25.0  # drain in-flight work on SIGTERM for at most this
+    # Idle rules (their Kafka cluster is not configured, their secret is unset, …) are
+    # errors: exit 1 at start, a reload with one is refused. Off: they are warnings.
+    strict: bool = False
     kubernetes: KubernetesSettings = KubernetesSettings()
     argo_server: ArgoServerSettings = ArgoServerSettings()
     submit: SubmitSettings = SubmitSettings()
@@ -220,14 +220,8 @@ def load_settings(
 ) -> Settings:
     """Build Settings from file, environment and flags; raises ConfigError with one message."""
     data: dict[str, Any] = {}
-    if config is not None:
-        data = _read_config(Path(config))
-    _merge(data, environment_overrides(os.environ if environ is None else environ))
-    flags = dict(flags or {})
-    bootstrap = flags.pop("kafka_bootstrap", None)
-    if bootstrap:
-        flags["kafka"] = {"clusters": {"default": {"bootstrap_servers": bootstrap}}}
-    _merge(data, {k: v for k, v in flags.items() if v is not None})
+    for _, layer in _layers(config, environ, flags):
+        _merge(data, layer)
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:
@@ -237,6 +231,45 @@ def load_settings(
         )
         where = f"{config}: " if config else ""
         raise ConfigError(f"invalid configuration: {where}{problems}") from exc
+
+
+def origin(
+    field: str,
+    config: str | os.PathLike[str] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    flags: Mapping[str, Any] | None = None,
+) -> str:
+    """Which layer gave the top-level `field` its value, as a user would name it: the flag
+    (`--rules`), the variable (`TRIGGER_RULES`), the config file's path, or `default`."""
+    found = "default"
+    for name, layer in _layers(config, environ, flags):
+        if field in layer:
+            found = name
+    if found == "flags":
+        return "--" + field.replace("_", "-")
+    if found == "environment":
+        return ENV_PREFIX + field.upper()
+    return found
+
+
+def _layers(
+    config: str | os.PathLike[str] | None,
+    environ: Mapping[str, str] | None,
+    flags: Mapping[str, Any] | None,
+) -> list[tuple[str, dict[str, Any]]]:
+    """The settings' sources, lowest precedence first: the file, the environment, flags."""
+    layers: list[tuple[str, dict[str, Any]]] = []
+    if config is not None:
+        layers.append((str(config), _read_config(Path(config))))
+    env = os.environ if environ is None else environ
+    layers.append(("environment", environment_overrides(env)))
+    given = {k: v for k, v in (flags or {}).items() if v is not None}
+    bootstrap = given.pop("kafka_bootstrap", None)
+    if bootstrap:
+        given["kafka"] = {"clusters": {"default": {"bootstrap_servers": bootstrap}}}
+    layers.append(("flags", given))
+    return layers
 
 
 def environment_overrides(environ: Mapping[str, str]) -> dict[str, Any]:

@@ -401,6 +401,19 @@ def test_extra_config_reaches_the_daemon_but_cannot_undo_rbac(
     )
 
 
+@pytest.mark.parametrize(
+    ("overrides", "strict"),
+    [({}, True), ({"strict": False}, False), ({"config": {"strict": False}}, True)],
+    ids=["default", "turned off", "config cannot undo it"],
+)
+def test_strict_mode_is_on_unless_the_values_say_otherwise(
+    render: Callable[..., Rendered], tmp_path: Path, overrides: dict[str, Any], strict: bool
+) -> None:
+    """The chart runs the daemon in strict mode: an idle rule (its Kafka cluster or secret
+    missing) stops a rollout at start instead of serving nothing quietly."""
+    assert render(overrides).settings(tmp_path).strict is strict
+
+
 def test_rules_configmap_loads_from_its_mount(
     render: Callable[..., Rendered], tmp_path: Path
 ) -> None:

@@ -162,7 +162,8 @@ def test_healthz_and_readyz(daemon: DaemonProcess) -> None:
     """/healthz is alive; /readyz reports rules loaded and the sink reachable."""
     assert daemon.get("/healthz").json() == {"status": "alive"}
     ready = daemon.get("/readyz").json()
-    assert ready["ready"] is True and ready["rules"] == {"loaded": True, "count": 2}
+    assert ready["ready"] is True
+    assert ready["rules"] == {"loaded": True, "count": 2, "active": 2, "idle": {}}
 
 
 def test_bad_rules_at_start_exit_1(tmp_path: Path) -> None:
@@ -248,7 +249,7 @@ def test_sigterm_during_a_burst_loses_nothing(daemon: DaemonProcess) -> None:
         wait_for(lambda: sum(f.done() for f in futures) >= 30, what="some deliveries")
         daemon.signal(signal.SIGTERM)
         results = [f.result() for f in futures]
-    assert daemon.wait() == 0
+    assert daemon.wait() == 0, daemon.log()[-3000:]
     accepted = {name for status, name in results if status == 200}
     assert accepted, "no delivery was accepted before the stop"
     on_disk = {f.stem for f in daemon.workflow_files()}
@@ -256,23 +257,33 @@ def test_sigterm_during_a_burst_loses_nothing(daemon: DaemonProcess) -> None:
     assert '"stopped cleanly"' in daemon.log()
 
 
-def test_reload_a_source_cannot_serve_is_refused(tmp_path: Path, rules_dir: Path) -> None:
-    """A reload adding a rule its source cannot serve (Forbid on the stdout sink) keeps the old rules."""
+@pytest.mark.parametrize("strict", [False, True], ids=["idle", "strict"])
+def test_reload_adding_a_rule_its_source_cannot_serve(
+    tmp_path: Path, rules_dir: Path, strict: bool
+) -> None:
+    """A reload adding a rule the stdout sink cannot serve (cron Forbid) makes it idle, with
+    the reason in /status; in strict mode the reload is refused and the old rules stay."""
     env = {"HOOK_SECRET": SECRET, "HOOK_TOKEN": "tok"}
-    with running(tmp_path, rules_dir, env=env, extra_args=["--sink", "stdout"]) as daemon:
+    args = ["--sink", "stdout", *(["--strict"] if strict else [])]
+    with running(tmp_path, rules_dir, env=env, extra_args=args) as daemon:
         (rules_dir / "cron.yaml").write_text(
             "apiVersion: trigger/v1\nkind: Rule\nmetadata: {name: nightly}\nspec:\n"
             "  source: {cron: {schedules: ['0 2 * * *'], concurrencyPolicy: Forbid}}\n"
             "  workflow: {template: t}\n"
         )
+        result = "error" if strict else "ok"
         wait_for(
-            lambda: metric(daemon, "trigger_rule_reloads_total", result="error") >= 1,
-            what="refused reload",
+            lambda: metric(daemon, "trigger_rule_reloads_total", result=result) >= 1,
+            what="the reload",
         )
         assert daemon.process is not None and daemon.process.poll() is None
         detail = daemon.get("/readyz").json()["rules"]
-        assert detail["count"] == 2
-        assert any("Forbid" in p or "list" in p for p in detail["lastReloadError"]), detail
+        if strict:
+            assert detail["count"] == 2
+            assert any("Forbid" in p for p in detail["lastReloadError"]), detail
+        else:
+            assert "Forbid" in detail["idle"]["nightly"]
+            assert daemon.get("/status").json()["rules"]["nightly"]["verdict"] == "idle"
 
 
 def test_signal_delivered_twice_is_one_stop(daemon: DaemonProcess) -> None:
@@ -362,3 +373,27 @@ def test_webhook_methods_per_rule(tmp_path: Path) -> None:
         assert refused.status == 405
         assert refused.headers["Allow"] == "POST, PUT"
         assert len(daemon.workflow_files()) == 2
+
+
+def test_clean_stop_is_quiet_and_ends_with_a_summary(tmp_path: Path, rules_dir: Path) -> None:
+    """SIGTERM on a daemon running cron and webhook rules logs no warning, exits 0, and its
+    last line sums up the run: events, Workflows created and duplicate, dead letters, uptime."""
+    (rules_dir / "cron.yaml").write_text(
+        "apiVersion: trigger/v1\nkind: Rule\nmetadata: {name: tick}\nspec:\n"
+        "  source: {cron: {schedules: ['0 2 * * *']}}\n"
+        "  workflow: {template: t, namespace: default}\n"
+    )
+    with running(tmp_path, rules_dir, env={"HOOK_SECRET": SECRET, "HOOK_TOKEN": "tok"}) as d:
+        body = delivery(1)
+        assert d.post("/hooks/build", body, sign(body)).status == 200
+        assert d.post("/hooks/build", body, sign(body)).status == 200
+        stopping = len(d.log_events())
+        d.signal(signal.SIGTERM)
+        assert d.wait() == 0
+        after = d.log_events()[stopping:]
+    assert [e for e in after if e["level"] not in ("info", "debug")] == []
+    summary = after[-1]
+    assert summary["event"] == "stopped cleanly"
+    assert (summary["events"], summary["created"], summary["duplicates"]) == (2, 1, 1)
+    assert summary["dead_letters"] == 0
+    assert summary["uptime"] > 0

@@ -1,4 +1,4 @@
-"""The daemon with the kubernetes sink while the API server fails, and the embedded default."""
+"""The daemon with the kubernetes sink while the API server fails, and on its defaults."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import EXAMPLE_EVENTS
+from tests.conftest import EXAMPLE_EVENTS, EXAMPLE_RULES
 from tests.daemon import DaemonProcess, until, wait_for
 from trigger.testing.kubeapi import KubeEmulator
 
@@ -83,11 +83,13 @@ def port_free(port: int) -> bool:
     return True
 
 
-def test_embedded_default_takes_the_readme_curl(tmp_path: Path) -> None:
-    """`trigger run` with no configuration serves the example rules on 127.0.0.1:8080 and an
-    EventBridge delivery makes a manifest appear under ./workflows/."""
+def test_defaults_take_the_readme_curl(tmp_path: Path) -> None:
+    """`trigger run` with no configuration in a clone serves the rules in ./rules/ on
+    127.0.0.1:8080 and the README's unsigned EventBridge curl makes a manifest appear
+    under ./workflows/."""
     if not port_free(8080):
         pytest.skip("127.0.0.1:8080 is taken on this machine")
+    (tmp_path / "rules").symlink_to(EXAMPLE_RULES, target_is_directory=True)  # as in a clone
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRIGGER_")}
     log = (tmp_path / "log").open("wb")
     process = subprocess.Popen(
@@ -101,7 +103,7 @@ def test_embedded_default_takes_the_readme_curl(tmp_path: Path) -> None:
         assert response.status == 200, response.body
         (outcome,) = response.json()["events"][0]["workflows"]
         assert (tmp_path / "workflows" / "data" / f"{outcome['workflow']}.yaml").exists()
-        assert "embedded default" in (tmp_path / "log").read_text()
+        assert "endpoint accepts unauthenticated deliveries" in (tmp_path / "log").read_text()
     finally:
         process.kill()
         process.wait(timeout=30)

@@ -102,7 +102,8 @@ async def test_one_leader_and_takeover(tmp_path: Path, kube: KubeEmulator) -> No
 
 
 async def test_graceful_stop_releases_the_lease(tmp_path: Path, kube: KubeEmulator) -> None:
-    """A leader stopped with SIGTERM releases its Lease, so the other takes over at once."""
+    """A leader stopped with SIGTERM releases its Lease, so the other takes over at once, and
+    logs no warning while it stops."""
     import signal
 
     kubeconfig = kube.kubeconfig(tmp_path / "kubeconfig")
@@ -122,6 +123,11 @@ async def test_graceful_stop_releases_the_lease(tmp_path: Path, kube: KubeEmulat
         (lease,) = kube.objects("coordination.k8s.io", "v1", "leases", "default")
         # Released (or already taken by the other daemon): no longer held by the first.
         assert lease["spec"].get("holderIdentity") != first_identity, (lease, first.log())
+        # A clean stop, also of a leader with the kubernetes sink, warns about nothing.
+        events = first.log_events()
+        stopping = next(i for i, e in enumerate(events) if e["event"].startswith("stopping"))
+        assert [e for e in events[stopping:] if e["level"] not in ("info", "debug")] == []
+        assert events[-1]["event"] == "stopped cleanly"
         await until(lambda: leading(second), timeout=10, what="second leads")
     finally:
         first.stop()

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 import yaml
 
-from trigger.errors import ConfigError, RuleError
+from trigger.errors import ConfigError
 from trigger.rules.loader import load_rules
 from trigger.settings import KafkaCluster, Settings
-from trigger.sources.kafka.config import check_rules, client_options, dead_letter_sink
+from trigger.sources.kafka.config import client_options, cluster_problem, dead_letter_sink
 from trigger.sources.kafka.offsets import PartitionWindow
 from trigger.sources.kafka.source import plan
 from trigger.submit.deadletter import DeadLetter
@@ -191,15 +191,15 @@ def rule(name: str, topics: list[str], **kafka: Any) -> dict[str, Any]:
     }
 
 
-def test_rule_naming_an_unknown_cluster_is_a_rule_error(tmp_path: Path) -> None:
-    """A rule naming a cluster that is not configured is reported with the rule and cluster."""
+def test_rule_naming_an_unknown_cluster_says_which(tmp_path: Path) -> None:
+    """A rule naming a cluster that is not configured gets the cluster and the known ones."""
     rules = load_rules([rules_file(tmp_path, rule("r", ["t"], cluster="prod"))])
     settings = Settings(kafka={"clusters": {"default": {"bootstrap_servers": "h:1"}}})
-    with pytest.raises(RuleError) as error:
-        check_rules(rules, settings)
-    [problem] = error.value.problems
-    assert problem.rule == "r"
-    assert "Kafka cluster 'prod' is not configured (configured: default)" in problem.message
+    problem = cluster_problem(rules.by_name["r"], settings)
+    assert problem is not None
+    assert "Kafka cluster 'prod' is not configured (configured: default)" in problem
+    configured = Settings(kafka={"clusters": {"prod": {"bootstrap_servers": "h:1"}}})
+    assert cluster_problem(rules.by_name["r"], configured) is None
 
 
 def test_plan_groups_topics_per_cluster_and_group(tmp_path: Path) -> None:
@@ -222,8 +222,9 @@ def test_plan_groups_topics_per_cluster_and_group(tmp_path: Path) -> None:
     }
 
 
-def test_daemon_refuses_to_start_with_an_unknown_cluster(tmp_path: Path) -> None:
-    """`trigger run` exits 1 naming the rule and the missing cluster."""
+def test_strict_daemon_refuses_to_start_with_an_unknown_cluster(tmp_path: Path) -> None:
+    """`trigger run --strict` exits 1 naming the rule and the missing cluster (without
+    strict mode the rule is idle: see tests/component/test_verdicts.py)."""
     rules_file(tmp_path, rule("orphan", ["t"], cluster="prod"))
     command = [
         sys.executable,
@@ -242,6 +243,7 @@ def test_daemon_refuses_to_start_with_an_unknown_cluster(tmp_path: Path) -> None
         f"file:{tmp_path / 's.json'}",
         "--dead-letter",
         f"file:{tmp_path / 'dl.jsonl'}",
+        "--strict",
     ]
     done = subprocess.run(
         command,

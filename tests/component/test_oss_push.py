@@ -20,7 +20,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.conftest import FIXTURES
-from tests.daemon import DaemonProcess, running
+from tests.daemon import DaemonProcess, free_port, running
 from tests.unit.test_oss_signatures import (
     eventbridge_headers,
     make_key_and_cert,
@@ -30,9 +30,10 @@ from trigger.clock import SystemClock
 from trigger.core.metrics import Metrics
 from trigger.core.pipeline import MetricsHooks, Pipeline
 from trigger.daemon.http import HttpContext, build_app
+from trigger.daemon.verdicts import read_push_auth
 from trigger.rules.loader import load_rules
-from trigger.settings import OssPushSettings
-from trigger.sources.oss.push import OssPush, eventbridge_auth
+from trigger.settings import OssPushSettings, Settings
+from trigger.sources.oss.push import OssPush, PushAuth
 from trigger.submit.deadletter import FileDeadLetterSink
 from trigger.submit.kubernetes import KubernetesOptions, KubernetesSink
 from trigger.submit.local import LocalSink
@@ -398,33 +399,37 @@ def test_eventbridge_token_alone_fails_signature_receiver(signed_daemon: DaemonP
 # --- EventBridge, fail closed ----------------------------------------------------------------
 
 
-def test_eventbridge_without_auth_refuses_and_says_why(tmp_path: Path) -> None:
-    """With no token and no signature check, every push gets 401 and the start log says why."""
-    with running(tmp_path, _rules(tmp_path)) as d:
+def test_eventbridge_without_auth_beyond_loopback_refuses_and_says_why(tmp_path: Path) -> None:
+    """Listening beyond loopback with no token and no signature check, every push gets 401
+    and the start log says why."""
+    port = free_port()
+    with running(tmp_path, _rules(tmp_path), port=port, extra_args=["--listen", f"0.0.0.0:{port}"]) as d:  # fmt: skip
         assert post_eb(d, cloudevent(event_id="OPEN"), token=None).status == 401
         refused = [
             e
             for e in d.log_events()
-            if e.get("event") == "OSS EventBridge receiver refuses every push"
+            if e.get("event") == "endpoint refuses every delivery"
+            and e["receiver"] == "oss-eventbridge"
         ]
     assert refused and "neither a token" in refused[0]["reason"]
 
 
-def test_eventbridge_loopback_demo_accepts_unauthenticated(tmp_path: Path) -> None:
-    """The demo switch accepts unauthenticated pushes on a loopback listener."""
-    env = {"TRIGGER_OSS__PUSH__EVENTBRIDGE_ALLOW_UNAUTHENTICATED_LOOPBACK": "true"}
-    with running(tmp_path, _rules(tmp_path), env=env) as d:
+def test_eventbridge_on_loopback_accepts_unauthenticated(tmp_path: Path) -> None:
+    """On a loopback listener with nothing configured, unauthenticated pushes are taken."""
+    with running(tmp_path, _rules(tmp_path)) as d:
         reply = post_eb(d, cloudevent(event_id="DEMO"), token=None)
     assert reply.status == 200, reply.body
 
 
 @pytest.mark.parametrize(("listen", "allowed"), [("127.0.0.1:8080", True), ("[::1]:8080", True),
-                                                 ("0.0.0.0:8080", False), ("10.0.0.5:8080", False)])  # fmt: skip
-def test_demo_switch_needs_loopback_listener(listen: str, allowed: bool) -> None:
-    """The unauthenticated demo switch only takes effect on a loopback-only listener."""
-    settings = OssPushSettings(eventbridge_allow_unauthenticated_loopback=True)
-    auth = eventbridge_auth(settings, {}, listen)
-    assert (auth.refuses_everything is None) is allowed
+                                                 ("localhost:8080", True), ("0.0.0.0:8080", False),
+                                                 ("10.0.0.5:8080", False), ("[::]:8080", False)])  # fmt: skip
+def test_unauthenticated_pushes_need_a_loopback_listener(listen: str, allowed: bool) -> None:
+    """With nothing to check, EventBridge and MNS take pushes only on a loopback-only listener."""
+    settings = Settings(listen=listen, oss={"push": {"mns_verify_signature": False}})
+    auth = read_push_auth(settings, {})
+    assert (auth.eventbridge.refuses_everything is None) is allowed
+    assert (auth.mns.refuses_everything is None) is allowed
 
 
 def _rules(tmp: Path) -> Path:
@@ -530,7 +535,7 @@ def _app(tmp_path: Path, sink: Any, settings: OssPushSettings, env: dict[str, st
     submitter = Submitter(sink, dead, clock, hooks=MetricsHooks(metrics, clock))
     pipeline = Pipeline(rules, submitter, dead, metrics, clock)
     ctx = HttpContext(pipeline, metrics, push_deadline=10.0, request_timeout=10.0)
-    return _App(ctx, OssPush.create(ctx, settings, env, listen="127.0.0.1:0"))
+    return _App(ctx, OssPush.create(ctx, settings, PushAuth.read(settings, env, open_ok=True)))
 
 
 @pytest.fixture

@@ -380,9 +380,12 @@ async def test_mns_refuses(
         await MNS.check("POST", path, headers, now, certs)
 
 
-async def test_mns_check_can_be_turned_off(certs: CertificateCache) -> None:
-    """With verification off, unsigned MNS pushes pass."""
-    await replace(MNS, verify_signature=False).check("POST", "/oss/mns", {}, NOW, certs)
+async def test_mns_check_can_be_turned_off_on_loopback(certs: CertificateCache) -> None:
+    """With verification off, unsigned MNS pushes pass on loopback and are refused beyond."""
+    off = replace(MNS, verify_signature=False)
+    await replace(off, allow_unauthenticated=True).check("POST", "/oss/mns", {}, NOW, certs)
+    with pytest.raises(AuthError, match="beyond loopback"):
+        await off.check("POST", "/oss/mns", {}, NOW, certs)
 
 
 # --- the certificate cache -----------------------------------------------------------------

@@ -21,7 +21,7 @@ from trigger.errors import (
 from trigger.submit import local
 from trigger.submit.base import Created, Sink
 from trigger.submit.local import LocalSink
-from trigger.submit.sinks import SINKS, open_sink
+from trigger.submit.sinks import SINKS, TYPES, open_sink, sink_type
 from trigger.submit.stdout import StdoutSink
 
 Make = Callable[..., dict[str, Any]]
@@ -351,6 +351,13 @@ def test_stdout_unknown_format_is_refused() -> None:
 def test_registry_names_the_four_sinks() -> None:
     """One table holds every kind of sink."""
     assert sorted(SINKS) == ["argo-server", "kubernetes", "local", "stdout"]
+
+
+def test_every_kind_of_sink_names_its_class() -> None:
+    """`sink_type` gives the class of each kind in SINKS without opening one."""
+    assert sorted(TYPES) == sorted(SINKS)
+    for kind in SINKS:
+        assert sink_type(f"{kind}:anything").kind == kind
 
 
 async def test_open_local(tmp_path: Path) -> None:

@@ -361,6 +361,23 @@ async def test_drain_waits_for_in_flight_work(rules: RuleSet) -> None:
     assert task.done()
 
 
+async def test_drain_finding_nothing_in_flight_is_not_fooled_by_later_work(
+    rules: RuleSet,
+) -> None:
+    """drain() that finds nothing in flight answers True at once, even when a submission
+    begins before its caller resumes (a late delivery at a stop is not a forced exit)."""
+    gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    rig = Rig([gate], auto=False)  # time stands still
+    drained = asyncio.create_task(rig.submitter.drain(timeout=3600))
+    task = asyncio.create_task(rig.submitter.submit(rules.by_name["orders"], event()))
+    try:
+        await until(drained.done)
+        assert drained.result() is True
+    finally:
+        gate.set_result(None)
+        await task
+
+
 async def test_drain_gives_up_at_its_timeout(rules: RuleSet) -> None:
     """drain() returns False once its (virtual) timeout passes with work still in flight."""
     gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()

@@ -96,3 +96,28 @@ async def test_cancel_ends_a_source_without_restarting_it() -> None:
     assert ended == ["cancelled"]
     await supervisor.stop_task("source:x")
     assert supervisor.running() == {}
+
+
+async def test_a_source_that_ends_when_asked_is_neither_restarted_nor_warned_about() -> None:
+    """A source told it is ending (a graceful stop) may return: that is quiet, no restart."""
+    from structlog.testing import capture_logs
+
+    clock = VirtualClock()
+    metrics = Metrics()
+    supervisor = Supervisor(clock, metrics)
+    stop = asyncio.Event()
+
+    async def source() -> None:
+        await stop.wait()
+
+    supervisor.start("source:cron", source, "source")
+    await asyncio.sleep(0)
+    with capture_logs() as logs:
+        supervisor.ending("source:cron")
+        stop.set()
+        await wait_until(lambda: supervisor.running("source:") == {"source:cron": False})
+    assert logs == []
+    assert clock.sleeping == 0
+    assert metrics.source_restarts.labels("source:cron")._value.get() == 0
+    await supervisor.stop_task("source:cron")
+    assert supervisor.running() == {}

@@ -1,10 +1,12 @@
 """`trigger run`: builds the parts from Settings, owns every task, stops gracefully.
 
-Start: load rules (a bad rule set at start is exit 1), open the sink and the dead-letter
-sink, serve HTTP, start the rule watcher and the sources the rules use. Stop (SIGTERM or
+Start: load and judge the rules (trigger.daemon.verdicts: invalid rules, or idle ones in
+strict mode, are exit 1), open the sink and the dead-letter sink, serve HTTP, start the
+rule watcher and the sources the active rules use; the start log says where the rules
+came from, which are idle and why, and every URL senders can post to. Stop (SIGTERM or
 SIGINT): stop intake (the HTTP listener closes; in-flight deliveries finish), drain
-in-flight submissions within `shutdown_deadline`, close everything, exit 0. A second
-signal, or the deadline passing, forces exit 1.
+in-flight submissions within `shutdown_deadline`, close everything, exit 0 with a
+one-line summary of the run. A second signal, or the deadline passing, forces exit 1.
 """
 
 from __future__ import annotations
@@ -31,14 +33,19 @@ from trigger.daemon.leader import Leadership
 from trigger.daemon.memory import settle_heap
 from trigger.daemon.sources import SourceManager
 from trigger.daemon.supervisor import Supervisor
+from trigger.daemon.verdicts import (
+    StrictRefusal,
+    Verdicts,
+    endpoints,
+    judge,
+    read_push_auth,
+)
 from trigger.errors import ConfigError, RuleError
-from trigger.rules.loader import load_rules, rule_files
-from trigger.rules.router import RuleSet
+from trigger.rules.loader import rule_files
 from trigger.settings import Settings
 from trigger.sources.base import SourceContext
 from trigger.sources.kafka import config as kafka_config
-from trigger.sources.oss.push import OssPush
-from trigger.sources.webhook import resolve_auth
+from trigger.sources.oss.push import OssPush, PushAuth
 from trigger.submit.base import Sink
 from trigger.submit.checked import CheckedSink
 from trigger.submit.deadletter import DeadLetterSink, FileDeadLetterSink, OnceDeadLetters
@@ -159,30 +166,56 @@ def dead_letter_sink(spec: str, observer: StorageObserver | None = None) -> File
     return FileDeadLetterSink(path, observer=observer)
 
 
+def run_summary(metrics: Metrics, uptime: float) -> dict[str, Any]:
+    """What the run did, from its counters: the last log line of a stop."""
+    totals = {"events": 0.0, "created": 0.0, "duplicates": 0.0, "dead_letters": 0.0}
+    for family in metrics.registry.collect():
+        for sample in family.samples:
+            if sample.name == "trigger_events_received_total":
+                totals["events"] += sample.value
+            elif sample.name == "trigger_dead_letters_total":
+                totals["dead_letters"] += sample.value
+            elif sample.name == "trigger_workflows_total":
+                outcome = sample.labels.get("outcome")
+                if outcome == "created":
+                    totals["created"] += sample.value
+                elif outcome == "duplicate":
+                    totals["duplicates"] += sample.value
+    return {**{k: int(v) for k, v in totals.items()}, "uptime": round(uptime, 3)}
+
+
 @dataclass
 class Daemon:
     settings: Settings
     clock: Clock
     metrics: Metrics
-    embedded: bool = False
+    rules_origin: str = "default"  # where `settings.rules` came from (a flag, a variable, …)
     sources: SourceManager | None = None
     loaded: tuple[tuple[str, int, int], ...] = ()  # fingerprint of the loaded rule files
-    _rules: RuleSet | None = None
+    _verdicts: Verdicts | None = None
     storage_watch: StorageWatch | None = None  # counts and logs writes the disk refused
+    _push: PushAuth | None = None  # the OSS receivers' authentication, read at start
+    _started: float = 0.0  # monotonic
 
     @classmethod
-    def create(cls, settings: Settings, *, embedded: bool = False) -> Daemon:
-        return cls(settings, SystemClock(), Metrics(), embedded)
+    def create(cls, settings: Settings, *, rules_origin: str = "default") -> Daemon:
+        return cls(settings, SystemClock(), Metrics(), rules_origin)
 
     async def run(self) -> int:
-        self.loaded = await asyncio.to_thread(fingerprint, self.settings.rules)
+        self._started = self.clock.monotonic()
+        s = self.settings
+        self.loaded = await asyncio.to_thread(fingerprint, s.rules)
+        push = self._push = await asyncio.to_thread(read_push_auth, s, os.environ)
         try:
-            rules = await asyncio.to_thread(load_rules, self.settings.rules)
-            self._check_kafka(rules)
+            verdicts = await asyncio.to_thread(judge, s.rules, s, os.environ, push)
+        except StrictRefusal as exc:
+            self._report_rules(exc.verdicts, refused=True)
+            return EXIT_RULES
         except RuleError as exc:
             for problem in exc.problems:
                 log.error("invalid rule", problem=str(problem))
             return EXIT_RULES
+        self._report_rules(verdicts)
         watch = self.storage_watch = StorageWatch(self.metrics, self.clock)
         options = sink_options(self.settings, os.environ, watch)
         sink: Sink = await open_sink(self.settings.sink, **options)
@@ -194,14 +227,15 @@ class Daemon:
             primer=dead_letter_file,
         )
         try:
-            return await self._serve(rules, sink, dead_letters)
+            return await self._serve(verdicts, sink, dead_letters)
         finally:
             await sink.close()
             await dead_letters.close()
 
-    async def _serve(self, rules: RuleSet, sink: Sink, dead_letters: DeadLetterSink) -> int:
+    async def _serve(self, verdicts: Verdicts, sink: Sink, dead_letters: DeadLetterSink) -> int:
         s = self.settings
-        self._rules = rules
+        rules = verdicts.rules
+        self._verdicts = verdicts
         catalog = self._catalog(sink)
         submit_sink: Sink = sink
         if catalog is not None:
@@ -216,20 +250,20 @@ class Daemon:
         )
         pipeline = Pipeline(rules, submitter, dead_letters, self.metrics, self.clock)
         pipeline.swap(rules)
-        health = Health(rules_loaded=True, sink_check=sink.check, leader=False)
+        # Not ready (rules_loaded) until start-up is done and announced.
+        health = Health(sink_check=sink.check, leader=False, verdicts=verdicts)
         ctx = HttpContext(
             pipeline,
             self.metrics,
             push_deadline=s.submit.push_deadline,
             request_timeout=s.http.request_timeout,
             health=health,
-            webhook_auth=resolve_auth(rules),
+            webhook_auth=dict(verdicts.webhooks),
         )
-        self._report_auth(ctx)
         # OSS push receivers (EventBridge, MNS): always mounted at oss.push.*_path.
-        oss_push = OssPush.create(ctx, s.oss.push, os.environ, listen=s.listen)
+        assert self._push is not None
+        oss_push = OssPush.create(ctx, s.oss.push, self._push)
         ctx.extra_routes.extend(oss_push.routes())
-        oss_push.report()
         runners = await self._listen(ctx)
         supervisor = Supervisor(self.clock, self.metrics)
         state = await open_state(s.state, sink, self.metrics, self.storage_watch)
@@ -244,7 +278,7 @@ class Daemon:
         supervisor.start("leader-election", leadership.run, "core")
         supervisor.start("leadership", lambda: self._follow(leadership, sources, health), "core")
         health.sources = sources.health()
-        await sources.sync(rules, s.shutdown_deadline)
+        await sources.sync(verdicts.active, s.shutdown_deadline)
         if catalog is not None:
             supervisor.start("template-catalog", catalog.run, "source")
             supervisor.start("template-checks", lambda: self._check_templates(ctx, catalog), "core")
@@ -252,7 +286,8 @@ class Daemon:
         reload_now = asyncio.Event()
         self._signals(stopping, reload_now)
         supervisor.start("rules-reloader", lambda: self._reloader(ctx, reload_now), "core")
-        self._announce(rules)
+        self._announce(verdicts)
+        health.rules_loaded = True
         settle_heap()  # start-up is done: see trigger.daemon.memory
         stopper: asyncio.Future[Any] = asyncio.ensure_future(stopping.wait())
         waits: set[asyncio.Future[Any]] = {stopper, supervisor.failed}
@@ -286,12 +321,15 @@ class Daemon:
             await runner.cleanup()
         await supervisor.stop()
         elapsed = self.clock.monotonic() - start
+        summary = run_summary(self.metrics, self.clock.monotonic() - self._started)
         if not drained:
             log.error(
-                "shutdown deadline passed with submissions in flight", in_flight=submitter.in_flight
+                "shutdown deadline passed with submissions in flight",
+                in_flight=submitter.in_flight,
+                **summary,
             )
             return EXIT_FORCED
-        log.info("stopped cleanly", seconds=round(elapsed, 3))
+        log.info("stopped cleanly", seconds=round(elapsed, 3), **summary)
         return EXIT_OK
 
     async def _listen(self, ctx: HttpContext) -> list[web.AppRunner]:
@@ -346,7 +384,7 @@ class Daemon:
         # Watch only what the rules use (least privilege): their namespaces, unless set, and
         # ClusterWorkflowTemplates only when a rule refers to one. CheckedSink skips checks
         # for templates outside what is watched (a reload may add a namespace).
-        rules = self._rules.rules if self._rules else ()
+        rules = self._verdicts.rules.rules if self._verdicts else ()
         namespaces = self.settings.submit.template_namespaces or sorted(
             {r.workflow.namespace for r in rules if not r.workflow.clusterScope}
         )
@@ -422,39 +460,38 @@ class Daemon:
             await self.reload(ctx, f"changed: {', '.join(files)}")
 
     async def reload(self, ctx: HttpContext, why: str) -> bool:
-        self.loaded = await asyncio.to_thread(fingerprint, self.settings.rules)
+        s = self.settings
+        self.loaded = await asyncio.to_thread(fingerprint, s.rules)
         try:
-            rules = await asyncio.to_thread(load_rules, self.settings.rules)
-            self._check_kafka(rules)
-        except RuleError as exc:
+            verdicts = await asyncio.to_thread(judge, s.rules, s, os.environ, self._push)
+        except RuleError as exc:  # invalid, or idle in strict mode
             return self._reload_failed(ctx, [str(p) for p in exc.problems])
-        previous = ctx.pipeline.rules
-        ctx.pipeline.swap(rules)
+        previous = ctx.health.verdicts
+        assert previous is not None
+        ctx.pipeline.swap(verdicts.rules)
         if self.sources is not None:
             try:
-                await self.sources.sync(rules, self.settings.shutdown_deadline)
+                await self.sources.sync(verdicts.active, s.shutdown_deadline)
             except ConfigError as exc:  # a source cannot serve these rules (e.g. its sink)
-                ctx.pipeline.swap(previous)
-                await self.sources.sync(previous, self.settings.shutdown_deadline)
+                ctx.pipeline.swap(previous.rules)
+                await self.sources.sync(previous.active, s.shutdown_deadline)
                 return self._reload_failed(ctx, [str(exc)])
             ctx.health.sources = self.sources.health()
-        ctx.webhook_auth = resolve_auth(rules)
-        ctx.pipeline.submitter.rate_limiters.retain({rule.name for rule in rules.rules})
+        ctx.webhook_auth = dict(verdicts.webhooks)
+        ctx.health.verdicts = self._verdicts = verdicts
+        ctx.pipeline.submitter.rate_limiters.retain({r.name for r in verdicts.rules.rules})
         ctx.health.reload_error = []
         self.metrics.reloads.labels("ok").inc()
-        log.info("rules reloaded", why=why, rules=len(rules), files=len(rules.files))
-        self._report_auth(ctx)
+        log.info(
+            "rules reloaded",
+            why=why,
+            rules=len(verdicts.rules),
+            files=len(verdicts.rules.files),
+            active=len(verdicts.active),
+            idle=len(verdicts.idle),
+        )
+        self._report_idle(verdicts)
         return True
-
-    def _check_kafka(self, rules: RuleSet) -> None:
-        """A Kafka rule must name a configured cluster (RuleError) — except on the embedded
-        default, where the example Kafka rule stays loaded but inactive until a cluster is
-        configured with --kafka-bootstrap."""
-        if not self.embedded:
-            kafka_config.check_rules(rules, self.settings)
-            return
-        for problem in kafka_config.unknown_cluster_problems(rules, self.settings):
-            log.warning("Kafka rule inactive on the embedded default", problem=str(problem))
 
     def _reload_failed(self, ctx: HttpContext, problems: list[str]) -> bool:
         ctx.health.reload_error = problems
@@ -463,32 +500,57 @@ class Daemon:
             log.error("reload failed; previous rules stay active", problem=problem)
         return False
 
-    def _report_auth(self, ctx: HttpContext) -> None:
-        for path, auth in ctx.webhook_auth.items():
-            if auth.auth is not None and auth.secret is None:
-                log.error("webhook path refuses every delivery", path=path, reason=auth.problem)
+    def _report_rules(self, verdicts: Verdicts, *, refused: bool = False) -> None:
+        """Where the rules came from, and each idle rule: a warning, or an error when
+        strict mode refuses to start with it."""
+        rules = verdicts.rules
+        log.info(
+            "rules loaded",
+            origin=self.rules_origin,
+            paths=list(self.settings.rules),
+            rules=len(rules),
+            files=len(rules.files),
+        )
+        self._report_idle(verdicts, refused=refused)
+        if refused:
+            log.error("strict mode: idle rules are errors; not starting", idle=len(verdicts.idle))
 
-    def _announce(self, rules: RuleSet) -> None:
+    def _report_idle(self, verdicts: Verdicts, *, refused: bool = False) -> None:
+        report = log.error if refused else log.warning
+        for name, verdict in verdicts.by_rule.items():
+            if verdict.state == "idle":
+                report("rule idle", rule=name, reason=verdict.reason, where=verdict.where)
+
+    def _announce(self, verdicts: Verdicts) -> None:
         s = self.settings
+        assert self._push is not None
+        for endpoint in endpoints(s, self._push, verdicts):
+            where = {"url": endpoint.url, "receiver": endpoint.receiver}
+            if endpoint.refused:
+                log.error("endpoint refuses every delivery", **where, reason=endpoint.refused)
+            elif endpoint.checks == "nothing":
+                log.warning(
+                    "endpoint accepts unauthenticated deliveries",
+                    **where,
+                    reason="no authentication is configured; the daemon listens on loopback "
+                    "only",
+                )
+            else:
+                log.info("endpoint", **where, checks=endpoint.checks)
         host, _, port = s.listen.rpartition(":")
         base = f"http://{host}:{port}"
+        rules = verdicts.rules
         log.info(
             "trigger started",
             version=__version__,
             rules=len(rules),
+            active=len(verdicts.active),
+            idle=len(verdicts.idle),
             files=len(rules.files),
             sink=s.sink,
             listen=base,
             kinds=sorted(rules.kinds()),
         )
-        if self.embedded:
-            log.info(
-                "running on the embedded default: example rules, Workflows written as YAML "
-                "under ./workflows/, state under ./state/, dead letters in ./dead-letters.jsonl",
-                rules=list(s.rules),
-            )
-        for path in sorted(rules.webhook_paths()):
-            log.info("webhook endpoint", url=f"{base}{path}")
         log.info(
             "health and metrics",
             healthz=f"{base}/healthz",

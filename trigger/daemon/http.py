@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from trigger.core.intake import Intake
 from trigger.core.metrics import Metrics
 from trigger.core.pipeline import RuleStatus
+from trigger.daemon.verdicts import Verdicts
 from trigger.errors import TemporarySubmitError
 from trigger.sources.webhook import PathAuth, receive
 
@@ -35,6 +36,7 @@ class Health:
     sink_check: Callable[[], Awaitable[None]] | None = None
     leader: bool = False
     template_problems: list[str] = field(default_factory=list)
+    verdicts: Verdicts | None = None  # each loaded rule: active or idle, and why
 
 
 @dataclass
@@ -88,6 +90,9 @@ async def _readyz(ctx: HttpContext) -> web.Response:
         "rules": {"loaded": health.rules_loaded, "count": len(ctx.pipeline.rules)},
         "sources": health.sources,
     }
+    if health.verdicts is not None:  # idle rules are shown, not fatal: strict mode refuses them
+        detail["rules"]["active"] = len(health.verdicts.active)
+        detail["rules"]["idle"] = health.verdicts.idle
     if health.reload_error:
         detail["rules"]["lastReloadError"] = health.reload_error
     sink_ok = True
@@ -110,12 +115,14 @@ async def _readyz(ctx: HttpContext) -> web.Response:
 
 async def _status(ctx: HttpContext) -> web.Response:
     rules = ctx.pipeline.rules
+    verdicts = ctx.health.verdicts
     return web.json_response(
         {
             "rules": {
                 rule.name: {
                     "source": rule.kind,
                     "file": rule.file,
+                    **_verdict(verdicts, rule.name),
                     **ctx.pipeline.status.get(rule.name, RuleStatus()).as_dict(),
                 }
                 for rule in rules.rules
@@ -126,3 +133,10 @@ async def _status(ctx: HttpContext) -> web.Response:
             "inFlight": ctx.pipeline.submitter.in_flight,
         }
     )
+
+
+def _verdict(verdicts: Verdicts | None, name: str) -> dict[str, Any]:
+    if verdicts is None:
+        return {}
+    verdict = verdicts.of(name)
+    return {"verdict": verdict.state, "reason": verdict.reason}

@@ -70,8 +70,11 @@ class SourceManager:
         return {name: lines for name, lines in found.items() if lines}
 
     async def sync(self, rules: RuleSet, deadline: float) -> None:
-        """Start the sources the rules need (and leadership allows); stop the others."""
+        """Start the sources the rules need (and leadership allows); stop the others.
+        `rules` are the active rules (trigger.daemon.verdicts): a source whose rules are
+        all idle does not run, and /readyz does not list it."""
         async with self._syncing:
+            self.context.active = rules
             for name in sorted(set(self.running) - self._wanted(rules)):
                 await self._stop(name, deadline)
             for source in self.running.values():
@@ -137,6 +140,7 @@ class SourceManager:
             return
         if source.singleton and not self.leader:
             await self.supervisor.stop_task(f"source:{name}")
+        self.supervisor.ending(f"source:{name}")  # its run may now return: no restart
         try:
             async with asyncio.timeout(deadline):
                 await source.stop(deadline)

@@ -1,8 +1,9 @@
 """One owner for every long-lived task, named and guarded (the kopf way).
 
-A `core` task that fails or ends ends the daemon; a `source` task that fails is logged
-and restarted with capped exponential backoff (its transport may come back). Every task
-is cancelled and awaited on stop, in reverse order of start.
+A `core` task that fails or ends ends the daemon; a `source` task that fails, or ends on
+its own, is logged and restarted with capped exponential backoff (its transport may come
+back) — unless it was told it is `ending` (a graceful stop), when returning is its job.
+Every task is cancelled and awaited on stop, in reverse order of start.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class Supervisor:
     max_backoff: float = 60.0
     failed: asyncio.Future[BaseException] = field(init=False)
     _tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    _ending: set[str] = field(default_factory=set)  # source tasks asked to finish
 
     def __post_init__(self) -> None:
         self.failed = asyncio.get_running_loop().create_future()
@@ -35,6 +37,7 @@ class Supervisor:
     def start(self, name: str, factory: Callable[[], Awaitable[None]], kind: TaskKind) -> None:
         if name in self._tasks and not self._tasks[name].done():
             raise RuntimeError(f"task {name} is already running")
+        self._ending.discard(name)
         guard = self._core(name, factory) if kind == "core" else self._source(name, factory)
         self._tasks[name] = asyncio.create_task(guard, name=name)
 
@@ -44,7 +47,12 @@ class Supervisor:
         if task is not None:
             task.cancel()
 
+    def ending(self, name: str) -> None:
+        """The source task is being stopped on purpose: when it returns, it is done."""
+        self._ending.add(name)
+
     async def stop_task(self, name: str) -> None:
+        self._ending.discard(name)
         task = self._tasks.pop(name, None)
         if task is not None:
             task.cancel()
@@ -78,6 +86,9 @@ class Supervisor:
             started = self.clock.monotonic()
             try:
                 await factory()
+                if name in self._ending:
+                    self.metrics.source_up.labels(name).set(0)
+                    return
                 log.warning("source task ended; restarting", task=name)
             except asyncio.CancelledError:
                 self.metrics.source_up.labels(name).set(0)

@@ -35,10 +35,13 @@ class SourceContext:
     state: Any
     settings: Any  # trigger.settings.Settings (Any: sources must not import the CLI layer)
     environ: Mapping[str, str] = field(default_factory=dict)
+    # The rules the sources run: the active ones, which the daemon sets with every sync
+    # (idle rules are routed but not consumed for). None: the pipeline's (tests).
+    active: RuleSet | None = None
 
     @property
     def rules(self) -> RuleSet:
-        return self.pipeline.rules
+        return self.pipeline.rules if self.active is None else self.active
 
 
 class Source(Protocol):

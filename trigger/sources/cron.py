@@ -82,6 +82,20 @@ def refused_rules(rules: RuleSet, sink: object) -> list[str]:
     return [r.name for r in rules.rules if r.kind == "cron" and r.cron.concurrencyPolicy != "Allow"]
 
 
+def concurrency_problem(rule: Rule, sink_type: type) -> str | None:
+    """Why a cron rule cannot run with sinks of this class — its concurrencyPolicy needs
+    one that can list and stop Workflows — or None."""
+    policy = rule.cron.concurrencyPolicy
+    if policy == "Allow" or issubclass(sink_type, WorkflowControl):
+        return None
+    kind = getattr(sink_type, "kind", sink_type.__name__)
+    return (
+        f"concurrencyPolicy {policy} needs a sink that can list and stop Workflows "
+        f"(kubernetes, argo-server, local); the {kind} sink cannot: use concurrencyPolicy "
+        "Allow or another sink"
+    )
+
+
 def refusal(names: list[str], sink: object) -> str:
     kind = getattr(sink, "kind", type(sink).__name__)
     return (

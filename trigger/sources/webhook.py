@@ -4,7 +4,8 @@ Each rule names a path; rules sharing a path share its authentication (the loade
 enforces it). Authentication is an HMAC-SHA256 of the raw body with a secret from the
 environment or a file, in a configurable header (GitHub's `X-Hub-Signature-256:
 sha256=<hex>` form works), or a bearer token; comparisons are constant-time. A path whose
-secret is not available refuses every delivery (fail closed) and says so at load.
+secret is not available refuses every delivery (fail closed), and so does a path without
+authentication unless the daemon listens on loopback alone; the daemon says so at load.
 
 `receive` answers one delivery: 404 for a path no rule takes, 405 (with `Allow`) for a
 method no rule on the path takes, 401/403 for bad authentication, 400 for a body that
@@ -45,17 +46,18 @@ ACCEPTED = Verdict(0)
 
 @dataclass(frozen=True)
 class PathAuth:
-    """How deliveries to one path authenticate; `secret` is None when it is unavailable."""
+    """How deliveries to one path authenticate; `problem` says why every one is refused
+    (its secret is unavailable, or it has no authentication beyond loopback)."""
 
     auth: WebhookAuth | None
     secret: bytes | None
     problem: str | None = None
 
     def verify(self, headers: Mapping[str, str], body: bytes) -> Verdict:
+        if self.problem is not None:
+            return Verdict(401, f"this path refuses every delivery: {self.problem}")
         if self.auth is None:
             return ACCEPTED
-        if self.secret is None:
-            return Verdict(401, f"webhook secret is not configured: {self.problem}")
         if self.auth.bearerTokenEnv or self.auth.bearerTokenFile:
             return self._bearer(headers.get("Authorization", ""))
         return self._hmac(headers.get(self.auth.hmacHeader, ""), body)
@@ -82,8 +84,18 @@ class PathAuth:
         return ACCEPTED
 
 
-def resolve_auth(rules: RuleSet, environ: Mapping[str, str] | None = None) -> dict[str, PathAuth]:
-    """Per webhook path, its authentication with the secret read now (at load/reload)."""
+OPEN_BEYOND_LOOPBACK = (
+    "no authentication is configured (source.webhook.auth) and the daemon listens beyond "
+    "loopback"
+)
+
+
+def resolve_auth(
+    rules: RuleSet, environ: Mapping[str, str] | None = None, *, open_ok: bool
+) -> dict[str, PathAuth]:
+    """Per webhook path, its authentication with the secret read now (at load/reload).
+    `open_ok`: the daemon listens on loopback alone, so a path without `auth` takes
+    unauthenticated deliveries; otherwise such a path refuses them."""
     env = os.environ if environ is None else environ
     result: dict[str, PathAuth] = {}
     for rule in rules.rules:
@@ -91,12 +103,13 @@ def resolve_auth(rules: RuleSet, environ: Mapping[str, str] | None = None) -> di
             continue
         auth = rule.webhook.auth
         if auth is None:
-            result[rule.webhook.path] = PathAuth(None, None)
+            problem = None if open_ok else OPEN_BEYOND_LOOPBACK
+            result[rule.webhook.path] = PathAuth(None, None, problem)
             continue
         try:
             result[rule.webhook.path] = PathAuth(auth, read_secret(auth, env))
         except ConfigError as exc:
-            result[rule.webhook.path] = PathAuth(auth, None, f"rule {rule.name}: {exc}")
+            result[rule.webhook.path] = PathAuth(auth, None, f"webhook secret unavailable: {exc}")
     return result
 
 

@@ -1,6 +1,6 @@
 """The local sink: Workflow manifests in a directory, `<dir>/<namespace>/<name>.yaml`.
 
-It is the embedded default when no cluster is configured, and it keeps the sink contract
+It is the default sink (no cluster needed), and it keeps the sink contract
 exactly: a name is written once, atomically, and a second create of the same name is
 `AlreadyExists`. Each manifest is written as an unnamed (or temporary) file in the same
 directory, then linked to its final name — `link` fails if the name exists, so an existing

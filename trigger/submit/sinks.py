@@ -2,11 +2,13 @@
 
 `local:DIR`, `stdout[:yaml|json]`, `kubernetes`, `argo-server:URL`. Keyword options are
 the fields of the sink's options (e.g. `qps=20` for kubernetes, `token_file=…` for
-argo-server). Adding a kind of sink means adding a module and one line to `SINKS`.
+argo-server). Adding a kind of sink means adding a module and one line to `SINKS` (how to
+open it) and to `TYPES` (its class, for what it can do before one is opened).
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Awaitable, Callable, Mapping
 from types import MappingProxyType
 from typing import Any, Final
@@ -64,6 +66,29 @@ SINKS: Final[Mapping[str, SinkFactory]] = MappingProxyType(
         "argo-server": _argo_server,
     }
 )
+
+
+# The class of each kind, as "module:Class": what a sink of that kind can do (list and
+# stop Workflows, batch creates) is known from it without opening one.
+TYPES: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        "local": "trigger.submit.local:LocalSink",
+        "stdout": "trigger.submit.stdout:StdoutSink",
+        "kubernetes": "trigger.submit.kubernetes:KubernetesSink",
+        "argo-server": "trigger.submit.argo_server:ArgoServerSink",
+    }
+)
+
+
+def sink_type(spec: str) -> type:
+    """The class of the sink a `--sink` value names (imported, not opened)."""
+    kind = spec.partition(":")[0].strip()
+    if kind not in TYPES:
+        known = ", ".join(sorted(TYPES))
+        raise ConfigError(f"unknown sink {kind!r}: expected one of {known}")
+    module, _, name = TYPES[kind].partition(":")
+    found: type = getattr(importlib.import_module(module), name)
+    return found
 
 
 async def open_sink(spec: str, **options: Any) -> Sink:

@@ -288,13 +288,20 @@ class Submitter:
             return await self._create(rule, None, workflow, on_exhausted)
 
     async def drain(self, timeout: float) -> bool:  # noqa: ASYNC109 - on the injected clock
-        """Wait up to `timeout` (clock) seconds for in-flight submissions; True if none left."""
-        idle = asyncio.ensure_future(self._idle.wait())
+        """Wait up to `timeout` (clock) seconds for in-flight submissions; True if none left.
+
+        Idleness is looked at again after every wake-up: a submission may begin between
+        the moment the submitter goes idle and the moment this coroutine runs (a delivery
+        still in its handler when a stop begins), and it is waited for like the others."""
         expiry = asyncio.ensure_future(self._clock.sleep(timeout))
         try:
-            await asyncio.wait({idle, expiry}, return_when=asyncio.FIRST_COMPLETED)
+            while self._in_flight and not expiry.done():
+                idle = asyncio.ensure_future(self._idle.wait())
+                try:
+                    await asyncio.wait({idle, expiry}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    idle.cancel()
         finally:
-            idle.cancel()
             expiry.cancel()
         return self._in_flight == 0
 

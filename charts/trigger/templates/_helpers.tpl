@@ -110,6 +110,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- $_ = set $s "sink" .Values.sink -}}
 {{- $_ = set $s "state" (include "trigger.stateSpec" .) -}}
 {{- $_ = set $s "dead_letter" .Values.deadLetter -}}
+{{- $_ = set $s "strict" .Values.strict -}}
 {{- $leader := deepCopy (default dict (get $s "leader")) -}}
 {{- $_ = set $leader "enabled" (eq (include "trigger.leaderEnabled" .) "true") -}}
 {{- $_ = set $leader "lease_name" (include "trigger.leaseName" .) -}}

@@ -2,8 +2,8 @@
 
 Everything here is load-time work and raises early with one clear message: a SASL
 password variable that is not set, a CA file that does not exist, a SASL mechanism on a
-plaintext listener (`ConfigError`, at daemon start), a rule naming a cluster that is not
-configured (`RuleError`, so a reload with it is rejected and the previous rules stay).
+plaintext listener (`ConfigError`, at daemon start). A rule naming a cluster that is not
+configured is idle (`cluster_problem`; trigger.daemon.verdicts decides what that means).
 Secrets are read from the environment or a file here and nowhere else. No Kafka client is
 imported at module level: the daemon imports this module whether or not Kafka is used.
 """
@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from trigger.errors import ConfigError, Problem, RuleError
-from trigger.rules.router import RuleSet
+from trigger.errors import ConfigError
+from trigger.rules.rule import Rule
 from trigger.settings import KafkaCluster, Settings
 from trigger.submit.deadletter import DeadLetterSink
 from trigger.submit.deadletter_kafka import KafkaDeadLetterSink, KafkaTopicWriter
@@ -107,29 +107,16 @@ def validate_clusters(settings: Settings, environ: Mapping[str, str]) -> None:
         client_options(name, cluster, environ)
 
 
-def unknown_cluster_problems(rules: RuleSet, settings: Settings) -> list[Problem]:
-    """One problem per Kafka rule naming a cluster the settings do not configure."""
+def cluster_problem(rule: Rule, settings: Settings) -> str | None:
+    """Why a Kafka rule cannot consume: the cluster it names is not configured; or None."""
     configured = settings.kafka.clusters
+    if rule.kafka.cluster in configured:
+        return None
     known = ", ".join(sorted(configured)) or "none"
-    return [
-        Problem(
-            rule.file,
-            1,
-            1,
-            rule.name,
-            f"source.kafka.cluster: Kafka cluster {rule.kafka.cluster!r} is not configured "
-            f"(configured: {known}); add it under kafka.clusters or pass --kafka-bootstrap",
-        )
-        for rule in rules.rules
-        if rule.kind == "kafka" and rule.kafka.cluster not in configured
-    ]
-
-
-def check_rules(rules: RuleSet, settings: Settings) -> None:
-    """Raise RuleError when a Kafka rule names a cluster that is not configured."""
-    problems = unknown_cluster_problems(rules, settings)
-    if problems:
-        raise RuleError(problems)
+    return (
+        f"Kafka cluster {rule.kafka.cluster!r} is not configured (configured: {known}); "
+        "add it under kafka.clusters or pass --kafka-bootstrap"
+    )
 
 
 def group_of(cluster: KafkaCluster, group: str | None) -> str:

@@ -71,8 +71,8 @@ def plan(rules: RuleSet, clusters: Mapping[str, KafkaCluster]) -> dict[GroupKey,
     for (cluster, group), topics in rules.kafka_topics().items():
         settings = clusters.get(cluster)
         if settings is None:
-            # The daemon rejects such rule sets at start and reload (kafka_config); this is
-            # the last line of defence, not the user-facing check.
+            # The daemon hands sources only active rules (trigger.daemon.verdicts), so such
+            # a rule is idle and said so; this is the last line of defence.
             log.warning(
                 "kafka cluster is not configured; its rules are not consumed",
                 cluster=cluster,

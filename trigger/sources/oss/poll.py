@@ -171,6 +171,15 @@ def make_auth(creds: PollCredentials, environ: Mapping[str, str]) -> Any:
     return oss2.AuthV4(key_id, secret)
 
 
+def credentials_problem(creds: PollCredentials, environ: Mapping[str, str]) -> str | None:
+    """Why the credentials cannot be read now (what `make_auth` would raise), or None."""
+    try:
+        make_auth(creds, environ)
+    except ConfigError as exc:
+        return f"credentials: {exc}"
+    return None
+
+
 def _oss_error(exc: Exception, what: str) -> OssPollError:
     if isinstance(exc, oss2.exceptions.RequestError):
         return OssPollError(f"{what}: network error: {exc.exception}", reason="network")

@@ -7,17 +7,18 @@ matched rule's Workflow exists or was dead-lettered, 503 when submission is fail
 temporarily, 400 for an undecodable body, 401 when it cannot be authenticated, 413 over
 the body limit, 503 when a signing certificate cannot be fetched right now.
 
-EventBridge is fail-closed: without a token and without signature verification every
-push is refused (and the daemon says why at start), except for a loopback-only demo with
-`eventbridge_allow_unauthenticated_loopback`. MNS retries a push it did not get a 2xx for
-within 5 s, so MNS deliveries get the shorter `mns_reply_within` deadline: a delivery still
-submitting then is answered 503 and its retry meets the idempotent Workflow names.
+Authentication is decided by the daemon on the facts (`PushAuth.read`): a receiver with
+nothing to check — EventBridge with neither a token nor signature verification, MNS with
+signature verification off — takes unauthenticated pushes only when the daemon listens on
+loopback alone, and refuses every push otherwise. MNS retries a push it did not get a 2xx
+for within 5 s, so MNS deliveries get the shorter `mns_reply_within` deadline: a delivery
+still submitting then is answered 503 and its retry meets the idempotent Workflow names.
 """
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Awaitable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,17 +42,6 @@ SOURCE = "oss"
 RETRY_AFTER = "5"
 
 
-def listens_on_loopback_only(listen: str) -> bool:
-    """True when `HOST:PORT` binds a loopback address (not 0.0.0.0, not a routable one)."""
-    host = listen.rpartition(":")[0].strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def read_token(settings: Any, environ: Mapping[str, str]) -> bytes | None:
     """The EventBridge shared token from env or file; None when none is configured."""
     variable, path = settings.eventbridge_token_env, settings.eventbridge_token_file
@@ -71,22 +61,37 @@ def read_token(settings: Any, environ: Mapping[str, str]) -> bytes | None:
     return None
 
 
-def eventbridge_auth(settings: Any, environ: Mapping[str, str], listen: str) -> EventBridgeAuth:
-    """The EventBridge authentication from `oss.push` settings (secrets read now)."""
-    problem = None
-    try:
-        token = read_token(settings, environ)
-    except ConfigError as exc:
-        token, problem = None, f"token unavailable: {exc}"
-    demo = settings.eventbridge_allow_unauthenticated_loopback and listens_on_loopback_only(listen)
-    return EventBridgeAuth(
-        token=token,
-        verify_signature=settings.eventbridge_verify_signature,
-        cert_hosts=tuple(settings.eventbridge_cert_hosts),
-        max_skew=settings.eventbridge_max_skew,
-        allow_unauthenticated=demo,
-        problem=problem,
-    )
+@dataclass(frozen=True)
+class PushAuth:
+    """How the two receivers authenticate, with their secrets read once, at start."""
+
+    eventbridge: EventBridgeAuth
+    mns: MnsAuth
+
+    @classmethod
+    def read(cls, settings: Any, environ: Mapping[str, str], *, open_ok: bool) -> PushAuth:
+        """From `oss.push` settings; `open_ok`: the daemon listens on loopback alone, so a
+        receiver with nothing to check may take unauthenticated pushes."""
+        problem = None
+        try:
+            token = read_token(settings, environ)
+        except ConfigError as exc:
+            token, problem = None, f"token unavailable: {exc}"
+        eventbridge = EventBridgeAuth(
+            token=token,
+            verify_signature=settings.eventbridge_verify_signature,
+            cert_hosts=tuple(settings.eventbridge_cert_hosts),
+            max_skew=settings.eventbridge_max_skew,
+            allow_unauthenticated=open_ok,
+            problem=problem,
+        )
+        mns = MnsAuth(
+            verify_signature=settings.mns_verify_signature,
+            cert_hosts=tuple(settings.mns_cert_hosts),
+            max_skew=settings.mns_max_skew,
+            allow_unauthenticated=open_ok,
+        )
+        return cls(eventbridge, mns)
 
 
 class OssPush:
@@ -107,37 +112,16 @@ class OssPush:
         self.certs = certs
 
     @classmethod
-    def create(
-        cls, ctx: Intake, settings: Any, environ: Mapping[str, str], *, listen: str
-    ) -> OssPush:
-        """`settings` is `Settings.oss.push`; `listen` the daemon's HOST:PORT."""
-        mns = MnsAuth(
-            verify_signature=settings.mns_verify_signature,
-            cert_hosts=tuple(settings.mns_cert_hosts),
-            max_skew=settings.mns_max_skew,
-        )
+    def create(cls, ctx: Intake, settings: Any, auth: PushAuth) -> OssPush:
+        """`settings` is `Settings.oss.push`; `auth` as `PushAuth.read` found it."""
         certs = CertificateCache(ctx.pipeline.clock)
-        return cls(ctx, settings, eventbridge_auth(settings, environ, listen), mns, certs)
+        return cls(ctx, settings, auth.eventbridge, auth.mns, certs)
 
     def routes(self) -> list[web.RouteDef]:
         return [
             web.post(self.settings.eventbridge_path, self.eventbridge),
             web.post(self.settings.mns_path, self.mns),
         ]
-
-    def report(self) -> None:
-        """Say at start what the receivers accept, loudly when they refuse everything."""
-        path = self.settings.eventbridge_path
-        refused = self.eb_auth.refuses_everything
-        if refused:
-            log.error("OSS EventBridge receiver refuses every push", path=path, reason=refused)
-        elif self.eb_auth.token is None and not self.eb_auth.verify_signature:
-            log.warning(
-                "OSS EventBridge receiver accepts unauthenticated pushes (loopback demo)",
-                path=path,
-            )
-        if not self.mns_auth.verify_signature:
-            log.warning("OSS MNS receiver does not verify signatures", path=self.settings.mns_path)
 
     async def close(self) -> None:
         await self.certs.close()

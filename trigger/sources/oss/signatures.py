@@ -239,7 +239,8 @@ def _check_skew(moment: datetime, now: datetime, max_skew: float, what: str) -> 
 @dataclass(frozen=True)
 class EventBridgeAuth:
     """How EventBridge pushes authenticate. With neither a token nor signature checks,
-    everything is refused unless `allow_unauthenticated` (a loopback-only demo)."""
+    everything is refused unless `allow_unauthenticated` (the daemon listens on loopback
+    alone)."""
 
     token: bytes | None
     verify_signature: bool
@@ -256,9 +257,15 @@ class EventBridgeAuth:
         if self.token is None and not self.verify_signature and not self.allow_unauthenticated:
             return (
                 "neither a token (oss.push.eventbridge_token_env/_file) nor signature "
-                "verification (oss.push.eventbridge_verify_signature) is configured"
+                "verification (oss.push.eventbridge_verify_signature) is configured, and "
+                "the daemon listens beyond loopback"
             )
         return None
+
+    @property
+    def unauthenticated(self) -> bool:
+        """True when pushes are taken with nothing checked (loopback only)."""
+        return self.token is None and not self.verify_signature and not self.problem
 
     async def check(
         self,
@@ -314,11 +321,29 @@ class EventBridgeAuth:
 
 @dataclass(frozen=True)
 class MnsAuth:
-    """How MNS pushes authenticate: the RSA-SHA1 signature, or nothing when turned off."""
+    """How MNS pushes authenticate: the RSA-SHA1 signature; with it turned off, nothing —
+    but only when `allow_unauthenticated` (the daemon listens on loopback alone), else
+    every push is refused."""
 
     verify_signature: bool
     cert_hosts: tuple[str, ...]
     max_skew: float
+    allow_unauthenticated: bool = False
+
+    @property
+    def refuses_everything(self) -> str | None:
+        """The reason every push is refused, or None."""
+        if not self.verify_signature and not self.allow_unauthenticated:
+            return (
+                "signature verification (oss.push.mns_verify_signature) is off and the "
+                "daemon listens beyond loopback"
+            )
+        return None
+
+    @property
+    def unauthenticated(self) -> bool:
+        """True when pushes are taken with nothing checked (loopback only)."""
+        return not self.verify_signature
 
     async def check(
         self,
@@ -329,6 +354,9 @@ class MnsAuth:
         certs: CertificateCache,
     ) -> None:
         """Raise AuthError (or CertificateUnavailable) unless the push is authentic."""
+        refused = self.refuses_everything
+        if refused:
+            raise AuthError(f"MNS receiver refuses every push: {refused}")
         if not self.verify_signature:
             return
         lower = lower_headers(headers)
