@@ -108,6 +108,12 @@ def _parser() -> argparse.ArgumentParser:
         "variables, which win over --config.",
     )
     _daemon_flags(run)
+    run.add_argument(
+        "--log-format",
+        choices=("auto", "json", "console"),
+        help="json: one JSON object per line; console: text; auto (default): console on a "
+        "terminal, else json (log.format)",
+    )
     run.set_defaults(handler=cmd_run)
 
     fire = commands.add_parser(
@@ -193,7 +199,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     try:
         settings, embedded = _settings(args)
-        logs.configure(settings.log.level, settings.log.format)
+        logs.configure(settings.log.level, args.log_format or settings.log.format)
         return asyncio.run(Daemon.create(settings, embedded=embedded).run())
     except ConfigError as exc:
         print(f"trigger: error: {exc}", file=sys.stderr)
