@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.component.test_daemon import HOOK_RULE, SECRET, delivery, metric, sign
+from tests.conftest import EXAMPLE_EVENTS
 from tests.daemon import DaemonProcess, running, wait_for
 
 EB_TOKEN = "eb-token"
@@ -158,3 +160,36 @@ def test_rejected_bodies_are_logged_with_reason_and_client(daemon: DaemonProcess
     for line in logged(daemon, event="delivery refused"):
         assert line["level"] == "warning" and line["client"] == "127.0.0.1"
         assert line["detail"]
+
+
+def samples(daemon: DaemonProcess) -> list[Any]:
+    text = daemon.get("/metrics").body.decode()
+    return [s for family in text_string_to_metric_families(text) for s in family.samples]
+
+
+def test_metrics_have_no_created_series(daemon: DaemonProcess) -> None:
+    """/metrics exports no `_created` samples, which read like counts."""
+    body = delivery(1)
+    assert daemon.post("/hooks/build", body, sign(body)).status == 200
+    names = {s.name for s in samples(daemon)}
+    assert "trigger_events_received_total" in names
+    assert not [n for n in names if n.endswith("_created")]
+
+
+def test_metrics_name_each_source_the_same_way(daemon: DaemonProcess) -> None:
+    """Every `source` label uses one vocabulary: oss-push for EventBridge, cron for the cron task."""
+    body = delivery(1)
+    assert daemon.post("/hooks/build", body, sign(body)).status == 200
+    push = (EXAMPLE_EVENTS / "eventbridge-put-csv.json").read_bytes()
+    headers = {"x-eventbridge-signature-token": EB_TOKEN, "Content-Type": "application/json"}
+    assert daemon.post("/oss/eventbridge", push, headers).status == 200
+    assert daemon.post("/oss/eventbridge", b"[", headers).status == 400
+    labelled = [s for s in samples(daemon) if "source" in s.labels]
+    assert {s.labels["source"] for s in labelled} <= SOURCES, labelled
+    assert metric(daemon, "trigger_events_received_total", source="oss-push") == 1
+    assert metric(daemon, "trigger_events_received_total", source="webhook") == 1
+    assert (
+        metric(daemon, "trigger_events_rejected_total", source="oss-push", reason="undecodable")
+        == 1
+    )
+    assert metric(daemon, "trigger_source_running", source="cron") == 1
