@@ -114,6 +114,17 @@ def test_declared_body_over_the_limit_is_413_at_once(daemon: DaemonProcess, path
     assert metric(daemon, "trigger_events_rejected_total", source=source, reason="too-large") == 1
 
 
+def test_chunked_body_over_the_limit_is_413_stating_it(daemon: DaemonProcess) -> None:
+    """A body without Content-Length is cut off at http.max_body_bytes with a 413 that says so."""
+    chunk = b"x" * (1 << 20)
+    head = b"POST /hooks/build HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+    body = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(11)) + b"0\r\n\r\n"
+    answer = exchange(daemon, head + body)
+    assert answer.startswith(b"HTTP/1.1 413 "), answer[:200]
+    error = json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]
+    assert error == f"request body is over the limit of {LIMIT} bytes (http.max_body_bytes)"
+
+
 def test_client_errors_are_one_structured_line_each(daemon: DaemonProcess) -> None:
     """Over-long headers, a negative Content-Length and clients gone mid-body log one JSON line each, no traceback."""
     long_header = b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n"

@@ -56,7 +56,13 @@ def test_log_format_flag_wins_over_the_environment(tmp_path: Path) -> None:
     env = {"TRIGGER_LOG__FORMAT": "json", "PATH": "/usr/bin:/bin"}
     for extra, is_json in (([], True), (["--log-format", "console"], False)):
         result = subprocess.run(
-            [*command, *extra], capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path
+            [*command, *extra],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+            cwd=tmp_path,
+            check=False,
         )
         assert result.returncode == 1, result.stderr
         first = result.stderr.splitlines()[0]

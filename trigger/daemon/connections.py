@@ -258,6 +258,7 @@ class ServerLog(logging.Logger):
 
     def __init__(self, rate: LogRate) -> None:
         super().__init__("aiohttp.server")
+        self.parent = logging.getLogger("aiohttp.server")  # any other call goes the usual way
         self._rate = rate
 
     def exception(self, msg: object, *args: object, exc_info: Any = True, **_: Any) -> None:
@@ -267,13 +268,13 @@ class ServerLog(logging.Logger):
         if isinstance(error, HttpProcessingError | ConnectionError):
             self._client_error(error, client)
         else:
-            log.error("HTTP request failed", detail=str(msg) % args, client=client, exc_info=error)
+            log.error("HTTP request failed", detail=_text(msg, args), client=client, exc_info=error)
 
     def debug(self, msg: object, *args: object, exc_info: Any = None, **_: Any) -> None:
-        log.debug("HTTP server", detail=str(msg) % args, exc_info=exc_info)
+        log.debug("HTTP server", detail=_text(msg, args), exc_info=exc_info)
 
     def warning(self, msg: object, *args: object, **_: Any) -> None:
-        log.warning("HTTP server", detail=str(msg) % args)
+        log.warning("HTTP server", detail=_text(msg, args))
 
     def _client_error(self, error: BaseException, client: object) -> None:
         kind = type(error).__name__
@@ -287,3 +288,7 @@ class ServerLog(logging.Logger):
         else:
             detail, event = str(error), "client disconnected"
         log.warning(event, client=client, error=kind, detail=detail, not_logged_since_last=quiet)
+
+
+def _text(msg: object, args: tuple[object, ...]) -> str:
+    return str(msg) % args if args else str(msg)  # as logging formats a record's message
