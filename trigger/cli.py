@@ -128,6 +128,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     _daemon_flags(run)
     _strict_flag(run)
+    run.add_argument(
+        "--log-format",
+        choices=("auto", "json", "console"),
+        help="json: one JSON object per line; console: text; auto (default): console on a "
+        "terminal, else json (log.format)",
+    )
     run.set_defaults(handler=cmd_run)
 
     fire = commands.add_parser(
@@ -216,7 +222,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     settings, rules_origin = _settings(args)
     try:
-        logs.configure(settings.log.level, settings.log.format)
+        logs.configure(settings.log.level, args.log_format or settings.log.format)
         return asyncio.run(Daemon.create(settings, rules_origin=rules_origin).run())
     except ConfigError as exc:
         print(f"trigger: error: {exc}", file=sys.stderr)

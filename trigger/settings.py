@@ -162,7 +162,7 @@ class OssSettings(_Section):
 
 class LogSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
-    format: Literal["auto", "json", "console"] = "auto"  # auto: JSON unless on a terminal
+    format: Literal["auto", "json", "console"] = "auto"  # auto: console on a terminal, else JSON
 
 
 class Settings(_Section):

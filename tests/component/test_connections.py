@@ -13,11 +13,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+import structlog
 from aiohttp import web
 
 from tests.daemon import free_port
+from trigger.clock import VirtualClock
+from trigger.core.lograte import LogRate
 from trigger.core.metrics import Metrics
-from trigger.daemon.connections import Connections, Limits, Site
+from trigger.daemon.connections import Connections, Limits, ServerLog, Site
 
 LONG = 60.0  # a limit a test does not exercise
 DEADLINE = 20.0
@@ -233,3 +236,59 @@ async def test_unread_rest_of_a_refused_body_is_not_a_slow_next_request() -> Non
         assert server.closed("header-timeout") == 1
         writer.close()
         later_writer.close()
+
+
+# --- what aiohttp's request handler logs -------------------------------------------------------
+
+
+@asynccontextmanager
+async def logged_server() -> AsyncIterator[int]:
+    """An app with a handler that fails, served with `ServerLog` in place of aiohttp's logger."""
+
+    async def broken(_: web.Request) -> web.Response:
+        raise RuntimeError("a bug")
+
+    app = web.Application()
+    app.add_routes([web.get("/broken", broken)])
+    runner = web.AppRunner(app, access_log=None, logger=ServerLog(LogRate(VirtualClock())))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield runner.addresses[0][1]
+    finally:
+        await runner.cleanup()
+
+
+async def exchange(port: int, request: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request)
+    answer = await asyncio.wait_for(reader.read(), DEADLINE)
+    writer.close()
+    return answer
+
+
+async def test_unparsable_requests_are_one_warning_per_kind_and_interval() -> None:
+    """Over-long headers are a `bad request` warning with the client and error class, once per interval; no traceback."""
+    long_header = b"GET /x HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n"
+    async with logged_server() as port:
+        with structlog.testing.capture_logs() as logs:
+            for _ in range(3):
+                assert (await exchange(port, long_header)).startswith(b"HTTP/1.0 400 ")
+    (line,) = logs
+    assert line["event"] == "bad request" and line["log_level"] == "warning"
+    assert line["client"] == "127.0.0.1" and line["error"] == "LineTooLong"
+    assert "exc_info" not in line
+
+
+async def test_a_failing_handler_is_an_error_with_its_traceback() -> None:
+    """A bug in a handler is still an error line carrying the exception (one field, not lines)."""
+    async with logged_server() as port:
+        with structlog.testing.capture_logs() as logs:
+            answer = await exchange(
+                port, b"GET /broken HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+            )
+    assert answer.startswith(b"HTTP/1.1 500 ")
+    (line,) = logs
+    assert line["event"] == "HTTP request failed" and line["log_level"] == "error"
+    assert isinstance(line["exc_info"], RuntimeError)

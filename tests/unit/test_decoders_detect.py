@@ -40,6 +40,15 @@ EXAMPLES = Path(str(files("trigger") / "examples" / "events"))
         ("kafka-order.json", "kafka", "kafka.message", "orders/2/418"),
         ("cron-tick.json", "cron", "cron.tick", "nightly-report"),
         ("webhook-request.json", "webhook", "webhook.request", "/hooks/github"),
+        (
+            "oss-minimal.json",
+            "oss",
+            "ObjectCreated:PutObject",
+            "acs:oss:cn-hangzhou:1234567890123456:example-bucket/incoming/sales.csv",
+        ),
+        ("kafka-minimal.json", "kafka", "kafka.message", "orders/0/0"),
+        ("cron-minimal.json", "cron", "cron.tick", "nightly-report"),
+        ("webhook-minimal.json", "webhook", "webhook.request", "/hooks/github"),
     ],
 )
 def test_example_files(name: str, source: str, type_: str, subject: str) -> None:
@@ -52,11 +61,15 @@ def test_examples_all_covered() -> None:
     """The table above covers every shipped example file."""
     assert sorted(p.name for p in EXAMPLES.iterdir()) == sorted(
         [
+            "cron-minimal.json",
             "cron-tick.json",
             "eventbridge-multipart-parquet.json",
             "eventbridge-put-csv.json",
+            "kafka-minimal.json",
             "kafka-order.json",
             "mns-push.xml",
+            "oss-minimal.json",
+            "webhook-minimal.json",
             "webhook-request.json",
         ]
     )

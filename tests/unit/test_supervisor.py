@@ -40,7 +40,7 @@ async def test_failing_source_is_restarted_with_growing_backoff() -> None:
     await clock.advance(2)
     await wait_until(lambda: len(runs) == 3)
     assert [round(b - a, 3) for a, b in itertools.pairwise(runs)] == [1.0, 2.0]
-    assert metrics.source_restarts.labels("source:x")._value.get() == 2
+    assert metrics.source_restarts.labels("x")._value.get() == 2
     assert supervisor.running("source:") == {"source:x": True}
     await supervisor.stop()
     assert supervisor.running() == {}

@@ -1,13 +1,31 @@
-"""Prometheus metrics, owned by one registry per daemon (no module-level global state)."""
+"""Prometheus metrics, owned by one registry per daemon (no module-level global state).
+
+One vocabulary names a source in every metric's `source` label: `webhook`, `oss-push`
+(EventBridge and MNS deliveries), `oss-poll`, `kafka`, `cron` — the names `/readyz` and the
+log use too. (An event's own `source` field says only `oss` for both ways OSS events come.)
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+from trigger.events import Event
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+SOURCES: Final = ("webhook", "oss-push", "oss-poll", "kafka", "cron")
+
+
+def source_label(event: Event) -> str:
+    """The `source` label for `event`: its source, with OSS split into push and poll."""
+    if event.source == "oss":
+        return "oss-poll" if event.fields.get("polled") else "oss-push"
+    return event.source
 
 
 @dataclass
@@ -151,4 +169,23 @@ class Metrics:
         return found
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return generate_latest(_WithoutCreated(self.registry))
+
+
+class _WithoutCreated(Collector):
+    """A registry's metrics without the `<name>_created` series prometheus_client adds to
+    every counter, histogram and summary: a Unix time in a series that reads like a count.
+
+    prometheus_client can only turn them off for the whole process (a module-level switch,
+    or an environment variable read when it is imported); leaving them out here keeps it
+    a property of this registry, whoever else uses prometheus_client in the process.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self._registry.collect():
+            created = f"{family.name}_created"
+            family.samples = [s for s in family.samples if s.name != created]
+            yield family

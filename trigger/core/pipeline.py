@@ -17,7 +17,7 @@ from typing import Any, Final
 import structlog
 
 from trigger.clock import Clock
-from trigger.core.metrics import Metrics
+from trigger.core.metrics import Metrics, source_label
 from trigger.errors import DecodeError, RenderError
 from trigger.events import Event
 from trigger.rules.render import render
@@ -67,7 +67,7 @@ class Pipeline:
     ) -> list[Outcome]:
         """Submit every rule `event` matches; see the module docstring for the contract."""
         rules = self.rules  # one rule set for the whole event, even across a reload
-        self.metrics.child(self.metrics.events_received, event.source).inc()
+        self.metrics.child(self.metrics.events_received, source_label(event)).inc()
         routed = rules.route(event, cluster=cluster)
         poison = []
         for failure in routed.failures:
@@ -122,7 +122,7 @@ class Pipeline:
                 continue
             results.append(DONE)  # until a failed item says otherwise
             plans.append((event, items))
-            self.metrics.child(self.metrics.events_received, event.source).inc()
+            self.metrics.child(self.metrics.events_received, source_label(event)).inc()
             if not items:
                 log.debug("no rule matched", event_id=event.id, source=event.source)
             for rule, _, _ in items:

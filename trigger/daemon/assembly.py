@@ -24,10 +24,11 @@ from aiohttp import web
 
 from trigger import __version__
 from trigger.clock import Clock, SystemClock
+from trigger.core.lograte import LogRate
 from trigger.core.metrics import Metrics
 from trigger.core.pipeline import MetricsHooks, Pipeline
 from trigger.core.storagewatch import StorageWatch
-from trigger.daemon.connections import Connections, Limits, Site
+from trigger.daemon.connections import Connections, Limits, ServerLog, Site
 from trigger.daemon.http import Health, HttpContext, build_app, metrics_app
 from trigger.daemon.leader import Leadership
 from trigger.daemon.memory import settle_heap
@@ -343,11 +344,14 @@ class Daemon:
             apps.append((metrics_app(self.metrics), s.metrics_listen))
         limits = Limits(s.http.header_timeout, s.http.keepalive_timeout, s.http.max_connections)
         connections = Connections(limits, self.metrics)  # one table: the limit is for all
+        server_log = ServerLog(LogRate(self.clock))  # clients' errors: one line, no traceback
         runners = []
         for app, address in apps:
             host, _, port = address.rpartition(":")
             app.middlewares.append(connections.middleware)
-            runner = web.AppRunner(app, access_log=None, shutdown_timeout=s.shutdown_deadline)
+            runner = web.AppRunner(
+                app, access_log=None, shutdown_timeout=s.shutdown_deadline, logger=server_log
+            )
             await runner.setup()
             try:
                 await Site(runner, host.strip("[]"), int(port), connections).start()

@@ -21,21 +21,33 @@ the handler bounds the body (`http.request_timeout`), and aiohttp spends at most
 discarding a body the handler left unread (a 413) before it closes the connection. The
 timers run on the event loop's clock, as the request timeout does: they bound network
 waits, and the loop's clock is what the network waits run on.
+
+aiohttp logs a request it cannot parse (over-long headers, a bad Content-Length) with a
+traceback, as if it were a bug. `ServerLog` takes its place: a client's error is one
+warning line (`bad request`, or `client disconnected`) with the client's address and the
+error, once per kind of error every 10 s; anything else is an error line with the traceback
+as one field.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import sys
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
+import structlog
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from yarl import URL
 
+from trigger.core.lograte import LogRate
 from trigger.core.metrics import Metrics
 
+log = structlog.get_logger("trigger.http")
 Reason = Literal["header-timeout", "idle", "evicted", "refused"]
 RETRY_AFTER: Final = 5
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -239,3 +251,44 @@ class Site(web.BaseSite):
         self._server = await loop.create_server(
             self._connections.factory(server), self._host, self._port, backlog=self._backlog
         )
+
+
+class ServerLog(logging.Logger):
+    """What aiohttp's request handler logs (`logger=` of the runner), as trigger's lines."""
+
+    def __init__(self, rate: LogRate) -> None:
+        super().__init__("aiohttp.server")
+        self.parent = logging.getLogger("aiohttp.server")  # any other call goes the usual way
+        self._rate = rate
+
+    def exception(self, msg: object, *args: object, exc_info: Any = True, **_: Any) -> None:
+        error = exc_info if isinstance(exc_info, BaseException) else sys.exc_info()[1]
+        # aiohttp says "Error handling request from %s" with the client's address.
+        client = args[0] if args and "from %s" in str(msg) else None
+        if isinstance(error, HttpProcessingError | ConnectionError):
+            self._client_error(error, client)
+        else:
+            log.error("HTTP request failed", detail=_text(msg, args), client=client, exc_info=error)
+
+    def debug(self, msg: object, *args: object, exc_info: Any = None, **_: Any) -> None:
+        log.debug("HTTP server", detail=_text(msg, args), exc_info=exc_info)
+
+    def warning(self, msg: object, *args: object, **_: Any) -> None:
+        log.warning("HTTP server", detail=_text(msg, args))
+
+    def _client_error(self, error: BaseException, client: object) -> None:
+        kind = type(error).__name__
+        quiet = self._rate.due(kind)
+        if quiet is None:
+            return
+        if isinstance(error, HttpProcessingError):
+            # Its message quotes what the client sent: the first line says enough.
+            detail = error.message.strip().splitlines()[0][:200] if error.message else ""
+            event = "bad request"
+        else:
+            detail, event = str(error), "client disconnected"
+        log.warning(event, client=client, error=kind, detail=detail, not_logged_since_last=quiet)
+
+
+def _text(msg: object, args: tuple[object, ...]) -> str:
+    return str(msg) % args if args else str(msg)  # as logging formats a record's message

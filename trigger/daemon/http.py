@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from trigger.core.intake import Intake
+from trigger.core.intake import Intake, error_response
 from trigger.core.metrics import Metrics
 from trigger.core.pipeline import RuleStatus
 from trigger.daemon.verdicts import Verdicts
@@ -58,17 +58,37 @@ def build_app(ctx: HttpContext, *, max_body: int, with_metrics: bool = True) -> 
     async def status(_: web.Request) -> web.Response:
         return await _status(ctx)
 
-    async def deliveries(request: web.Request) -> web.Response:
-        return await receive(ctx, ctx.webhook_auth, request)
-
     app = web.Application(client_max_size=max_body)
     routes = [web.get("/healthz", healthz), web.get("/readyz", readyz), web.get("/status", status)]
     if with_metrics:
         routes.append(web.get("/metrics", _metrics_handler(ctx.metrics)))
     routes.extend(ctx.extra_routes)
+    builtin = _methods(routes)
+
+    async def deliveries(request: web.Request) -> web.Response:
+        # Every other method on a built-in path lands here: it is a 405, unless a webhook
+        # rule takes it on that path.
+        allowed = builtin.get(request.path)
+        taken = ctx.pipeline.rules.webhook_methods(request.path)
+        if allowed is not None and request.method not in taken:
+            message = f"{request.method} is not accepted on {request.path}"
+            return error_response(405, message, allow=", ".join(sorted(allowed | taken)))
+        return await receive(ctx, ctx.webhook_auth, request)
+
     routes.append(web.route("*", "/{tail:.*}", deliveries))
     app.add_routes(routes)
     return app
+
+
+def _methods(routes: list[web.RouteDef]) -> dict[str, frozenset[str]]:
+    """The methods each path of `routes` takes (GET routes answer HEAD too)."""
+    methods: dict[str, set[str]] = {}
+    for route in routes:
+        taken = methods.setdefault(route.path, set())
+        taken.add(route.method)
+        if route.method == "GET" and route.kwargs.get("allow_head", True):
+            taken.add("HEAD")
+    return {path: frozenset(found) for path, found in methods.items()}
 
 
 def metrics_app(metrics: Metrics) -> web.Application:

@@ -81,8 +81,9 @@ class Supervisor:
 
     async def _source(self, name: str, factory: Callable[[], Awaitable[None]]) -> None:
         delay = 1.0
+        label = name.removeprefix("source:")  # the metrics say `cron`, as /readyz and logs do
         while True:
-            self.metrics.source_up.labels(name).set(1)
+            self.metrics.source_up.labels(label).set(1)
             started = self.clock.monotonic()
             try:
                 await factory()
@@ -91,12 +92,12 @@ class Supervisor:
                     return
                 log.warning("source task ended; restarting", task=name)
             except asyncio.CancelledError:
-                self.metrics.source_up.labels(name).set(0)
+                self.metrics.source_up.labels(label).set(0)
                 raise
             except Exception:
                 log.exception("source task failed; restarting", task=name, delay=delay)
-            self.metrics.source_up.labels(name).set(0)
-            self.metrics.source_restarts.labels(name).inc()
+            self.metrics.source_up.labels(label).set(0)
+            self.metrics.source_restarts.labels(label).inc()
             if self.clock.monotonic() - started > self.max_backoff:
                 delay = 1.0  # it ran for a good while: the next failure starts afresh
             await self.clock.sleep(delay)

@@ -21,7 +21,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import structlog
 from aiohttp import web
 
 from trigger.core.intake import Intake, deliver, error_response, read_body
@@ -30,7 +29,7 @@ from trigger.errors import ConfigError, DecodeError
 from trigger.rules.model import WebhookAuth
 from trigger.rules.router import RuleSet
 
-log = structlog.get_logger("trigger.http")
+SOURCE = "webhook"  # the `source` label of its metrics
 
 
 @dataclass(frozen=True)
@@ -132,9 +131,7 @@ def read_secret(auth: WebhookAuth, environ: Mapping[str, str]) -> bytes:
     return value.encode()
 
 
-async def receive(
-    ctx: Intake, auth: Mapping[str, PathAuth], request: web.Request
-) -> web.Response:
+async def receive(ctx: Intake, auth: Mapping[str, PathAuth], request: web.Request) -> web.Response:
     """Take one webhook delivery: the path's rules and methods, its body within limits,
     its authentication, then the pipeline (see trigger.core.intake for the answers)."""
     path = request.path
@@ -144,14 +141,12 @@ async def receive(
     if request.method not in methods:
         allow = ", ".join(sorted(methods))
         return error_response(405, f"{request.method} is not accepted on {path}", allow=allow)
-    body = await read_body(ctx, request, "webhook")
+    body = await read_body(ctx, request, SOURCE)
     if isinstance(body, web.Response):
         return body
     verdict = auth.get(path, PathAuth(None, None)).verify(request.headers, body)
     if verdict.status:
-        ctx.metrics.events_rejected.labels("webhook", "auth").inc()
-        log.warning("webhook delivery refused", path=path, reason=verdict.message)
-        return error_response(verdict.status, verdict.message)
+        return ctx.refuse(request, SOURCE, "auth", verdict.status, verdict.message)
     try:
         event = decode_webhook(
             path,
@@ -162,6 +157,5 @@ async def receive(
             received=ctx.pipeline.clock.now(),
         )
     except DecodeError as exc:
-        ctx.metrics.events_rejected.labels("webhook", "undecodable").inc()
-        return error_response(400, str(exc))
+        return ctx.refuse(request, SOURCE, "undecodable", 400, str(exc))
     return await deliver(ctx, [event])

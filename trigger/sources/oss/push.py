@@ -25,7 +25,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from trigger.core.intake import Intake, deliver, read_body
+from trigger.core.intake import Intake, deliver, error_response, read_body
 from trigger.decoders.oss import decode_eventbridge, decode_mns
 from trigger.errors import ConfigError, DecodeError
 from trigger.events import Event
@@ -38,8 +38,8 @@ from trigger.sources.oss.signatures import (
 )
 
 log = structlog.get_logger("trigger.oss.push")
-SOURCE = "oss"
-RETRY_AFTER = "5"
+SOURCE = "oss-push"  # the `source` label of its metrics (polling is "oss-poll")
+RETRY_AFTER = 5
 
 
 def read_token(settings: Any, environ: Mapping[str, str]) -> bytes | None:
@@ -137,13 +137,13 @@ class OssPush:
             self.ctx.pipeline.clock.now(),
             self.certs,
         )
-        refused = await self._authenticate(check, request.path)
+        refused = await self._authenticate(check, request)
         if refused is not None:
             return refused
         try:
             events = decode_eventbridge(body, max_bytes=len(body) + 1)
         except DecodeError as exc:
-            return self._undecodable(exc)
+            return self.ctx.refuse(request, SOURCE, "undecodable", 400, str(exc))
         return await deliver(self.ctx, events)
 
     async def mns(self, request: web.Request) -> web.Response:
@@ -155,19 +155,20 @@ class OssPush:
         check = self.mns_auth.check(
             request.method, request.raw_path, request.headers, clock.now(), self.certs
         )
-        refused = await self._authenticate(check, request.path)
+        refused = await self._authenticate(check, request)
         if refused is not None:
             return refused
         try:
             events = decode_mns(body, headers=request.headers, max_bytes=len(body) + 1)
         except DecodeError as exc:
-            return self._undecodable(exc)
+            return self.ctx.refuse(request, SOURCE, "undecodable", 400, str(exc))
         left = self.settings.mns_reply_within - (clock.monotonic() - started)
         return await self._deliver_within(events, min(self.ctx.push_deadline, left))
 
     async def _deliver_within(self, events: list[Event], deadline: float) -> web.Response:
         if deadline <= 0:
-            return _reply(503, "no time left to submit before MNS retries", retry=True)
+            message = "no time left to submit before MNS retries"
+            return error_response(503, message, retry_after=RETRY_AFTER)
         return await deliver(self.ctx, events, deadline=deadline)
 
     def _target_urls(self, request: web.Request) -> list[str]:
@@ -178,24 +179,15 @@ class OssPush:
         url = request.url
         return [str(url), str(url.with_scheme("https" if url.scheme == "http" else "http"))]
 
-    async def _authenticate(self, check: Awaitable[None], path: str) -> web.Response | None:
+    async def _authenticate(
+        self, check: Awaitable[None], request: web.Request
+    ) -> web.Response | None:
         try:
             await check
         except AuthError as exc:
-            self.ctx.metrics.events_rejected.labels(SOURCE, "auth").inc()
-            log.warning("OSS push refused", path=path, reason=str(exc))
-            return _reply(401, str(exc))
+            return self.ctx.refuse(request, SOURCE, "auth", 401, str(exc))
         except CertificateUnavailable as exc:
-            self.ctx.metrics.events_rejected.labels(SOURCE, "certificate").inc()
-            log.warning("OSS push not verifiable now", path=path, reason=str(exc))
-            return _reply(503, str(exc), retry=True)
+            return self.ctx.refuse(
+                request, SOURCE, "certificate", 503, str(exc), retry_after=RETRY_AFTER
+            )
         return None
-
-    def _undecodable(self, exc: DecodeError) -> web.Response:
-        self.ctx.metrics.events_rejected.labels(SOURCE, "undecodable").inc()
-        return _reply(400, str(exc))
-
-
-def _reply(status: int, message: str, *, retry: bool = False) -> web.Response:
-    headers = {"Retry-After": RETRY_AFTER} if retry else None
-    return web.json_response({"error": message}, status=status, headers=headers)
