@@ -34,6 +34,8 @@ class Match:
 
 @dataclass
 class Injection:
+    """An OSS error (`status`, `code`, `message`) answered before any state change."""
+
     status: int
     code: str
     message: str
@@ -42,6 +44,8 @@ class Injection:
 
 @dataclass
 class DateSkew:
+    """A reply `Date` off the server's clock by `seconds`, as a misbehaving front end sends."""
+
     seconds: float
     match: Match
 

@@ -88,6 +88,7 @@ class Bucket:
 
 
 def object_headers(obj: StoredObject) -> dict[str, str]:
+    """The headers of a GetObject or HeadObject answer, user metadata included."""
     headers = {
         "Content-Type": obj.content_type,
         "ETag": f'"{obj.etag}"',

@@ -37,7 +37,6 @@ from trigger.testing.served import Served
 
 Clock = Callable[[], datetime]
 
-
 DEFAULT_ACCOUNT: Final = "1234567890123456"
 _MAX_KEY_BYTES: Final = 1023
 _MAX_BODY: Final = 1 << 30
