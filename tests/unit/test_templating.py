@@ -12,7 +12,6 @@ import jinja2
 import pytest
 
 from trigger.errors import TemplateError, TriggerError
-from trigger.rules import templating
 from trigger.rules.templating import (
     MAX_OUTPUT_BYTES,
     MAX_RANGE,
@@ -22,6 +21,7 @@ from trigger.rules.templating import (
     TemplateEngine,
     TemplateRenderFailure,
 )
+from trigger.rules.templating.filters import RegexReplacer
 
 EVENT: dict[str, Any] = {
     "id": "evt-1",
@@ -215,7 +215,7 @@ def test_regex_replace_refuses_growing_past_the_limit(engine: TemplateEngine) ->
 
 def test_regex_cache_is_bounded() -> None:
     """The compiled-pattern cache never holds more than REGEX_CACHE_SIZE patterns."""
-    replacer = templating._RegexReplacer()
+    replacer = RegexReplacer()
     for number in range(REGEX_CACHE_SIZE + 50):
         assert replacer(f"a{number}", f"{number}$", "") == "a"
     assert len(replacer._cache) == REGEX_CACHE_SIZE
