@@ -40,7 +40,8 @@ from trigger.sources.kafka.config import cluster_problem
 from trigger.sources.oss.push import PushAuth
 from trigger.sources.webhook import PathAuth, resolve_auth
 from trigger.submit.sinks import sink_type
-from trigger.submit.templates import Documents, TemplateProblem, locate
+from trigger.submit.templates import TemplateProblem, locate
+from trigger.submit.templates.validation import Documents
 
 State = Literal["active", "idle", "invalid"]
 
