@@ -40,8 +40,10 @@ class KubernetesSettings(_Section):
     token_file: str | None = None  # file holding a bearer token (re-read when it changes)
     ca_file: str | None = None  # CA bundle for an explicit server
     insecure_skip_tls_verify: bool = False
-    qps: float = Field(default=50.0, gt=0)  # client-side request rate, requests/s
-    burst: int = Field(default=100, ge=1)  # client-side burst, requests
+    # A hard ceiling on the client's request rate, requests/s (None: none — the flow
+    # controller finds what the server admits); with `burst` when set.
+    qps: float | None = Field(default=None, gt=0)
+    burst: int = Field(default=100, ge=1)  # client-side burst, requests (with qps)
     timeout: Seconds = 10.0  # per request
     trust_env: bool = False  # honour HTTPS_PROXY/NO_PROXY and ~/.netrc (re-read per request)
 
@@ -54,6 +56,18 @@ class ArgoServerSettings(_Section):
     ca_file: str | None = None
     insecure_skip_tls_verify: bool = False
     timeout: Seconds = 10.0  # per request
+    qps: float | None = Field(default=None, gt=0)  # hard ceiling, requests/s (None: none)
+    burst: int = Field(default=100, ge=1)  # client-side burst, requests (with qps)
+
+
+class FlowSettings(_Section):
+    """The adaptive flow controller toward the kubernetes or argo-server backend."""
+
+    enabled: bool = True  # off: creates go as fast as slots and qps allow, retries alone
+    initial_rate: float = Field(default=50.0, gt=0)  # creates/s at start (then slow start)
+    min_rate: float = Field(default=1.0, gt=0)  # creates/s the limit never goes below
+    probe_max: Seconds = 2.0  # longest interval between probes of a failing backend
+    probe_timeout: Seconds = 2.0  # a probe taking longer counts as failed
 
 
 class SubmitSettings(_Section):
@@ -183,6 +197,7 @@ class Settings(_Section):
     kubernetes: KubernetesSettings = KubernetesSettings()
     argo_server: ArgoServerSettings = ArgoServerSettings()
     submit: SubmitSettings = SubmitSettings()
+    flow: FlowSettings = FlowSettings()
     http: HttpSettings = HttpSettings()
     leader: LeaderSettings = LeaderSettings()
     kafka: KafkaSettings = KafkaSettings()

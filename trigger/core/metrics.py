@@ -87,6 +87,37 @@ class Metrics:
             ["target", "error"],
             registry=r,
         )
+        self.flow_limit = Gauge(
+            "trigger_flow_rate_limit",
+            "The flow controller's current limit on creates per second, by backend.",
+            ["backend"],
+            registry=r,
+        )
+        self.flow_in_flight = Gauge(
+            "trigger_flow_in_flight",
+            "Creates sent to the backend and not yet answered, by backend.",
+            ["backend"],
+            registry=r,
+        )
+        self.flow_failing = Gauge(
+            "trigger_flow_failing",
+            "1 while the backend fails and only probes go out, by backend.",
+            ["backend"],
+            registry=r,
+        )
+        self.flow_paused = Counter(
+            "trigger_flow_paused_seconds",
+            "Seconds every create waited for a Retry-After, by backend.",
+            ["backend"],
+            registry=r,
+        )
+        self.flow_answers = Counter(
+            "trigger_flow_answers",
+            "Answers to creates, by backend and outcome (ok, throttled: 429, error: 5xx, "
+            "timeouts, transport).",
+            ["backend", "outcome"],
+            registry=r,
+        )
         self.submit_latency = Histogram(
             "trigger_submit_latency_seconds",
             "From submit start to the Workflow created.",

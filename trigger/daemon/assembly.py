@@ -24,6 +24,7 @@ from aiohttp import web
 
 from trigger import __version__
 from trigger.clock import Clock, SystemClock
+from trigger.core.flowwatch import FlowWatch
 from trigger.core.lograte import LogRate
 from trigger.core.metrics import Metrics
 from trigger.core.pipeline import MetricsHooks, Pipeline
@@ -50,6 +51,8 @@ from trigger.sources.oss.push import OssPush, PushAuth
 from trigger.submit.base import Sink
 from trigger.submit.checked import CheckedSink
 from trigger.submit.deadletter import DeadLetterSink, FileDeadLetterSink, OnceDeadLetters
+from trigger.submit.flow import FlowController
+from trigger.submit.flow import FlowSettings as FlowKnobs
 from trigger.submit.sinks import open_sink
 from trigger.submit.size import SizeLimit
 from trigger.submit.storage import StorageObserver
@@ -79,7 +82,7 @@ def sink_options(
             "token_file": k.token_file,
             "ca_file": k.ca_file,
             "insecure_skip_tls_verify": k.insecure_skip_tls_verify,
-            "qps": k.qps,
+            "qps": k.qps or 0,
             "trust_env": k.trust_env,
             "burst": k.burst,
             "timeout": k.timeout,
@@ -98,8 +101,30 @@ def sink_options(
             "ca_file": a.ca_file,
             "insecure_skip_tls_verify": a.insecure_skip_tls_verify,
             "timeout": a.timeout,
+            "qps": a.qps or 0,
+            "burst": a.burst,
         }
     return {}
+
+
+def flow_for(
+    settings: Settings, sink: Sink, metrics: Metrics, clock: Clock
+) -> FlowController | None:
+    """The flow controller toward a remote backend (kubernetes, argo-server): adaptive,
+    under the user's qps as a hard ceiling. None for local sinks, or when switched off."""
+    ceilings = {"kubernetes": settings.kubernetes.qps, "argo-server": settings.argo_server.qps}
+    if sink.kind not in ceilings or not settings.flow.enabled:
+        return None
+    f, ceiling = settings.flow, ceilings[sink.kind]
+    floor = f.min_rate if ceiling is None else min(f.min_rate, ceiling)
+    knobs = FlowKnobs(
+        initial_rate=max(f.initial_rate, floor),
+        min_rate=floor,
+        max_rate=ceiling,
+        probe_max=f.probe_max,
+        probe_timeout=f.probe_timeout,
+    )
+    return FlowController(sink.kind, clock, knobs, observer=FlowWatch(metrics, clock))
 
 
 def leadership_for(settings: Settings, sink: Sink, clock: Clock) -> Leadership:
@@ -241,6 +266,7 @@ class Daemon:
         submit_sink: Sink = sink
         if catalog is not None:
             submit_sink = CheckedSink(sink, catalog, self.clock, s.submit.template_grace)
+        flow = flow_for(s, sink, self.metrics, self.clock)
         submitter = Submitter(
             submit_sink,
             dead_letters,
@@ -248,6 +274,7 @@ class Daemon:
             max_in_flight=s.submit.max_in_flight,
             hooks=MetricsHooks(self.metrics, self.clock),
             size_limit=SizeLimit(s.submit.max_workflow_bytes),
+            flow=flow,
         )
         pipeline = Pipeline(rules, submitter, dead_letters, self.metrics, self.clock)
         pipeline.swap(rules)
@@ -304,6 +331,8 @@ class Daemon:
         code = await self._drain(runners, submitter, supervisor)
         await oss_push.close()
         await state.close()
+        if flow is not None:
+            await flow.close()
         return EXIT_CONFIG if failed else code
 
     async def _drain(
@@ -536,8 +565,7 @@ class Daemon:
                 log.warning(
                     "endpoint accepts unauthenticated deliveries",
                     **where,
-                    reason="no authentication is configured; the daemon listens on loopback "
-                    "only",
+                    reason="no authentication is configured; the daemon listens on loopback only",
                 )
             else:
                 log.info("endpoint", **where, checks=endpoint.checks)

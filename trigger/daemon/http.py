@@ -151,6 +151,7 @@ async def _status(ctx: HttpContext) -> web.Response:
             "templateProblems": ctx.health.template_problems,
             "leader": ctx.health.leader,
             "inFlight": ctx.pipeline.submitter.in_flight,
+            "flow": flow.describe() if (flow := ctx.pipeline.submitter.flow) else None,
         }
     )
 

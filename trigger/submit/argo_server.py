@@ -28,6 +28,7 @@ from trigger.errors import (
     TemporarySubmitError,
 )
 from trigger.submit.base import Created, conflict, identity
+from trigger.submit.ratelimit import TokenBucket
 from trigger.submit.transport import (
     TRANSPORT_ERRORS,
     TokenFile,
@@ -58,6 +59,10 @@ class ArgoServerOptions:
     """Per-request timeout, seconds (connect, send and read the whole answer)."""
     connection_pool: int = 64
     """Maximum concurrent connections to the server."""
+    qps: float = 0
+    """Client-side request rate ceiling, requests per second; 0: none."""
+    burst: int = 100
+    """Requests allowed at once above `qps` after an idle period."""
 
 
 def _ssl(options: ArgoServerOptions) -> ssl.SSLContext | bool:
@@ -103,6 +108,9 @@ class ArgoServerSink:
             if options.token_file and not options.token
             else None
         )
+        self._throttle = (
+            TokenBucket(options.qps, options.burst, self._clock) if options.qps > 0 else None
+        )
 
     @classmethod
     async def connect(
@@ -138,6 +146,8 @@ class ArgoServerSink:
         params: Mapping[str, str] | None = None,
         creating: bool = False,
     ) -> dict[str, Any]:
+        if self._throttle is not None:
+            await self._throttle.acquire()
         try:
             headers = await self._headers()
             async with self.session.request(

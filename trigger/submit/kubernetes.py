@@ -3,9 +3,10 @@
 One `ApiClient` (one aiohttp connection pool) serves every call, and is exposed as
 `api_client` so the template cache, leases and ConfigMap state share the connection.
 Credentials come from an explicit server + token, the in-cluster service account, or a
-kubeconfig. Every request passes a client-side token bucket (like client-go's qps/burst)
-and has a timeout; `ApiException` and aiohttp's errors are mapped onto trigger's error
-tree here and never leak inward.
+kubeconfig. Every request has a timeout and, when a `qps` is set, passes a client-side
+token bucket (client-go's qps/burst) — a hard ceiling; how fast creates go below it is
+the flow controller's call (trigger.submit.flow). `ApiException` and aiohttp's errors are
+mapped onto trigger's error tree here and never leak inward.
 """
 
 from __future__ import annotations
@@ -68,8 +69,8 @@ class KubernetesOptions:
     """CA bundle that signs the API server's certificate (PEM), for `server`."""
     insecure_skip_tls_verify: bool = False
     """Do not verify the API server's certificate (test clusters only)."""
-    qps: float = 50
-    """Client-side request rate limit, requests per second; 0 disables it."""
+    qps: float = 0
+    """Client-side request rate ceiling, requests per second; 0: none."""
     burst: int = 100
     """Requests allowed at once above `qps` after an idle period."""
     timeout: float = 10

@@ -56,6 +56,7 @@ from trigger.rules.render import (
 from trigger.rules.rule import Rule
 from trigger.submit.base import BatchSink, Created, Sink
 from trigger.submit.deadletter import DeadLetter, DeadLetterSink
+from trigger.submit.flow import FlowController
 from trigger.submit.ratelimit import RateLimiters
 from trigger.submit.retry import RetryCaps, RetryPolicy
 from trigger.submit.size import SizeLimit
@@ -154,6 +155,7 @@ class Submitter:
         hooks: SubmitHooks | None = None,
         caps: RetryCaps | None = None,
         size_limit: SizeLimit | None = None,
+        flow: FlowController | None = None,
     ) -> None:
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
@@ -165,6 +167,7 @@ class Submitter:
         self._hooks: SubmitHooks = hooks or NoHooks()
         self._caps = caps or RetryCaps()
         self._size = size_limit or SizeLimit()
+        self.flow = flow  # the backend's flow controller; None: the sink needs none
         self.rate_limiters = RateLimiters(clock)
         self._policies: dict[str, tuple[Rule, RetryPolicy]] = {}
         self._batch_sink = sink if isinstance(sink, BatchSink) else None
@@ -325,8 +328,7 @@ class Submitter:
         while True:
             attempt += 1
             try:
-                async with self._slots:
-                    await self._sink.create(workflow)
+                await self._attempt(workflow)
             except AlreadyExists:
                 self._hooks.on_duplicate(rule, event, name)
                 return Outcome(OutcomeKind.DUPLICATE, rule.name, name, attempt)
@@ -369,11 +371,44 @@ class Submitter:
                         error=RETRIES_EXHAUSTED,
                     )
                 self._hooks.on_retry(rule, event, attempt, delay, exc)
-                await self._clock.sleep(delay)
-                waited += delay
+                slept_from = self._clock.monotonic()
+                if self.flow is None:
+                    await self._clock.sleep(delay)
+                else:  # ends early when the backend recovers from failing
+                    await self.flow.backoff(delay)
+                waited += self._clock.monotonic() - slept_from
             else:
                 self._hooks.on_created(rule, event, name, self._clock.monotonic() - started)
                 return Outcome(OutcomeKind.CREATED, rule.name, name, attempt)
+
+    async def _attempt(self, workflow: dict[str, Any]) -> None:
+        """One create call: a slot, then the backend's admission (flow control), then the
+        sink; the answer goes back to the flow controller. Raises what the sink raises."""
+        async with self._slots:
+            flow = self.flow
+            if flow is None:
+                await self._sink.create(workflow)
+                return
+            ticket = await flow.admit()
+            try:
+                if ticket.probe:  # a failing backend must not hold its one probe for long
+                    async with asyncio.timeout(flow.settings.probe_timeout):
+                        await self._sink.create(workflow)
+                else:
+                    await self._sink.create(workflow)
+            except TimeoutError as exc:
+                flow.done(ticket, "error")
+                raise TemporarySubmitError("probe timed out: the backend is still failing") from exc
+            except TemporarySubmitError as exc:
+                flow.done(ticket, "throttled" if exc.status == 429 else "error", exc.retry_after)
+                raise
+            except (AlreadyExists, NameTaken, PermanentSubmitError):
+                flow.done(ticket, "ok")  # the backend answered: it is working
+                raise
+            except BaseException:
+                flow.abandon(ticket)
+                raise
+            flow.done(ticket, "ok")
 
     async def _dead_letter(
         self,

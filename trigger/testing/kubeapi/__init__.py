@@ -29,7 +29,7 @@ history, watchers), `watch` (the streaming verb), `discovery`, `routing` (paths 
 """
 
 from trigger.testing.kubeapi.errors import ApiStatusError
-from trigger.testing.kubeapi.faults import Delay, Injection, Sleep
+from trigger.testing.kubeapi.faults import Admission, Delay, Injection, Lost, Sleep
 from trigger.testing.kubeapi.patching import json_patch, merge_patch
 from trigger.testing.kubeapi.resources import JSON
 from trigger.testing.kubeapi.selectors import (
@@ -44,11 +44,13 @@ __all__ = [
     "JSON",
     "MAX_OBJECT_BYTES",
     "MAX_REQUEST_BYTES",
+    "Admission",
     "ApiStatusError",
     "Clock",
     "Delay",
     "Injection",
     "KubeEmulator",
+    "Lost",
     "Sleep",
     "json_patch",
     "merge_patch",

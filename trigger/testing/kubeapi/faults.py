@@ -1,4 +1,6 @@
-"""Misbehaviour tests inject: failures and slowness for the next N matching requests."""
+"""Misbehaviour tests inject: failures and slowness for the next N matching requests, lost
+answers, and an admission rate beyond which requests are refused (429) as API Priority and
+Fairness sheds load."""
 
 from __future__ import annotations
 
@@ -83,3 +85,53 @@ class Delay:
             self.held -= 1
             for waiting in waits:
                 waiting.cancel()
+
+
+@dataclass
+class Lost:
+    """The next `remaining` matching requests are served — the change is made — and then
+    the connection is dropped without an answer, as when a response is lost on the way."""
+
+    remaining: int
+    method: str | None = None
+    path_contains: str | None = None
+
+    def matches(self, method: str, path_qs: str) -> bool:
+        return _matches(self.remaining, self.method, self.path_contains, method, path_qs)
+
+
+@dataclass
+class Admission:
+    """At most `per_second` matching requests a second are served (a token bucket holding
+    `burst`, by default a tenth of a second's worth); the rest are answered 429 with
+    `Retry-After`, before any state change, the way API Priority and Fairness refuses what
+    its queues cannot hold. `admitted` and `refused` count them."""
+
+    per_second: float
+    monotonic: Callable[[], float]
+    method: str | None = "POST"
+    path_contains: str | None = None
+    retry_after: int = 1
+    burst: float | None = None
+    admitted: int = 0
+    refused: int = 0
+    _tokens: float = -1.0
+    _updated: float = 0.0
+
+    def take(self, method: str, path_qs: str) -> ApiStatusError | None:
+        """None to serve the request; else the 429 to answer it with."""
+        if not _matches(1, self.method, self.path_contains, method, path_qs):
+            return None
+        burst = self.burst if self.burst is not None else max(1.0, self.per_second / 10)
+        now = self.monotonic()
+        if self._tokens < 0:  # the first request: a bucket that was full
+            self._tokens, self._updated = burst, now
+        self._tokens = min(burst, self._tokens + (now - self._updated) * self.per_second)
+        self._updated = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            self.admitted += 1
+            return None
+        self.refused += 1
+        message = "Too many requests, please try again later."
+        return ApiStatusError(429, message, headers={"Retry-After": str(self.retry_after)})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +20,7 @@ import yaml
 from aiohttp import web
 
 from trigger.testing.kubeapi.errors import ApiStatusError
-from trigger.testing.kubeapi.faults import Delay, Injection, Sleep
+from trigger.testing.kubeapi.faults import Admission, Delay, Injection, Lost, Sleep
 from trigger.testing.kubeapi.resources import CLUSTER_SCOPED, JSON, NAMESPACES, Resource
 from trigger.testing.kubeapi.routing import Router, json_response
 from trigger.testing.kubeapi.store import Clock, Store
@@ -57,6 +58,7 @@ class KubeEmulator(Served):
         makes them virtual)."""
         self.token = token
         self.requests: list[tuple[str, str, str]] = []
+        self.request_times: list[float] = []  # time.monotonic() of each, beside `requests`
         self.max_request_bytes = max_request_bytes
         self._namespaces = list(namespaces)
         self._store = Store(
@@ -69,6 +71,8 @@ class KubeEmulator(Served):
         self._host, self._port = host, port
         self._injections: list[Injection] = []
         self._delays: list[Delay] = []
+        self._lost: list[Lost] = []
+        self._admission: Admission | None = None
         self._sleep = sleep
         self._runner: web.AppRunner | None = None
         self._url: str | None = None
@@ -170,9 +174,39 @@ class KubeEmulator(Served):
         self._delays.append(slow)
         return slow
 
+    def lose(
+        self, *, count: int = 1, method: str | None = None, path_contains: str | None = None
+    ) -> Lost:
+        """Serve the next `count` matching requests, then drop their connections unanswered
+        (the change is made; the client never hears of it)."""
+        lost = Lost(count, method, path_contains)
+        self._lost.append(lost)
+        return lost
+
+    def admit(
+        self,
+        per_second: float | None,
+        *,
+        method: str | None = "POST",
+        path_contains: str | None = None,
+        retry_after: int = 1,
+        burst: float | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> Admission | None:
+        """Serve at most `per_second` matching requests a second and refuse the rest with
+        429 and `Retry-After` (None: no limit). See `Admission`."""
+        self._admission = None
+        if per_second is not None:
+            self._admission = Admission(
+                per_second, monotonic, method, path_contains, retry_after, burst
+            )
+        return self._admission
+
     def clear_injections(self) -> None:
-        """Drop every pending injected failure: the API server has recovered."""
+        """Drop every pending injected failure and lost answer: the API server has
+        recovered."""
         self._injections.clear()
+        self._lost.clear()
 
     def count(self, *, method: str | None = None, path_contains: str | None = None) -> int:
         """How many requests matched the method and a substring of path?query."""
@@ -253,6 +287,7 @@ class KubeEmulator(Served):
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.requests.append((request.method, request.path, request.query_string))
+        self.request_times.append(time.monotonic())
         slow = next((d for d in self._delays if d.matches(request.method, request.path_qs)), None)
         if slow is not None:
             slow.remaining -= 1
@@ -261,6 +296,11 @@ class KubeEmulator(Served):
         response = await self._answer(request)
         if slow is not None and not slow.before:
             await slow.hold(self._sleep)
+        lost = next((x for x in self._lost if x.matches(request.method, request.path_qs)), None)
+        if lost is not None:
+            lost.remaining -= 1
+            if request.transport is not None:
+                request.transport.abort()  # served, and the answer never arrives
         return response
 
     async def _answer(self, request: web.Request) -> web.StreamResponse:
@@ -274,6 +314,10 @@ class KubeEmulator(Served):
             limit = self.max_request_bytes
             if limit is not None and (request.content_length or 0) > limit:
                 raise ApiStatusError(413, f"Request entity too large: limit is {limit}")
+            if self._admission is not None:
+                refused = self._admission.take(request.method, request.path_qs)
+                if refused is not None:
+                    raise refused
             return await self._router.route(request)
         except ApiStatusError as err:
             return json_response(err.status, err.code, err.headers)
