@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from trigger.decoders.kafka import view as kafka_view
-from trigger.errors import DecodeError, ExpressionError
+from trigger.errors import DecodeError, ExpressionError, Problem
 from trigger.events import Event
 from trigger.rules.rule import Rule
 
@@ -72,9 +72,16 @@ class _PrefixIndex:
 class RuleSet:
     """An immutable set of compiled rules with its routing index."""
 
-    def __init__(self, rules: tuple[Rule, ...], *, files: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        rules: tuple[Rule, ...],
+        *,
+        files: tuple[str, ...] = (),
+        warnings: tuple[Problem, ...] = (),
+    ) -> None:
         self.rules = rules
         self.files = files
+        self.warnings = warnings  # what the loader found worth a look (an empty file)
         self.by_name: Mapping[str, Rule] = {r.name: r for r in rules}
         self._oss: dict[str, _PrefixIndex] = defaultdict(_PrefixIndex)
         self._kafka: dict[tuple[str, str], list[Rule]] = defaultdict(list)

@@ -20,6 +20,7 @@ from jinja2.exceptions import SecurityError, TemplateSyntaxError, UndefinedError
 from trigger.errors import TemplateError, TriggerError
 from trigger.rules.paths import PathFailure, compile_paths, render_paths
 from trigger.rules.templating.filters import RegexReplacer, table, tojson
+from trigger.rules.templating.names import PathT, field_paths
 from trigger.rules.templating.sandbox import (
     Sandbox,
     TemplateRenderFailure,
@@ -85,7 +86,16 @@ def _bounded_join(chunks: Iterator[str]) -> str:
 class Template:
     """One compiled template; `render` is pure and safe to call from any task."""
 
-    __slots__ = ("_fast", "_globals", "_jinja", "_text", "is_literal", "source", "variables")
+    __slots__ = (
+        "_fast",
+        "_globals",
+        "_jinja",
+        "_text",
+        "is_literal",
+        "paths",
+        "source",
+        "variables",
+    )
 
     def __init__(
         self,
@@ -93,10 +103,12 @@ class Template:
         jinja: jinja2.Template | None,
         variables: frozenset[str],
         reserved: frozenset[str] = frozenset(),
+        paths: frozenset[PathT] = frozenset(),
     ) -> None:
         self.source = source
         self.is_literal = jinja is None
         self.variables = variables
+        self.paths = paths  # the event and rule fields it reads (see names.py)
         self._jinja = jinja
         self._text = _literal_text(source) if jinja is None else ""
         # Flattened once: Jinja's own new_context re-flattens a ChainMap on every render.
@@ -161,4 +173,4 @@ class TemplateEngine:
             raise TemplateError(f"line {exc.lineno}: {exc.message}") from exc
         jinja = self._env.template_class.from_code(self._env, code, self._env.make_globals(None))
         names = frozenset(meta.find_undeclared_variables(ast)) - self._globals
-        return Template(source, jinja, names, self._globals)
+        return Template(source, jinja, names, self._globals, field_paths(ast))
