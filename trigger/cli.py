@@ -340,7 +340,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             print(problem)
         print(f"{len(exc.problems)} problem(s) found")
         return 1
-    for problem in verdicts.problems(strict=False):
+    for problem in (*verdicts.rules.warnings, *verdicts.problems(strict=False)):
         print(problem)
     rules = verdicts.rules
     if args.cluster:

@@ -248,3 +248,14 @@ def test_fire_without_a_cluster_prints_only_its_own_error(tmp_path: Path) -> Non
     )  # fmt: skip
     assert result.returncode == 2
     assert result.stderr == f"trigger: error: no kubeconfig found at {tmp_path / 'none'}\n"
+
+
+def test_validate_warns_about_an_empty_rule_file(tmp_path: Path) -> None:
+    """validate names a rule file with no rules in a warning line and still exits 0."""
+    (tmp_path / "empty.yaml").write_text("# to be written\n")
+    result = trigger("validate", str(tmp_path))
+    assert result.returncode == 0, result.stdout
+    assert result.stdout.splitlines() == [
+        f"{tmp_path / 'empty.yaml'}:1:1: warning: the file holds no rules",
+        "ok: 0 rule(s) in 1 file(s): 0 active, 0 idle",
+    ]
