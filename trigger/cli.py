@@ -407,10 +407,8 @@ def _match_one(rules: RuleSet, event: Event, args: argparse.Namespace) -> int:
         _emit(workflow, args.output)
     if args.explain:
         matched = {m.rule.name for m in routed.matches}
-        for rule in rules.rules:
-            if rule.name not in matched:
-                reason = rules.explain(rule, event, cluster=args.cluster)
-                print(f"event {event.id}: rule {rule.name}: no match: {reason}", file=sys.stderr)
+        for line in rules.explain_misses(event, matched, cluster=args.cluster):
+            print(f"event {event.id}: {line}", file=sys.stderr)
     return status
 
 
