@@ -1,4 +1,5 @@
-"""The fields a template names, read from its syntax tree at compile time.
+"""The fields a template names, read from its syntax tree at compile time, and how
+messages name an output expression (`describe`).
 
 `{{ event.value.orderId | upper }}` names `("event", "value", "orderId")`; the loader checks
 such paths against the rule's source (`trigger.rules.fields`). A path stops where the tree
@@ -66,3 +67,22 @@ def _chain(node: nodes.Expr) -> tuple[PathT | None, list[nodes.Node]]:
         return (node.name, *reversed(parts)), rest
     rest.append(node)
     return None, rest
+
+
+def describe(node: nodes.Node) -> str | None:
+    """How a message names an output expression: `event.value.orderId` for a path,
+    `event.key | default` for a path through filters; None for anything else."""
+    if isinstance(node, nodes.Name):
+        return node.name
+    if isinstance(node, nodes.Filter):
+        inner = None if node.node is None else describe(node.node)
+        return None if inner is None else f"{inner} | {node.name}"
+    if isinstance(node, nodes.Getattr):
+        inner = describe(node.node)
+        return None if inner is None else f"{inner}.{node.attr}"
+    if isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const):
+        inner, key = describe(node.node), node.arg.value
+        if inner is None or not isinstance(key, str | int):
+            return None
+        return f"{inner}[{key}]" if isinstance(key, int) else f"{inner}.{key}"
+    return None
