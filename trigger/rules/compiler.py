@@ -110,8 +110,9 @@ class Parts:
 
 
 def _get(value: Any, key: str) -> Mapping[str, Any]:
-    found = value.get(key) if isinstance(value, Mapping) else None
-    return found if isinstance(found, Mapping) else {}
+    # YAML gives plain dicts; the exact type check keeps this off the slower ABC check.
+    found = value.get(key) if type(value) is dict else None
+    return found if type(found) is dict else {}
 
 
 def _typed(value: Any, kind: type[T]) -> T | None:
