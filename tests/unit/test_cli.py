@@ -119,8 +119,7 @@ def test_match_unreadable_event_is_exit_1(tmp_path: Path, content: str | None) -
 
 
 def test_match_explain_says_why_not(tmp_path: Path) -> None:
-    """--explain groups the rules of other sources into one line, and for a pattern miss
-    names the field, the value seen and what was expected."""
+    """--explain puts other sources' rules on one line and details a pattern miss."""
     event = tmp_path / "e.json"
     event.write_text(
         '{"kafka": {"topic": "orders", "partition": 0, "offset": 1, "value": {"type": "order.created", "amount": 5, "currency": "CNY"}}}'

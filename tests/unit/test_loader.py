@@ -296,8 +296,7 @@ def test_bad_cron_field_is_named_with_why(
 
 
 def test_field_paths_are_spelled_one_way(write_rules: Callable[..., Path]) -> None:
-    """Every message names its field the same way (the path below spec, indices in
-    brackets), and a rule's problems come in the order of the file."""
+    """Every message spells its field one way (below spec, indices in brackets), in file order."""
     text = """
     apiVersion: trigger/v1
     kind: Rule

@@ -142,8 +142,7 @@ def test_template_naming_an_unknown_field_is_an_error(
 def test_open_fields_take_any_name(
     write_rules: Callable[..., Path], source: str, pattern: str, template: str
 ) -> None:
-    """Payloads are free-form: data, Kafka value and headers, webhook body, query and headers,
-    OSS userMeta and rule labels take any name; methods and shadowed names are not fields."""
+    """Free-form payloads take any name below them; methods and shadowed names are no fields."""
     load_rules([write_rules(rule(source, pattern=pattern, parameter=template))])
 
 

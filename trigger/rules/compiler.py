@@ -72,8 +72,9 @@ def field_name(path: Path) -> str:
 
 @dataclass(frozen=True)
 class Parts:
-    """The parts of a rule the loader compiles, from the validated document or, when the
-    schema refused it, from the raw one (each part only where it has the right type)."""
+    """The parts of a rule the schema cannot judge, read from the raw document — each only
+    where it has the right type (the schema reports the others) — so that they are compiled
+    even when the schema refused some other part of the rule."""
 
     kind: SourceKind | None
     source: Mapping[str, Any]
