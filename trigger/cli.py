@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import sys
 import uuid
@@ -48,6 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
+    if args.command != "run":  # the daemon configures its own log
+        _library_errors_only()
     try:
         code: int = args.handler(args)
     except _Exit as stop:
@@ -58,6 +61,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return 1
     return code
+
+
+def _library_errors_only() -> None:
+    """A one-shot command says what went wrong itself: the libraries' warnings (such as
+    kubernetes_asyncio's `Config not found` before our own `no kubeconfig found`) are not
+    printed, their errors are, one line each in our form."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("trigger: %(name)s: %(message)s"))
+    handler.setLevel(logging.ERROR)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.ERROR)
 
 
 class _Exit(Exception):
@@ -89,6 +104,10 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("--listen", metavar="HOST:PORT", help="where the daemon would listen")
     validate.add_argument(
         "--kafka-bootstrap", metavar="HOST:PORT", help="the default Kafka cluster's servers"
+    )
+    validate.add_argument(
+        "--sink", help="the daemon's sink (a cron rule with Forbid or Replace needs one that "
+        "can list Workflows)"
     )
     _strict_flag(validate)
     validate.add_argument(
@@ -141,11 +160,20 @@ def _parser() -> argparse.ArgumentParser:
         help="submit one Workflow from a rule by hand",
         description="Create one Workflow from RULE's template, like `argo submit --from`. The "
         "rule's literal parameters are defaults; -p overrides them and must supply every "
-        "parameter that is a template (those need an event). Prints the Workflow's name.",
+        "parameter that is a template (those need an event); a name the rule does not have "
+        "is refused. Prints the Workflow's name.",
     )
     fire.add_argument("rule", metavar="RULE")
-    fire.add_argument("-p", "--parameter", action="append", default=[], metavar="KEY=VALUE")
-    _daemon_flags(fire)
+    fire.add_argument(
+        "-p",
+        "--parameter",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a value for one of the rule's parameters (repeatable)",
+    )
+    _config_flags(fire)
+    _sink_flags(fire)
     fire.set_defaults(handler=cmd_fire)
 
     schedule = commands.add_parser(
@@ -166,20 +194,31 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Each command takes the flags of the settings it uses, and no others.
+
+
 def _daemon_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", metavar="FILE", help="YAML settings file")
-    parser.add_argument(
-        "--rules", action="append", metavar="PATH", help="rule files or directories"
-    )
-    parser.add_argument("--sink", help="local:DIR | stdout | kubernetes | argo-server:URL")
+    _config_flags(parser)
+    _sink_flags(parser)
     parser.add_argument("--listen", metavar="HOST:PORT", help="HTTP server address")
     parser.add_argument("--state", help="file:PATH | kubernetes[:NAMESPACE/NAME]")
-    parser.add_argument("--dead-letter", metavar="file:PATH", help="dead-letter sink")
     parser.add_argument(
         "--kafka-bootstrap",
         metavar="HOST:PORT",
         help="bootstrap servers of the default Kafka cluster",
     )
+
+
+def _config_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help="YAML settings file")
+    parser.add_argument(
+        "--rules", action="append", metavar="PATH", help="rule files or directories"
+    )
+
+
+def _sink_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sink", help="local:DIR | stdout | kubernetes | argo-server:URL")
+    parser.add_argument("--dead-letter", metavar="file:PATH", help="dead-letter sink")
 
 
 def _strict_flag(parser: argparse.ArgumentParser) -> None:
@@ -243,25 +282,40 @@ def cmd_fire(args: argparse.Namespace) -> int:
     if rule is None:
         print(f"trigger: error: no rule named {args.rule!r}", file=sys.stderr)
         return 2
-    parameters: dict[str, str] = {}
-    for name, template in rule.parameters:
-        if name in overrides:
-            parameters[name] = overrides.pop(name)
-        elif template.is_literal:
-            parameters[name] = template.render({})
-        else:
-            print(
-                f"trigger: error: parameter {name} is a template ({template.source}); "
-                f"pass -p {name}=VALUE",
-                file=sys.stderr,
-            )
-            return 2
-    parameters.update(overrides)
+    parameters, problems = _fire_parameters(rule, overrides)
+    for problem in problems:
+        print(f"trigger: error: {problem}", file=sys.stderr)
+    if problems:
+        return 2
     try:
         return asyncio.run(_fire(settings, rule, parameters))
     except ConfigError as exc:
         print(f"trigger: error: {exc}", file=sys.stderr)
         return 2
+
+
+def _fire_parameters(rule: Rule, given: dict[str, str]) -> tuple[dict[str, str], list[str]]:
+    """The rule's parameters (`-p` values, else its literal ones), and every problem with
+    them at once: the `-p` names the rule does not have, the templated parameters (which
+    need an event) that no `-p` gives."""
+    own = dict(rule.parameters)
+    problems = []
+    unknown = [name for name in given if name not in own]
+    if unknown:
+        listed = f"its parameters: {', '.join(own)}" if own else "it has no parameters"
+        problems.append(f"rule {rule.name} has no parameter {', '.join(unknown)} ({listed})")
+    missing = [name for name, t in rule.parameters if name not in given and not t.is_literal]
+    if missing:
+        many = len(missing) > 1
+        what = f"parameters {', '.join(missing)} are templates" if many else (
+            f"parameter {missing[0]} is a template"
+        )
+        need = "they need an event" if many else "it needs an event"
+        hint = " ".join(f"-p {name}=VALUE" for name in missing)
+        problems.append(f"rule {rule.name}: {what} ({need}): pass {hint}")
+    if problems:
+        return {}, problems
+    return {n: given[n] if n in given else t.render({}) for n, t in rule.parameters}, []
 
 
 async def _fire(settings: Settings, rule: Rule, parameters: dict[str, str]) -> int:
@@ -340,7 +394,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             print(problem)
         print(f"{len(exc.problems)} problem(s) found")
         return 1
-    for problem in verdicts.problems(strict=False):
+    for problem in (*verdicts.rules.warnings, *verdicts.problems(strict=False)):
         print(problem)
     rules = verdicts.rules
     if args.cluster:
@@ -407,10 +461,8 @@ def _match_one(rules: RuleSet, event: Event, args: argparse.Namespace) -> int:
         _emit(workflow, args.output)
     if args.explain:
         matched = {m.rule.name for m in routed.matches}
-        for rule in rules.rules:
-            if rule.name not in matched:
-                reason = rules.explain(rule, event, cluster=args.cluster)
-                print(f"event {event.id}: rule {rule.name}: no match: {reason}", file=sys.stderr)
+        for line in rules.explain_misses(event, matched, cluster=args.cluster):
+            print(f"event {event.id}: {line}", file=sys.stderr)
     return status
 
 

@@ -58,6 +58,24 @@ class PatternError(TriggerError):
         self.path = tuple(path)
         super().__init__(message)
 
+    @property
+    def errors(self) -> tuple[PatternError, ...]:
+        """Every problem found in the pattern: this one alone, or all of PatternErrors."""
+        return (self,)
+
+
+class PatternErrors(PatternError):
+    """Several problems in one content pattern, all of them (the first gives `path`)."""
+
+    def __init__(self, errors: Sequence[PatternError]) -> None:
+        self._errors = tuple(one for error in errors for one in error.errors)
+        first = self._errors[0]
+        super().__init__("; ".join(str(e) for e in self._errors), path=first.path)
+
+    @property
+    def errors(self) -> tuple[PatternError, ...]:
+        return self._errors
+
 
 class ExpressionError(TriggerError):
     """A CEL expression does not compile, or failed for one event."""

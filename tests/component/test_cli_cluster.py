@@ -62,7 +62,10 @@ def test_fire_creates_one_workflow_per_call(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["fire", "large-order-check", "-p", "orderId=A"], "parameter amount is a template"),
+        (
+            ["fire", "large-order-check", "-p", "orderId=A"],
+            "parameters amount, customer are templates",
+        ),
         (["fire", "no-such-rule"], "no rule named 'no-such-rule'"),
         (["fire", "large-order-check", "-p", "broken"], "-p expects KEY=VALUE"),
     ],

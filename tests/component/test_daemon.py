@@ -214,7 +214,7 @@ def test_reload_broken_file_keeps_old_rules(daemon: DaemonProcess, rules_dir: Pa
     assert daemon.post("/hooks/build", body, sign(body)).status == 200
     detail = daemon.get("/readyz").json()["rules"]["lastReloadError"]
     assert any(
-        "broken.yaml:4:1: rule x: spec.source: required field is missing" in p for p in detail
+        "broken.yaml:4:1: rule x: source: required field is missing" in p for p in detail
     ), detail
     assert daemon.get("/status").json()["lastReloadError"]
 

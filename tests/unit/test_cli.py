@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -118,14 +119,19 @@ def test_match_unreadable_event_is_exit_1(tmp_path: Path, content: str | None) -
 
 
 def test_match_explain_says_why_not(tmp_path: Path) -> None:
-    """--explain prints, per rule that did not match, the reason."""
+    """--explain puts other sources' rules on one line and details a pattern miss."""
     event = tmp_path / "e.json"
     event.write_text(
         '{"kafka": {"topic": "orders", "partition": 0, "offset": 1, "value": {"type": "order.created", "amount": 5, "currency": "CNY"}}}'
     )
     result = trigger("match", "--explain", "--rules", str(EXAMPLE_RULES), str(event))
     assert result.returncode == 0
-    assert "rule large-order-check: no match: filter.pattern does not match" in result.stderr
+    assert result.stderr.splitlines() == [
+        "event orders/0/1: 5 rules are for other sources (cron: nightly-report; oss: "
+        "ingest-csv, ingest-orders-json, refresh-partition; webhook: deploy-on-push)",
+        "event orders/0/1: rule large-order-check: no match: filter.pattern: "
+        "event.value.amount is 5, expected numeric >= 100",
+    ]
 
 
 TWO_METHODS = """
@@ -168,7 +174,7 @@ def test_match_render_error_is_exit_1(tmp_path: Path) -> None:
     )
     result = trigger("match", "--rules", str(EXAMPLE_RULES), str(event))
     assert result.returncode == 1
-    assert "rule large-order-check: parameters.orderId: event orders/0/1" in result.stderr
+    assert "rule large-order-check: workflow.parameters.orderId: event orders/0/1" in result.stderr
 
 
 def test_no_command_prints_help() -> None:
@@ -176,3 +182,79 @@ def test_no_command_prints_help() -> None:
     result = trigger()
     assert result.returncode == 2
     assert "usage:" in result.stdout
+
+
+# --- fire: every problem at once, only the flags that apply (issue 13, item 6) ----------------
+
+
+def test_fire_reports_every_missing_parameter_at_once(tmp_path: Path) -> None:
+    """fire names every templated parameter that needs a value, in one message."""
+    result = trigger(
+        "fire", "large-order-check", "--rules", str(EXAMPLE_RULES), "--sink", "stdout"
+    )
+    assert result.returncode == 2
+    assert result.stderr == (
+        "trigger: error: rule large-order-check: parameters orderId, amount, customer are "
+        "templates (they need an event): pass -p orderId=VALUE -p amount=VALUE "
+        "-p customer=VALUE\n"
+    )
+
+
+def test_fire_refuses_unknown_parameters(tmp_path: Path) -> None:
+    """-p with a name the rule does not have is refused, naming the rule's parameters."""
+    result = trigger(
+        "fire", "nightly-report", "-p", "day=2025-01-01", "-p", "dya=x", "-p", "zone=y",
+        "--rules", str(EXAMPLE_RULES), "--sink", "stdout",
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr == (
+        "trigger: error: rule nightly-report has no parameter dya, zone (its parameters: day)\n"
+    )
+
+
+HELP_FLAGS = {
+    "run": {"--config", "--rules", "--sink", "--listen", "--state", "--dead-letter",
+            "--kafka-bootstrap", "--strict", "--log-format"},
+    "validate": {"--rules", "--config", "--listen", "--kafka-bootstrap", "--sink", "--strict",
+                 "--cluster", "--kubeconfig", "--context"},
+    "match": {"--rules", "-o", "--explain", "--cluster"},
+    "fire": {"-p", "--config", "--rules", "--sink", "--dead-letter"},
+    "schedule": {"--rules", "--from", "-n"},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("command", "flags"), HELP_FLAGS.items(), ids=HELP_FLAGS.keys())
+def test_help_lists_only_the_flags_that_apply(command: str, flags: set[str]) -> None:
+    """Each subcommand's --help lists exactly the flags it uses."""
+    import re
+
+    result = trigger(command, "--help")
+    assert result.returncode == 0
+    options = result.stdout.split("options:", 1)[1]
+    shown = set(re.findall(r"^  (-[-\w]+)", options, re.MULTILINE)) - {"-h"}
+    assert shown == flags
+
+
+def test_fire_without_a_cluster_prints_only_its_own_error(tmp_path: Path) -> None:
+    """fire --sink kubernetes with no kubeconfig says so in one line, no library output."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KUBE", "TRIGGER_"))}
+    result = subprocess.run(
+        [sys.executable, "-m", "trigger.cli", "fire", "nightly-report", "-p", "day=x",
+         "--rules", str(EXAMPLE_RULES), "--sink", "kubernetes"],
+        capture_output=True, text=True, timeout=60, check=False,
+        env={**env, "KUBECONFIG": str(tmp_path / "none"), "HOME": str(tmp_path)},
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr == f"trigger: error: no kubeconfig found at {tmp_path / 'none'}\n"
+
+
+def test_validate_warns_about_an_empty_rule_file(tmp_path: Path) -> None:
+    """validate names a rule file with no rules in a warning line and still exits 0."""
+    (tmp_path / "empty.yaml").write_text("# to be written\n")
+    result = trigger("validate", str(tmp_path))
+    assert result.returncode == 0, result.stdout
+    assert result.stdout.splitlines() == [
+        f"{tmp_path / 'empty.yaml'}:1:1: warning: the file holds no rules",
+        "ok: 0 rule(s) in 1 file(s): 0 active, 0 idle",
+    ]

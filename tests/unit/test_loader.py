@@ -74,11 +74,11 @@ def test_directory_is_searched_recursively(tmp_path: Path) -> None:
         ),
         (
             GOOD.replace("  workflow:\n", "  bogus: 1\n  workflow:\n"),
-            "F:10:3: rule ingest-csv: spec.bogus: unknown field",
+            "F:10:3: rule ingest-csv: bogus: unknown field (spec has: source, filter, workflow, idempotencyKey, rateLimit, retry)",
         ),
         (
             GOOD.replace("    template: ingest\n", ""),
-            "F:10:3: rule ingest-csv: spec.workflow.template: required field is missing",
+            "F:10:3: rule ingest-csv: workflow.template: required field is missing",
         ),
         (
             GOOD.replace("apiVersion: trigger/v1", "apiVersion: trigger/v2"),
@@ -86,7 +86,7 @@ def test_directory_is_searched_recursively(tmp_path: Path) -> None:
         ),
         (
             GOOD.replace("    oss:\n", "    kafka: {topics: [x]}\n    oss:\n"),
-            "F:7:5: rule ingest-csv: spec.source: source needs exactly one of oss, kafka, cron, webhook (got oss, kafka)",
+            "F:7:5: rule ingest-csv: source: source needs exactly one of oss, kafka, cron, webhook (got oss, kafka)",
         ),
         (
             GOOD.replace("{{ event.key }}", "{{ event.key "),
@@ -98,7 +98,7 @@ def test_directory_is_searched_recursively(tmp_path: Path) -> None:
         ),
         (
             GOOD.replace("retries: 3", "retries: [3]"),
-            "F:14:16: rule ingest-csv: parameters.retries: must be a string, number or boolean",
+            "F:14:16: rule ingest-csv: workflow.parameters.retries: must be a string, number or boolean",
         ),
         (
             GOOD.replace("suffix: .csv", "suffix: 5"),
@@ -114,15 +114,15 @@ def test_directory_is_searched_recursively(tmp_path: Path) -> None:
         ),
         (
             GOOD + "  filter:\n    pattern: {size: [{numeric: ['>']}]}\n",
-            "F:17:32: rule ingest-csv: filter.pattern: numeric takes",
+            "F:17:32: rule ingest-csv: filter.pattern.size[0].numeric: numeric takes",
         ),
         (
             GOOD + "  rateLimit: {perSecond: 0}\n",
-            "F:16:26: rule ingest-csv: spec.rateLimit.perSecond: Input should be greater than 0",
+            "F:16:26: rule ingest-csv: rateLimit.perSecond: Input should be greater than 0",
         ),
         (
             GOOD + "  retry: {backoff: {initial: soon}}\n",
-            "F:16:30: rule ingest-csv: spec.retry.backoff.initial: expected a duration",
+            "F:16:30: rule ingest-csv: retry.backoff.initial: expected a duration",
         ),
         ("a: [1, 2\n", "F:2:1: invalid YAML"),
         ("- just\n- a list\n", "F:1:1: a rule document must be a mapping"),
@@ -252,3 +252,108 @@ def test_identical_patterns_are_compiled_once(write_rules: Callable[..., Path]) 
     bad = doc.replace("['>', 1]", "['>']")
     found = problems(write_rules, "---\n".join(bad.replace("NAME", n) for n in ("c", "d")))
     assert [p.split(":")[3].strip() for p in found] == ["rule c", "rule d"]
+
+
+# --- validate checks what it can know (issue 13, item 4) ------------------------------------
+
+
+def test_every_problem_in_a_pattern_is_reported(write_rules: Callable[..., Path]) -> None:
+    """A pattern with three problems gives three lines, each at its own place."""
+    text = GOOD + (
+        "  filter:\n"
+        "    pattern:\n"
+        "      size: [{numeric: ['>']}]\n"
+        "      key: [{prefix: 5}, {wildcard: 'a**'}]\n"
+    )
+    found = problems(write_rules, text)
+    assert found == [
+        "F:18:24: rule ingest-csv: filter.pattern.size[0].numeric: numeric takes [op, n] or [>|>=, low, <|<=, high]",
+        "F:19:22: rule ingest-csv: filter.pattern.key[0].prefix: prefix takes a string",
+        "F:19:37: rule ingest-csv: filter.pattern.key[1].wildcard: wildcard: consecutive * are not allowed",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("schedule", "message"),
+    [
+        ("61 2 * * *", "'61 2 * * *': minute (field 1) 61 is outside 0-59"),
+        ("0 2 * * 8", "'0 2 * * 8': day of week (field 5) 8 is outside 0-7 (or SUN-SAT)"),
+        ("*/0 * * * *", "'*/0 * * * *': minute (field 1) */0: a step must be at least 1"),
+        ("0 25-3 * * *", "'0 25-3 * * *': hour (field 2) 25-3: 25 is outside 0-23"),
+        ("0 2 * JANUARY *", "'0 2 * JANUARY *': month (field 4) JANUARY is not a number or a name (JAN-DEC)"),
+        ("0 2 1-40/2 * *", "'0 2 1-40/2 * *': day of month (field 3) 1-40/2: 40 is outside 1-31"),
+        ("70 0 2 * * *", "'70 0 2 * * *': second (field 1) 70 is outside 0-59"),
+        ("0 2 * *", "schedule '0 2 * *' has 4 fields: use 5 (minute hour day-of-month month day-of-week) or 6 with a leading seconds field"),
+    ],
+)
+def test_bad_cron_field_is_named_with_why(
+    write_rules: Callable[..., Path], schedule: str, message: str
+) -> None:
+    """A bad cron expression says which field is wrong and why."""
+    text = f"apiVersion: trigger/v1\nkind: Rule\nmetadata: {{name: n}}\nspec:\n  source: {{cron: {{schedules: ['{schedule}']}}}}\n  workflow: {{template: t}}\n"
+    (found,) = problems(write_rules, text)
+    assert found == f"F:5:31: rule n: source.cron.schedules[0]: {message}"
+
+
+def test_field_paths_are_spelled_one_way(write_rules: Callable[..., Path]) -> None:
+    """Every message spells its field one way (below spec, indices in brackets), in file order."""
+    text = """
+    apiVersion: trigger/v1
+    kind: Rule
+    metadata: {name: spelling}
+    spec:
+      source:
+        oss: {bucket: b, events: ["Object Created"], key: {suffix: 5}}
+      filter: {expr: 'event.size >', pattern: {key: [{prefix: 1}]}}
+      workflow:
+        template: t
+        labels: {"bad key!": x}
+        parameters: {input: "{{ event.key ", retries: [3]}
+      idempotencyKey: "{{ nope }}"
+      rateLimit: {perSecond: 0}
+    """
+    found = problems(write_rules, text)
+    fields = [p.split(": ")[2] for p in found]
+    assert fields == [
+        "source.oss.events[0]",
+        "source.oss.key.suffix",
+        "filter.expr",
+        "filter.pattern.key[0].prefix",
+        "workflow.labels.bad key!",
+        "workflow.parameters.input",
+        "workflow.parameters.retries",
+        "idempotencyKey",
+        "rateLimit.perSecond",
+    ], found
+
+
+def test_schema_problems_do_not_hide_the_others(write_rules: Callable[..., Path]) -> None:
+    """A schema problem elsewhere in the rule still lets patterns, templates and schedules be checked."""
+    text = """
+    apiVersion: trigger/v1
+    kind: Rule
+    metadata: {name: n}
+    spec:
+      source: {cron: {schedules: ["61 * * * *"], catchUp: sometimes}}
+      filter: {pattern: {sise: [1]}}
+      workflow: {template: t, parameters: {a: "{{ event.nope }}"}}
+    """
+    found = problems(write_rules, text)
+    assert [p.split(": ")[2] for p in found] == [
+        "source.cron.schedules[0]",
+        "source.cron.catchUp",
+        "filter.pattern.sise",
+        "workflow.parameters.a",
+    ], found
+
+
+@pytest.mark.parametrize("text", ["", "# nothing yet\n", "---\n# only comments\n---\n"])
+def test_empty_rule_file_is_a_warning(tmp_path: Path, text: str) -> None:
+    """A rule file with no rules in it loads, with a warning naming it."""
+    (tmp_path / "empty.yaml").write_text(text)
+    (tmp_path / "good.yaml").write_text(GOOD)
+    rules = load_rules([tmp_path])
+    assert sorted(rules.by_name) == ["ingest-csv"]
+    assert [str(w) for w in rules.warnings] == [
+        f"{tmp_path / 'empty.yaml'}:1:1: warning: the file holds no rules"
+    ]

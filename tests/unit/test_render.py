@@ -111,9 +111,25 @@ def test_missing_field_is_a_render_error(rules: RuleSet) -> None:
     with pytest.raises(RenderError) as caught:
         render(rules.by_name["orders"], kafka(b'{"amount": 1}', offset=5))
     assert caught.value.rule == "orders"
-    assert caught.value.field == "parameters.orderId"
+    assert caught.value.field == "workflow.parameters.orderId"
     assert caught.value.event_id == "orders/0/5"
     assert "orderId" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("rule", "field"), [("orders", "workflow.parameters.orderId"), ("keyed", "idempotencyKey")]
+)
+def test_null_field_is_a_render_error_in_every_template(
+    rules: RuleSet, rule: str, field: str
+) -> None:
+    """A present but null field fails every template the same way, never rendering 'null'."""
+    with pytest.raises(RenderError) as caught:
+        render(rules.by_name[rule], kafka(b'{"orderId": null, "amount": 1}', offset=6))
+    assert caught.value.field == field
+    assert str(caught.value) == (
+        f"rule {rule}: {field}: event orders/0/6: event.value.orderId is null; to render null "
+        "as empty text, write {{ event.value.orderId | default('', true) }}"
+    )
 
 
 def test_long_generate_name_stays_within_63(write_rules: Callable[..., Path]) -> None:

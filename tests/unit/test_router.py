@@ -228,16 +228,43 @@ def test_cron_tick_routes_to_its_rule(rules: RuleSet) -> None:
         ("csv", oss("out/a.csv"), "key 'out/a.csv' does not match"),
         ("csv", oss("in/a.csv", bucket="x"), "bucket 'x' is not 'raw'"),
         ("any-in-raw", oss("in/a.csv"), "event type 'ObjectCreated:PutObject' is not one of"),
-        ("big", oss("in/a.csv"), "filter.pattern does not match"),
+        ("big", oss("in/a.csv"), "filter.pattern: event.size is 10, expected numeric > 1000"),
         ("orders", kafka(b'{"amount": 1}'), "filter.expr is false"),
         ("orders", kafka(b"nope"), "value is not json"),
-        ("hook", oss("in/a.csv"), "rule takes webhook events, this is a oss event"),
+        ("hook", oss("in/a.csv"), "rule takes webhook events, not oss events"),
         ("hook-put", hook("POST"), "method 'POST' is not one of ['PUT']"),
     ],
 )
 def test_explain_says_why(rules: RuleSet, rule: str, event: Event, reason: str) -> None:
     """explain() names the first reason a rule does not match."""
     assert reason in (rules.explain(rules.by_name[rule], event) or "")
+
+
+def test_explain_names_every_failing_field(write_rules: Callable[..., Path]) -> None:
+    """A pattern miss names each failing field, the value seen (or missing) and what was expected."""
+    text = (
+        "apiVersion: trigger/v1\nkind: Rule\nmetadata: {name: big-orders}\nspec:\n"
+        "  source: {kafka: {topics: [orders]}}\n"
+        "  filter: {pattern: {value: {type: [created, paid], amount: [{numeric: ['>=', 100]}],"
+        " region: [{prefix: cn-}]}}}\n  workflow: {template: t}\n"
+    )
+    rules = load_rules([write_rules(text)])
+    reason = rules.explain(rules.by_name["big-orders"], kafka(b'{"type": "refund", "amount": 50}'))
+    assert reason == (
+        'filter.pattern: event.value.type is "refund", expected "created" or "paid"; '
+        "event.value.amount is 50, expected numeric >= 100; "
+        'event.value.region is missing, expected prefix "cn-"'
+    )
+
+
+def test_explain_groups_the_rules_of_other_sources(rules: RuleSet) -> None:
+    """explain_misses puts every rule of another source on one line, by source."""
+    lines = rules.explain_misses(hook("PUT"), {"hook-put"})
+    assert lines == [
+        "7 rules are for other sources (cron: nightly; kafka: orders, orders-text, "
+        "other-cluster; oss: csv, any-in-raw, big)",
+        "rule hook: no match: method 'PUT' is not one of ['POST']",
+    ]
 
 
 def test_explain_is_none_on_match(rules: RuleSet) -> None:

@@ -60,7 +60,6 @@ def render(engine: TemplateEngine, source: str, context: dict[str, Any] | None =
         ("{{ event.value }}", '{"orderId":42,"customer":"Zoë","tags":["a","b"],"paid":true}'),
         ("{{ event.value.tags }}", '["a","b"]'),
         ("{{ event.value.paid }}", "true"),
-        ("{{ event.note }}", "null"),
         ("{{ event.size / 4 }}", "256.0"),
         ("{{ event.size * 2 + 1 }}", "2049"),
         ("{{ 'a' ~ event.size }}", "a1024"),
@@ -529,3 +528,56 @@ def test_bomb_in_constant_expression_does_not_hang_compile(engine: TemplateEngin
     template = engine.compile("{{ 'x' | center(100000000) }}{{ 'y' * 10**9 }}")
     with pytest.raises(TemplateRenderFailure):
         template.render({})
+
+
+# --- null is not text (issue 13, item 7) ------------------------------------------------------
+
+NULL_HINT = "to render null as empty text, write {{ event.note | default('', true) }}"
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("{{ event.note }}", f"event.note is null; {NULL_HINT}"),
+        ("x-{{ event.note }}-y", f"event.note is null; {NULL_HINT}"),
+        ("{{ event['note'] }}", f"event.note is null; {NULL_HINT}"),
+        ("{% if true %}{{ event.note }}{% endif %}", f"event.note is null; {NULL_HINT}"),
+        ("{{ event.note | default('x') }}", "event.note | default is null; to render null"),
+        ("{{ 'a' ~ event.note }}", "a null value cannot be used as text; to render null"),
+        ("{{ event.note | basename }}", "basename: its input is null; to render null"),
+        ("{{ event.note | upper }}", "upper: its input is null; to render null"),
+        ("{{ event.note | string }}", "string: its input is null; to render null"),
+        ("{{ event.note | int }}", "int: its input is null; to render null"),
+        ("{{ '%s' % event.note }}", "a null value cannot be used as text; to render null"),
+        ("{{ '{}'.format(event.note) }}", "a null value cannot be used as text; to render null"),
+        ("{{ [event.note, 'x'] | join('-') }}", "a null value cannot be used as text"),
+    ],
+)
+def test_null_is_an_error_never_the_string_null(
+    engine: TemplateEngine, source: str, message: str
+) -> None:
+    """A field that is present but null fails the render naming it, with how to allow it."""
+    with pytest.raises(TemplateRenderFailure) as caught:
+        render(engine, source)
+    assert str(caught.value).startswith(message), str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("{{ event.note | default('', true) }}", ""),
+        ("{{ event.note | default('anon', true) }}", "anon"),
+        ("{{ event.note or 'anon' }}", "anon"),
+        ("{{ 'none' if event.note is none else 'some' }}", "none"),
+        ("{% if event.note %}x{% else %}y{% endif %}", "y"),
+        ("{{ event.note | tojson }}", "null"),
+        ("{{ {'a': event.note} }}", '{"a":null}'),
+        ("{{ [event.note] | tojson }}", "[null]"),
+        ("{{ event.value }}", '{"orderId":42,"customer":"Zoë","tags":["a","b"],"paid":true}'),
+    ],
+)
+def test_null_can_be_allowed_and_structures_keep_json_null(
+    engine: TemplateEngine, source: str, expected: str
+) -> None:
+    """default(..., true), tests and `or` handle null; tojson and containers keep JSON null."""
+    assert render(engine, source) == expected

@@ -549,6 +549,8 @@ class Daemon:
             log.error("strict mode: idle rules are errors; not starting", idle=len(verdicts.idle))
 
     def _report_idle(self, verdicts: Verdicts, *, refused: bool = False) -> None:
+        for warning in verdicts.rules.warnings:  # e.g. a rule file with no rules in it
+            log.warning("rule file warning", problem=str(warning))
         report = log.error if refused else log.warning
         for name, verdict in verdicts.by_rule.items():
             if verdict.state == "idle":

@@ -21,14 +21,16 @@ def cron_tick(
     timezone: str,
     fired: datetime | None = None,
 ) -> Event:
-    """The Event for `rule`'s tick scheduled at `scheduled` (fired at `fired`, if known)."""
+    """The Event for `rule`'s tick scheduled at `scheduled`, fired at `fired`. A tick the
+    daemon did not fire (an event file for `trigger match`) is taken as fired on time: a
+    null `fireTime` would fail every template that renders it."""
     moment = parse_time(scheduled, where="scheduledTime")
     fields: dict[str, Any] = {
         "rule": rule,
         "schedule": schedule,
         "scheduledTime": format_time(moment),
         "timezone": timezone,
-        "fireTime": None if fired is None else format_time(fired),
+        "fireTime": format_time(moment if fired is None else fired),
     }
     return Event(
         id=cron_event_id(rule, moment),
@@ -44,7 +46,8 @@ def cron_tick(
 def decode_cron_file(obj: Mapping[str, Any]) -> Event:
     """Decode `{"cron": {rule, scheduledTime, schedule?, timezone?, fireTime?}}`.
 
-    `schedule` defaults to "" and `timezone` to "UTC"; times are parsed leniently.
+    `schedule` defaults to "", `timezone` to "UTC" and `fireTime` to `scheduledTime`;
+    times are parsed leniently.
     """
     where = "cron"
     spec = req_mapping(as_mapping(obj, "$"), where, "")

@@ -20,7 +20,7 @@ _EXPRESSION: Final = re.compile(r"\{\{ *(" + _IDENT + r"(?:\." + _IDENT + r")*) 
 _SHADOWED: Final = frozenset(dir(dict) + dir(list) + dir(str) + dir(int) + dir(float))
 
 Part = str | tuple[str, ...]
-Finalize = Callable[[Any], Any]
+Finalize = Callable[[tuple[str, ...], Any], Any]  # (the path, its value) -> what is shown
 
 
 class PathFailure(Exception):  # converted by the caller into its own error
@@ -75,7 +75,7 @@ def render_paths(
             if type(value) is str:
                 chunk = value
             else:
-                shown = finalize(value)
+                shown = finalize(part, value)
                 chunk = shown if isinstance(shown, str) else str(shown)
         size += len(chunk)
         if size > limit:

@@ -26,16 +26,18 @@ Event-side rules, as event-ruler applies them:
 from __future__ import annotations
 
 import ipaddress
+import json
 import math
 import operator
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
-from typing import Any, Final, cast
+from typing import Any, Final, TypeVar, cast
 
-from trigger.errors import PatternError
+from trigger.errors import PatternError, PatternErrors
 
 Predicate = Callable[[Any], bool]
 PathT = tuple[str | int, ...]
+T = TypeVar("T")
 
 _MISSING: Final = object()  # a key absent from the event, distinct from a JSON null
 _EMPTY: Final[Mapping[str, Any]] = MappingProxyType({})
@@ -61,12 +63,20 @@ class Pattern:
         """True when the document satisfies every condition of the pattern."""
         return self._match(doc)
 
+    def explain(self, doc: Mapping[str, Any], root: str = "event") -> list[str]:
+        """Why the document does not match, one line per failing field (the field, the
+        value seen and what was expected); empty when it matches. Slow: for humans."""
+        if self._match(doc):
+            return []
+        return _explain_object(self.source, doc, root) or ["the pattern does not match"]
+
     def __repr__(self) -> str:
         return f"Pattern({self.source!r})"
 
 
 def compile_pattern(pattern: Mapping[str, Any]) -> Pattern:
-    """Compile a content pattern; raise `PatternError` naming the path of the first problem."""
+    """Compile a content pattern; raise `PatternError` naming the path of the problem, or
+    `PatternErrors` listing every problem when there are several."""
     if not isinstance(pattern, Mapping):
         raise PatternError("a pattern must be an object", path=())
     compiled = _compile_object(pattern, (), in_or=False)
@@ -138,22 +148,18 @@ def _compile_object(pattern: Mapping[Any, Any], path: PathT, *, in_or: bool) -> 
     positive: list[tuple[str, Predicate]] = []
     absent: list[tuple[str, Predicate]] = []
     alternatives: list[Predicate] = []
+    problems = _Problems()
     for key, value in pattern.items():
         here = (*path, key)
-        if not isinstance(key, str):
-            raise PatternError(f"field name {key!r} is not a string", path=here)
         if key == _OR:
-            alternatives.append(_any_of(_compile_or(value, here)))
+            branches = problems.attempt(_compile_or, value, here)
+            if branches is not None:
+                alternatives.append(_any_of(branches))
             continue
-        if in_or and key in _RESERVED_IN_OR:
-            raise PatternError(f"{key!r} is an operator, not a field name, inside $or", path=here)
-        if isinstance(value, Mapping):
-            node = _compile_object(value, here, in_or=in_or)
-        elif isinstance(value, list | tuple):
-            node = _compile_leaf(value, here)
-        else:
-            raise PatternError(f"{key!r} must be an object or an array", path=here)
-        (absent if node.absence_only else positive).append((key, node.match))
+        node = problems.attempt(_compile_field, key, value, here, in_or)
+        if node is not None:
+            (absent if node.absence_only else positive).append((key, node.match))
+    problems.raise_any()
     absence_only = not positive and not alternatives
     return _Compiled(
         _object_matcher(tuple(positive), tuple(absent), tuple(alternatives)),
@@ -161,15 +167,55 @@ def _compile_object(pattern: Mapping[Any, Any], path: PathT, *, in_or: bool) -> 
     )
 
 
+def _compile_field(key: Any, value: Any, here: PathT, in_or: bool) -> _Compiled:
+    if not isinstance(key, str):
+        raise PatternError(f"field name {key!r} is not a string", path=here)
+    if in_or and key in _RESERVED_IN_OR:
+        raise PatternError(f"{key!r} is an operator, not a field name, inside $or", path=here)
+    if isinstance(value, Mapping):
+        return _compile_object(value, here, in_or=in_or)
+    if isinstance(value, list | tuple):
+        return _compile_leaf(value, here)
+    raise PatternError(f"{key!r} must be an object or an array", path=here)
+
+
+class _Problems:
+    """Every problem of a pattern is reported: compile each part, keep going past errors."""
+
+    def __init__(self) -> None:
+        self.found: list[PatternError] = []
+
+    def attempt(self, compile_: Callable[..., T], *args: Any) -> T | None:
+        try:
+            return compile_(*args)
+        except PatternError as exc:
+            self.found.extend(exc.errors)
+            return None
+
+    def raise_any(self) -> None:
+        if len(self.found) == 1:
+            raise self.found[0]
+        if self.found:
+            raise PatternErrors(self.found)
+
+
 def _compile_or(value: Any, path: PathT) -> list[Predicate]:
     if not isinstance(value, list | tuple) or len(value) < 2:
         raise PatternError("$or must be an array of at least 2 objects", path=path)
     branches = []
+    problems = _Problems()
     for index, branch in enumerate(value):
-        if not isinstance(branch, Mapping):
-            raise PatternError("$or may only contain objects", path=(*path, index))
-        branches.append(_compile_object(branch, (*path, index), in_or=True).match)
+        compiled = problems.attempt(_compile_branch, branch, (*path, index))
+        if compiled is not None:
+            branches.append(compiled.match)
+    problems.raise_any()
     return branches
+
+
+def _compile_branch(branch: Any, path: PathT) -> _Compiled:
+    if not isinstance(branch, Mapping):
+        raise PatternError("$or may only contain objects", path=path)
+    return _compile_object(branch, path, in_or=True)
 
 
 def _object_matcher(
@@ -228,16 +274,27 @@ def _compile_leaf(conditions: Any, path: PathT) -> _Compiled:
     exacts: list[Any] = []
     predicates: list[Predicate] = []
     exists: set[bool] = set()
+    problems = _Problems()
     for index, condition in enumerate(conditions):
         here = (*path, index)
         if isinstance(condition, Mapping):
-            name, operand = _single_operator(condition, here)
+            operator_ = problems.attempt(_single_operator, condition, here)
+            if operator_ is None:
+                continue
+            name, operand = operator_
             if name == "exists":
-                exists.add(_expect_bool(operand, (*here, name)))
+                flag = problems.attempt(_expect_bool, operand, (*here, name))
+                if flag is not None:
+                    exists.add(flag)
             else:
-                predicates.append(_OPERATORS[name](operand, (*here, name)))
+                predicate = problems.attempt(_OPERATORS[name], operand, (*here, name))
+                if predicate is not None:
+                    predicates.append(predicate)
         else:
-            exacts.append(_check_exact(condition, here))
+            exact = problems.attempt(_check_exact, condition, here)
+            if exact is not None or condition is None:
+                exacts.append(exact)
+    problems.raise_any()
     if exacts:
         predicates.insert(0, _exact_predicate(exacts))
     return _Compiled(
@@ -549,3 +606,61 @@ _OPERATORS: Final[Mapping[str, Callable[[Any, PathT], Predicate]]] = MappingProx
 # Operator names cannot be field names inside "$or" (event-ruler rejects them there, since a
 # misplaced operator object would otherwise silently become a field that never matches).
 _RESERVED_IN_OR: Final = frozenset({*_OPERATORS, *_COMPARATORS, "exists", "exactly"})
+
+
+# --- explaining a miss ---------------------------------------------------------------------
+
+
+def _explain_object(pattern: Mapping[str, Any], node: Any, where: str) -> list[str]:
+    misses: list[str] = []
+    fields = node if isinstance(node, Mapping) else _EMPTY
+    for key, value in pattern.items():
+        if key == _OR:
+            branches = [_explain_object(branch, node, where) for branch in value]
+            if all(branches):
+                tried = " | ".join("; ".join(lines) for lines in branches)
+                misses.append(f"no $or branch matches: {tried}")
+            continue
+        here = f"{where}.{key}"
+        seen = fields.get(key, _MISSING)
+        if isinstance(value, Mapping):
+            if isinstance(seen, Mapping):
+                misses.extend(_explain_object(value, seen, here))
+            elif not _compile_object(value, (), in_or=False).match(seen):
+                misses.append(f"{here} is {_shown(seen)}, expected an object matching "
+                              f"{_json(value)}")  # fmt: skip
+        elif not match_leaf(value)(seen):
+            misses.append(f"{here} is {_shown(seen)}, expected {_expected(value)}")
+    return misses
+
+
+def _expected(conditions: Sequence[Any]) -> str:
+    return " or ".join(_condition(c) for c in conditions)
+
+
+def _condition(condition: Any) -> str:
+    if not isinstance(condition, Mapping):
+        return _json(condition)
+    ((name, operand),) = condition.items()
+    if name == "exists":
+        return "the field to exist" if operand else "no such field"
+    if name == "numeric":
+        pairs = zip(operand[::2], operand[1::2], strict=True)
+        return "numeric " + " and ".join(f"{op} {_json(n)}" for op, n in pairs)
+    if name == "anything-but":
+        if isinstance(operand, Mapping):
+            ((inner, text),) = operand.items()
+            return f"anything but {inner} {_json(text)}"
+        return f"anything but {_json(operand)}"
+    return f"{name} {_json(operand)}"
+
+
+def _shown(value: Any) -> str:
+    if value is _MISSING:
+        return "missing"
+    text = _json(value)
+    return text if len(text) <= 80 else f"{text[:77]}..."
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=repr)

@@ -73,7 +73,7 @@ def render_parameters(rule: Rule, event: Event, context: Mapping[str, Any]) -> d
             values[name] = template.render(context)
         except TriggerError as exc:
             raise RenderError(
-                str(exc), rule=rule.name, field=f"parameters.{name}", event_id=event.id
+                str(exc), rule=rule.name, field=f"workflow.parameters.{name}", event_id=event.id
             ) from exc
     return values
 

@@ -9,12 +9,12 @@ that can match it. Patterns and CEL then run on those few candidates. Routing do
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from trigger.decoders.kafka import view as kafka_view
-from trigger.errors import DecodeError, ExpressionError
+from trigger.errors import DecodeError, ExpressionError, Problem
 from trigger.events import Event
 from trigger.rules.rule import Rule
 
@@ -72,9 +72,16 @@ class _PrefixIndex:
 class RuleSet:
     """An immutable set of compiled rules with its routing index."""
 
-    def __init__(self, rules: tuple[Rule, ...], *, files: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        rules: tuple[Rule, ...],
+        *,
+        files: tuple[str, ...] = (),
+        warnings: tuple[Problem, ...] = (),
+    ) -> None:
         self.rules = rules
         self.files = files
+        self.warnings = warnings  # what the loader found worth a look (an empty file)
         self.by_name: Mapping[str, Rule] = {r.name: r for r in rules}
         self._oss: dict[str, _PrefixIndex] = defaultdict(_PrefixIndex)
         self._kafka: dict[tuple[str, str], list[Rule]] = defaultdict(list)
@@ -168,8 +175,10 @@ class RuleSet:
                 seen = kafka_view(event, rule.kafka.format)
             except DecodeError as exc:
                 return f"value is not {rule.kafka.format}: {exc}"
-        if rule.pattern is not None and not rule.pattern.matches(seen.doc):
-            return "filter.pattern does not match"
+        if rule.pattern is not None:
+            misses = rule.pattern.explain(seen.doc)
+            if misses:
+                return f"filter.pattern: {'; '.join(misses)}"
         if rule.expr is not None:
             try:
                 if not rule.expr.evaluate({"event": seen.doc, "rule": rule.context}):
@@ -177,6 +186,30 @@ class RuleSet:
             except ExpressionError as exc:
                 return f"filter.expr failed: {exc}"
         return None
+
+
+    def explain_misses(
+        self, event: Event, matched: Collection[str], *, cluster: str = "default"
+    ) -> list[str]:
+        """Why each rule not in `matched` does not match `event`: the rules of other sources
+        together in one line, then one line per rule of the event's own source."""
+        others: dict[str, list[str]] = defaultdict(list)
+        lines = []
+        for rule in self.rules:
+            if rule.name in matched:
+                continue
+            if rule.kind != event.source:
+                others[rule.kind].append(rule.name)
+                continue
+            reason = self.explain(rule, event, cluster=cluster)
+            lines.append(f"rule {rule.name}: no match: {reason}")
+        if others:
+            count = sum(map(len, others.values()))
+            by_kind = sorted(others.items())
+            listed = "; ".join(f"{kind}: {', '.join(names)}" for kind, names in by_kind)
+            are = "rules are" if count > 1 else "rule is"
+            lines.insert(0, f"{count} {are} for other sources ({listed})")
+        return lines
 
 
 def _filters_pass(rule: Rule, event: Event) -> bool:
@@ -192,7 +225,7 @@ def _filters_pass(rule: Rule, event: Event) -> bool:
 def _explain_source(rule: Rule, event: Event, cluster: str) -> str | None:
     fields: Mapping[str, Any] = event.fields
     if rule.kind != event.source:
-        return f"rule takes {rule.kind} events, this is a {event.source} event"
+        return f"rule takes {rule.kind} events, not {event.source} events"
     if rule.kind == "oss":
         return _explain_oss(rule, event)
     if rule.kind == "kafka":

@@ -9,8 +9,9 @@ capped at `MAX_OUTPUT_BYTES`.
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Final
 
 import jinja2
@@ -20,11 +21,14 @@ from jinja2.exceptions import SecurityError, TemplateSyntaxError, UndefinedError
 from trigger.errors import TemplateError, TriggerError
 from trigger.rules.paths import PathFailure, compile_paths, render_paths
 from trigger.rules.templating.filters import RegexReplacer, table, tojson
+from trigger.rules.templating.names import PathT, field_paths
 from trigger.rules.templating.sandbox import (
     Sandbox,
     TemplateRenderFailure,
     capped_range,
     check_structure,
+    null_input,
+    null_output,
     refuse,
 )
 
@@ -33,15 +37,38 @@ MAX_OUTPUT_BYTES: Final = 64 * 1024
 _MARKERS: Final = ("{{", "{%", "{#")
 _REMOVED_GLOBALS: Final = ("cycler", "joiner", "lipsum", "namespace", "dict")
 _REMOVED_FILTERS: Final = ("random",)  # templates must be deterministic
+_NULL_TAKERS: Final = frozenset({"default", "d", "tojson"})  # the filters that accept null
 _NEWLINES: Final = re.compile(r"\r\n|\r|\n")
 
 
 def _finalize(value: Any) -> Any:
     if type(value) is str:  # the common case, kept off the slower ABC check below
         return value
-    if isinstance(value, Mapping | list | tuple | bool) or value is None:
+    if value is None:
+        null_output(None)  # reached for constants only: outputs go through finalize_named
+    if isinstance(value, Mapping | list | tuple | bool):
         return tojson(value)
     return value
+
+
+def _finalize_path(path: tuple[str, ...], value: Any) -> Any:
+    """The fast path's finalize: as Jinja's, naming a null path the same way."""
+    if value is None:
+        null_output(".".join(path))
+    return _finalize(value)
+
+
+def _null_refused(name: str, filter_: Callable[..., Any]) -> Callable[..., Any]:
+    """The filter, failing when its input is null (Jinja's own would print 'None')."""
+    position = 1 if getattr(filter_, "jinja_pass_arg", None) else 0  # after its context
+
+    @functools.wraps(filter_)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        if len(args) > position and args[position] is None:
+            null_input(f"{name}: its input is null")
+        return filter_(*args, **kwargs)
+
+    return guarded
 
 
 def _make_environment(regex_replace: RegexReplacer) -> Sandbox:
@@ -57,6 +84,9 @@ def _make_environment(regex_replace: RegexReplacer) -> Sandbox:
     for name in _REMOVED_FILTERS:
         env.filters.pop(name, None)
     env.filters.update(table(regex_replace))
+    for name, filter_ in env.filters.items():
+        if name not in _NULL_TAKERS:
+            env.filters[name] = _null_refused(name, filter_)
     return env
 
 
@@ -85,7 +115,16 @@ def _bounded_join(chunks: Iterator[str]) -> str:
 class Template:
     """One compiled template; `render` is pure and safe to call from any task."""
 
-    __slots__ = ("_fast", "_globals", "_jinja", "_text", "is_literal", "source", "variables")
+    __slots__ = (
+        "_fast",
+        "_globals",
+        "_jinja",
+        "_text",
+        "is_literal",
+        "paths",
+        "source",
+        "variables",
+    )
 
     def __init__(
         self,
@@ -93,10 +132,12 @@ class Template:
         jinja: jinja2.Template | None,
         variables: frozenset[str],
         reserved: frozenset[str] = frozenset(),
+        paths: frozenset[PathT] = frozenset(),
     ) -> None:
         self.source = source
         self.is_literal = jinja is None
         self.variables = variables
+        self.paths = paths  # the event and rule fields it reads (see names.py)
         self._jinja = jinja
         self._text = _literal_text(source) if jinja is None else ""
         # Flattened once: Jinja's own new_context re-flattens a ChainMap on every render.
@@ -113,7 +154,7 @@ class Template:
             return self._text
         if self._fast is not None:
             try:
-                return render_paths(self._fast, context, _finalize, MAX_OUTPUT_BYTES)
+                return render_paths(self._fast, context, _finalize_path, MAX_OUTPUT_BYTES)
             except PathFailure as exc:
                 raise TemplateRenderFailure(str(exc)) from exc
         try:
@@ -161,4 +202,4 @@ class TemplateEngine:
             raise TemplateError(f"line {exc.lineno}: {exc.message}") from exc
         jinja = self._env.template_class.from_code(self._env, code, self._env.make_globals(None))
         names = frozenset(meta.find_undeclared_variables(ast)) - self._globals
-        return Template(source, jinja, names, self._globals)
+        return Template(source, jinja, names, self._globals, field_paths(ast))

@@ -47,6 +47,7 @@ from trigger.rules.templating.sandbox import (
     check_replace,
     defined,
     refuse,
+    refuse_null,
 )
 
 MAX_STRFTIME_WIDTH: Final = 64
@@ -159,6 +160,8 @@ def _indent(s: Any, width: int | str = 4, first: bool = False, blank: bool = Fal
 
 def _format(value: Any, *args: Any, **kwargs: Any) -> str:
     check_printf(as_text(value))
+    refuse_null(args)
+    refuse_null(kwargs)
     return do_format(value, *args, **kwargs)
 
 

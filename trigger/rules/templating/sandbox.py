@@ -20,6 +20,7 @@ from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from trigger.errors import TemplateError, TriggerError
+from trigger.rules.templating.names import describe
 
 MAX_VALUE_LEN: Final = 1024 * 1024  # any intermediate string or list, and regex subjects
 MAX_RANGE: Final = 10_000
@@ -43,6 +44,33 @@ _WIDTH_METHODS: Final = frozenset({"center", "ljust", "rjust", "zfill"})
 
 class TemplateRenderFailure(TriggerError):
     """A template failed for one event (undefined name, refused operation, filter error)."""
+
+
+# Null is never text: a field that is present but null fails the render, like a missing
+# one, instead of becoming "null" or "None". `default(..., true)`, `or`, the `none` test and
+# `tojson` (JSON keeps its nulls) are how a template allows it.
+ALLOW_NULL: Final = "to render null as empty text"
+
+
+def null_output(label: str | None) -> NoReturn:
+    """Fail a render whose output expression (named by `label`) is null."""
+    if label is None:
+        refuse(f"a value is null; {ALLOW_NULL}, end the expression with | default('', true)")
+    if "|" in label or "(" in label:
+        refuse(f"{label} is null; {ALLOW_NULL}, end it with | default('', true)")
+    refuse(f"{label} is null; {ALLOW_NULL}, write {{{{ {label} | default('', true) }}}}")
+
+
+def null_input(what: str) -> NoReturn:
+    """Fail a render that would use null as text (`what`: the filter or operation)."""
+    refuse(f"{what}; {ALLOW_NULL}, apply | default('', true) to it first")
+
+
+def refuse_null(values: Any) -> None:
+    """Refuse null among the values a format (`%`, str.format) would turn into text."""
+    items = values.values() if isinstance(values, dict) else values
+    if values is None or (isinstance(values, tuple | list | dict) and None in list(items)):
+        null_input("a null value cannot be used as text")
 
 
 def refuse(message: str) -> NoReturn:
@@ -108,6 +136,7 @@ def _check_binop(operator: str, left: Any, right: Any) -> None:
             check_len(len(left) + len(right), "concatenation")
     elif operator == "%" and isinstance(left, str):
         check_printf(left)
+        refuse_null(right)
 
 
 def _check_str_method(owner: str, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -124,6 +153,10 @@ def _check_str_method(owner: str, name: str, args: tuple[Any, ...], kwargs: dict
         check_replace(owner, str(args[0]), str(args[1]), count)
     elif name in {"format", "format_map"}:
         _check_format_method(owner)
+        refuse_null(args)
+        refuse_null(kwargs)
+        if name == "format_map" and args:
+            refuse_null(args[0])
     elif name in {"translate", "maketrans"}:
         refuse(f"str.{name} is not allowed in templates")
 
@@ -150,12 +183,23 @@ def defined(value: Any) -> Any:
 
 
 def as_text(value: Any) -> str:
-    """The value as a string; an Undefined value fails."""
-    return value if isinstance(value, str) else str(defined(value))
+    """The value as a string; an Undefined or null value fails."""
+    if isinstance(value, str):
+        return value
+    if value is None:
+        null_input("a null value cannot be used as text")
+    return str(defined(value))
 
 
 class _GuardedCodeGenerator(CodeGenerator):
-    """Routes `~` through the environment so concatenation is size-checked like `+`."""
+    """Routes `~` through the environment so concatenation is size-checked like `+`, and
+    each output expression through `finalize_named`, which knows what to call it."""
+
+    def _output_child_pre(
+        self, node: nodes.Expr, frame: Frame, finalize: CodeGenerator._FinalizeInfo
+    ) -> None:
+        named = f"environment.finalize_named({describe(node)!r}, "
+        super()._output_child_pre(node, frame, self._FinalizeInfo(finalize.const, named))
 
     def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
         self.write("environment.guarded_concat((")
@@ -191,6 +235,13 @@ class Sandbox(ImmutableSandboxedEnvironment):
         if isinstance(result, _SIZED):
             check_len(len(result), "call result")
         return result
+
+    def finalize_named(self, label: str | None, value: Any) -> Any:
+        """What an output expression shows; null fails, naming the expression."""
+        if value is None:
+            null_output(label)
+        assert self.finalize is not None
+        return self.finalize(value)
 
     def guarded_concat(self, parts: tuple[Any, ...]) -> str:
         texts = [as_text(part) for part in parts]

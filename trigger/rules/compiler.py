@@ -1,0 +1,452 @@
+"""Compile one rule document, reporting every problem it has, each at its place.
+
+The schema (`model.py`) checks shape; this module compiles what the schema cannot judge —
+the OSS event names and key filter, cron schedules and timezone, the pattern, the CEL
+expression, the templates — and checks every event field they name against the rule's
+source (`fields.py`). A part is compiled even when the schema refused another part of the
+document, so one mistake does not hide the next. Every message starts with the field it is
+about, spelled one way: the path below `spec` (`filter.pattern.size[0].numeric`,
+`workflow.parameters.day`), or from the top for the rest (`metadata.name`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+import types
+import typing
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, TypeVar, cast
+
+from pydantic import BaseModel, ValidationError
+
+from trigger.errors import ExpressionError, PatternError, Problem, TemplateError
+from trigger.events import SourceKind
+from trigger.rules.expressions import compile_expression
+from trigger.rules.fields import Scope
+from trigger.rules.model import GENERATE_NAME_MAX, RuleDocument
+from trigger.rules.patterns import compile_pattern, match_leaf
+from trigger.rules.rule import Predicate, Rule
+from trigger.rules.schedules import ScheduleError, compile_schedule, compile_timezone
+from trigger.rules.templating import Template, TemplateEngine
+from trigger.rules.yamldoc import Document, Path
+
+T = TypeVar("T")
+TEMPLATE_SCOPE: Final = frozenset({"event", "rule"})
+KINDS: Final = ("oss", "kafka", "cron", "webhook")
+_LABEL_VALUE: Final = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+
+
+@dataclass
+class Session:
+    """What one load shares across documents: the engine, what was found, and the cache."""
+
+    engine: TemplateEngine
+    rules: list[Rule] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    seen: dict[str, tuple[str, Document]] = field(default_factory=dict)
+    compiled: dict[tuple[str, str], Any] = field(default_factory=dict)
+
+    def memo(self, kind: str, source: Any, compile_: Callable[[Any], T]) -> T:
+        """Compile `source` once per load: rule sets repeat their patterns, expressions and
+        key filters, and compiled ones are immutable, so rules can share them. Errors are
+        not cached: each rule that repeats a bad one gets its own problem."""
+        key = (kind, json.dumps(source, sort_keys=True, default=repr))
+        found = self.compiled.get(key)
+        if found is None:
+            found = self.compiled[key] = compile_(source)
+        return cast(T, found)
+
+
+def field_name(path: Path) -> str:
+    """How messages spell a place in a rule: below `spec` without it, indices in brackets."""
+    if len(path) > 1 and path[0] == "spec":
+        path = path[1:]
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+@dataclass(frozen=True)
+class Parts:
+    """The parts of a rule the schema cannot judge, read from the raw document — each only
+    where it has the right type (the schema reports the others) — so that they are compiled
+    even when the schema refused some other part of the rule."""
+
+    kind: SourceKind | None
+    source: Mapping[str, Any]
+    pattern: Mapping[str, Any] | None
+    expr: str | None
+    parameters: Mapping[Any, Any]
+    idempotency_key: str | None
+    labels: Mapping[Any, Any]
+    annotations: Mapping[Any, Any]
+
+    @classmethod
+    def of(cls, value: Mapping[str, Any]) -> Parts:
+        spec = _get(value, "spec")
+        source = _get(spec, "source")
+        kinds = [k for k in KINDS if k in source]
+        workflow = _get(spec, "workflow")
+        return cls(
+            kind=cast(SourceKind, kinds[0]) if len(kinds) == 1 else None,
+            source=_get(source, kinds[0]) if len(kinds) == 1 else {},
+            pattern=_typed(_get(spec, "filter").get("pattern"), dict),
+            expr=_typed(_get(spec, "filter").get("expr"), str),
+            parameters=_get(workflow, "parameters"),
+            idempotency_key=_typed(spec.get("idempotencyKey"), str),
+            labels=_get(workflow, "labels"),
+            annotations=_get(workflow, "annotations"),
+        )
+
+    def scope(self) -> Scope | None:
+        if self.kind is None:
+            return None
+        polled = self.kind == "oss" and self.source.get("poll") is not None
+        kafka_format = self.source.get("format", "json") if self.kind == "kafka" else "json"
+        return Scope(self.kind, polled=polled, kafka_format=str(kafka_format))
+
+
+def _get(value: Any, key: str) -> Mapping[str, Any]:
+    # YAML gives plain dicts; the exact type check keeps this off the slower ABC check.
+    found = value.get(key) if type(value) is dict else None
+    return found if type(found) is dict else {}
+
+
+def _typed(value: Any, kind: type[T]) -> T | None:
+    return value if isinstance(value, kind) else None
+
+
+@dataclass
+class DocumentCompiler:
+    """Compiles one document into a Rule, or records its problems in the session."""
+
+    session: Session
+    file: str
+    doc: Document
+    name: str | None = None
+    found: list[Problem] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.found)
+
+    def problem(
+        self, path: Path, message: str, *, key: bool = False, name: Path | None = None
+    ) -> None:
+        """Record a problem located at `path` and about the field `name` (default: `path`)."""
+        line, column = self.doc.where(path, key=key)
+        where = field_name(path if name is None else name)
+        text = f"{where}: {message}" if where else message
+        self.found.append(Problem(self.file, line, column, self.name, text))
+
+    def compile(self) -> None:
+        """Compile the document: its Rule into the session, or its problems, in file order."""
+        try:
+            self._compile()
+        finally:
+            self.found.sort(key=lambda p: (p.line, p.column))
+            self.session.problems.extend(self.found)
+
+    def _compile(self) -> None:
+        value = self.doc.value
+        if not isinstance(value, dict):
+            self.problem((), "a rule document must be a mapping (apiVersion, kind, metadata, spec)")
+            return
+        metadata = value.get("metadata")
+        if isinstance(metadata, dict) and isinstance(metadata.get("name"), str):
+            self.name = metadata["name"]
+        document = self.validate(value)
+        if document is not None:
+            self.check_unique(document.metadata.name)
+        compiled = self.parts(Parts.of(value))
+        if document is not None and not self.failed:
+            self.session.rules.append(self.build(document, compiled))
+
+    # --- the schema -----------------------------------------------------------------------
+
+    def validate(self, value: dict[str, Any]) -> RuleDocument | None:
+        try:
+            return RuleDocument.model_validate(value)
+        except ValidationError as exc:
+            reported: set[Path] = set()
+            for error in exc.errors(include_url=False):
+                self.schema_problem(tuple(error["loc"]), error["type"], error["msg"], reported)
+            return None
+
+    def schema_problem(self, loc: Path, kind: str, message: str, reported: set[Path]) -> None:
+        path = self.known_prefix(loc)
+        if path in reported and kind != "extra_forbidden":
+            return  # one message per place: unions report once per member
+        reported.add(path)
+        if kind == "extra_forbidden":
+            self.problem(loc, f"unknown field{_nearest_key(loc)}", key=True)
+        elif kind == "missing":
+            self.problem(path, "required field is missing", key=bool(path), name=loc)
+        else:
+            self.problem(path, message.removeprefix("Value error, "))
+
+    def known_prefix(self, loc: Path) -> Path:
+        """The longest prefix of a pydantic location that names a place in the document."""
+        best: Path = ()
+        probe: Path = ()
+        for part in loc:
+            probe = (*probe, part)
+            if probe in self.doc.paths:
+                best = probe
+        return best
+
+    def check_unique(self, name: str) -> None:
+        first = self.session.seen.get(name)
+        if first is None:
+            self.session.seen[name] = (self.file, self.doc)
+            return
+        line, column = first[1].where(("metadata", "name"))
+        self.problem(
+            ("metadata", "name"),
+            f"duplicate rule name (first defined at {first[0]}:{line}:{column})",
+        )
+
+    # --- the parts --------------------------------------------------------------------------
+
+    def parts(self, parts: Parts) -> dict[str, Any]:
+        """Compile every part, recording each problem; what compiled, by Rule field."""
+        compiled: dict[str, Any] = {}
+        if parts.kind == "oss":
+            compiled.update(self.oss_parts(parts.source))
+        elif parts.kind == "cron":
+            compiled.update(self.cron_parts(parts.source))
+        scope = parts.scope()
+        if parts.pattern is not None:
+            compiled["pattern"] = self.pattern(parts.pattern, scope)
+        if parts.expr is not None:
+            compiled["expr"] = self.expression(parts.expr)
+        compiled["parameters"] = tuple(self.parameters(parts.parameters, scope))
+        if parts.idempotency_key is not None:
+            compiled["idempotency_key"] = self.template(
+                ("spec", "idempotencyKey"), parts.idempotency_key, scope
+            )
+        self.check_labels(parts.labels, parts.annotations)
+        return compiled
+
+    def pattern(self, source: Mapping[str, Any], scope: Scope | None) -> Any:
+        base = ("spec", "filter", "pattern")
+        pattern = None
+        try:
+            pattern = self.session.memo("pattern", source, compile_pattern)
+        except PatternError as exc:
+            for error in exc.errors:
+                self.problem((*base, *error.path), str(error))
+        for at, why in scope.pattern_problems(source) if scope else ():
+            self.problem((*base, *at), why, key=True)
+        return pattern
+
+    def expression(self, source: str) -> Any:
+        try:
+            return self.session.memo("expr", source, compile_expression)
+        except ExpressionError as exc:
+            self.problem(("spec", "filter", "expr"), str(exc))
+            return None
+
+    def parameters(
+        self, raw: Mapping[Any, Any], scope: Scope | None
+    ) -> Iterator[tuple[str, Template]]:
+        for name, value in raw.items():
+            path = ("spec", "workflow", "parameters", name)
+            if not isinstance(name, str) or not re.match(r"^[A-Za-z0-9_.-]+$", name):
+                self.problem(path, f"parameter name {name!r} is not valid", key=True)
+                continue
+            text = _scalar_text(value)
+            if text is None:
+                self.problem(path, "must be a string, number or boolean")
+                continue
+            template = self.template(path, text, scope)
+            if template is not None:
+                yield name, template
+
+    def template(self, path: Path, source: str, scope: Scope | None) -> Template | None:
+        try:
+            template = self.session.engine.compile(source)
+        except TemplateError as exc:
+            self.problem(path, str(exc))
+            return None
+        unknown = template.variables - TEMPLATE_SCOPE
+        if unknown:
+            names = ", ".join(sorted(unknown))
+            self.problem(path, f"unknown name(s) {names} (templates see only event and rule)")
+            return None
+        problems = [(p, scope.check(p)) for p in sorted(template.paths, key=str)] if scope else []
+        for named, why in problems:
+            if why is not None:
+                self.problem(path, f"{_event_path(named)}: {why}")
+        return template
+
+    def oss_parts(self, oss: Mapping[str, Any]) -> dict[str, Any]:
+        base = ("spec", "source", "oss")
+        parts: dict[str, Any] = {}
+        events = oss.get("events", ["ObjectCreated:*"])
+        if isinstance(events, list) and all(isinstance(e, str) for e in events):
+            parts["event_types"] = self.event_types(events)
+        key = oss.get("key")
+        if isinstance(key, Mapping):
+            checks: list[Predicate] = []
+            for op, operand in key.items():
+                try:
+                    checks.append(self.session.memo("leaf", [{op: operand}], match_leaf))
+                except PatternError as exc:
+                    self.problem((*base, "key", op), str(exc))
+            if isinstance(key.get("prefix"), str):
+                parts["key_prefix"] = key["prefix"]
+            parts["key_filter"] = _all(checks)
+        return parts
+
+    def event_types(self, names: Sequence[str]) -> Predicate:
+        exact: set[str] = set()
+        prefixes: list[str] = []
+        for i, name in enumerate(names):
+            bare = name.removeprefix("oss:")
+            if bare == "*":
+                return _always
+            if "*" in bare[:-1] or not re.match(r"^[A-Za-z]+(:[A-Za-z*]+)?$", bare):
+                self.problem(
+                    ("spec", "source", "oss", "events", i),
+                    f"{name!r} is not an OSS event name "
+                    "(e.g. ObjectCreated:PutObject, ObjectCreated:*, oss:ObjectRemoved:*)",
+                )
+            elif bare.endswith("*"):
+                prefixes.append(bare[:-1])
+            else:
+                exact.add(bare)
+        frozen, starts = frozenset(exact), tuple(prefixes)
+        return lambda t: t in frozen or (bool(starts) and t.startswith(starts))
+
+    def cron_parts(self, cron: Mapping[str, Any]) -> dict[str, Any]:
+        base = ("spec", "source", "cron")
+        schedules = []
+        raw = cron.get("schedules")
+        for i, text in enumerate(raw if isinstance(raw, list) else []):
+            if not isinstance(text, str):
+                continue  # the schema says so
+            try:
+                schedules.append(compile_schedule(text))
+            except ScheduleError as exc:
+                self.problem((*base, "schedules", i), str(exc))
+        timezone = cron.get("timezone", "UTC")
+        try:
+            if isinstance(timezone, str):
+                compile_timezone(timezone)
+        except ScheduleError as exc:
+            self.problem((*base, "timezone"), str(exc))
+        return {"schedules": tuple(schedules)}
+
+    def check_labels(self, labels: Mapping[Any, Any], annotations: Mapping[Any, Any]) -> None:
+        for where, table in (("labels", labels), ("annotations", annotations)):
+            for key in table:
+                if isinstance(key, str) and not _label_key(key):
+                    self.problem(
+                        ("spec", "workflow", where, key),
+                        f"{key!r} is not a valid Kubernetes key",
+                        key=True,
+                    )
+        for key, value in labels.items():
+            if isinstance(value, str) and (len(value) > 63 or not _LABEL_VALUE.match(value)):
+                self.problem(
+                    ("spec", "workflow", "labels", key), f"{value!r} is not a valid label value"
+                )
+
+    # --- the Rule ---------------------------------------------------------------------------
+
+    def build(self, document: RuleDocument, compiled: Mapping[str, Any]) -> Rule:
+        spec = document.spec
+        return Rule(
+            name=document.metadata.name,
+            file=self.file,
+            index=self.doc.index,
+            kind=spec.source.kind,
+            document=document,
+            generate_name=(
+                spec.workflow.generateName or default_generate_name(document.metadata.name)
+            ),
+            context={
+                "name": document.metadata.name,
+                "namespace": spec.workflow.namespace,
+                "template": spec.workflow.template,
+                "labels": dict(document.metadata.labels),
+            },
+            **compiled,
+        )
+
+
+def default_generate_name(rule: str) -> str:
+    """The rule's name and a dash, cut to fit `generateName`'s limit."""
+    return f"{rule[: GENERATE_NAME_MAX - 1].rstrip('-')}-"
+
+
+def _nearest_key(loc: Path) -> str:
+    """How to fix an unknown key: the nearest field its place has, or all of them."""
+    known = _model_fields(loc[:-1])
+    close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+    if close:
+        return f"; did you mean {close[0]!r}?"
+    owner = field_name(loc[:-1]) or "a rule"
+    return f" ({owner} has: {', '.join(known)})" if known else ""
+
+
+def _model_fields(path: Path) -> list[str]:
+    model: Any = RuleDocument
+    for part in path:
+        info = model.model_fields.get(part) if isinstance(part, str) else None
+        if info is None:
+            return []
+        model = next((t for t in _members(info.annotation) if _is_model(t)), None)
+        if model is None:
+            return []
+    return list(model.model_fields)
+
+
+def _members(annotation: Any) -> tuple[Any, ...]:
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        return typing.get_args(annotation)
+    return (annotation,)
+
+
+def _is_model(kind: Any) -> bool:
+    return isinstance(kind, type) and issubclass(kind, BaseModel)
+
+
+def _event_path(path: Sequence[str | int]) -> str:
+    """`event.value.items[0]`: how templates and CEL write a field."""
+    text = str(path[0])
+    for part in path[1:]:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return text
+
+
+def _label_key(key: str) -> bool:
+    prefix, _, name = key.rpartition("/")
+    if prefix and (len(prefix) > 253 or not re.match(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", prefix)):
+        return False
+    return 0 < len(name) <= 63 and bool(_LABEL_VALUE.match(name))
+
+
+def _scalar_text(value: Any) -> str | None:
+    """Argo parameters are strings: YAML booleans and numbers are written as YAML would."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return value if isinstance(value, str) else None
+
+
+def _always(_: Any) -> bool:
+    return True
+
+
+def _all(checks: Sequence[Predicate]) -> Predicate:
+    if len(checks) == 1:
+        return checks[0]
+    frozen = tuple(checks)
+    return lambda value: all(check(value) for check in frozen)
