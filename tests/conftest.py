@@ -43,6 +43,20 @@ class WorkflowChecker:
             assert not errors, errors
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--long",
+        action="store_true",
+        help="run the proof suites (tests/e2e) at full scale instead of their short form",
+    )
+
+
+@pytest.fixture(scope="session")
+def long_run(request: pytest.FixtureRequest) -> bool:
+    """True under `pytest --long`: proof suites use their full volumes, outages and kills."""
+    return bool(request.config.getoption("--long"))
+
+
 @pytest.fixture(scope="session")
 def valid_workflow() -> WorkflowChecker:
     return WorkflowChecker()

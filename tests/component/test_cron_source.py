@@ -625,9 +625,7 @@ async def test_permanent_state_error_is_reported_and_retried(
     """A watermark write refused for good is logged once, counted, shown in /status and
     retried with backoff; once the store accepts it, the rule goes on, no tick twice."""
     metrics = Metrics()  # the store counts its failures; the source only reports them
-    state = ConfigMapStateStore(
-        kube_sink.api_client, "default", "trigger-state", metrics=metrics
-    )
+    state = ConfigMapStateStore(kube_sink.api_client, "default", "trigger-state", metrics=metrics)
     sink = RecordingSink(LocalSink(tmp_path / "workflows"))
     harness = Harness(tmp_path, sink, state, metrics=metrics)
     await seed_watermark(state, START)

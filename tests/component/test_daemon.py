@@ -213,9 +213,9 @@ def test_reload_broken_file_keeps_old_rules(daemon: DaemonProcess, rules_dir: Pa
     body = delivery(4)
     assert daemon.post("/hooks/build", body, sign(body)).status == 200
     detail = daemon.get("/readyz").json()["rules"]["lastReloadError"]
-    assert any(
-        "broken.yaml:4:1: rule x: source: required field is missing" in p for p in detail
-    ), detail
+    assert any("broken.yaml:4:1: rule x: source: required field is missing" in p for p in detail), (
+        detail
+    )
     assert daemon.get("/status").json()["lastReloadError"]
 
 

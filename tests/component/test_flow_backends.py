@@ -122,7 +122,9 @@ async def test_a_qps_ceiling_is_never_exceeded(
         await flow.close()
         await sink.close()
     stored_once(kube, "data", 200)
-    seen = [t for (m, _, _), t in zip(kube.requests, kube.request_times, strict=True) if m == "POST"]
+    seen = [
+        t for (m, _, _), t in zip(kube.requests, kube.request_times, strict=True) if m == "POST"
+    ]
     start = seen[0]
     # The sink's bucket (40/s, burst 100) and the controller's limit (≤ 40/s) both hold:
     # in any window of w seconds from the first create, at most 100 + 40·w went out.
@@ -178,9 +180,7 @@ async def test_a_failing_namespace_does_not_starve_the_others(
     stored_once(kube, "data", 300)
 
 
-async def test_argo_server_storm_loses_and_doubles_nothing(
-    tmp_path: Path, rules: RuleSet
-) -> None:
+async def test_argo_server_storm_loses_and_doubles_nothing(tmp_path: Path, rules: RuleSet) -> None:
     """The Argo Server sink under 429 with Retry-After and then 500s: one Workflow per
     event, the controller shared by every create."""
     async with ArgoServerFake(namespaces=["data"]) as argo:

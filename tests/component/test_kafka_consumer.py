@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-import pytest
 from aiokafka import TopicPartition
 
 from tests.component.test_kafka_source import committed, json_records, poll, produce, unique
@@ -24,16 +23,6 @@ from trigger.sources.kafka.offsets import InFlightBudget
 from trigger.testing.kafka import KafkaBroker
 
 Key = tuple[str, int, int]  # topic, partition, offset
-
-
-@pytest.fixture(scope="module")
-def broker() -> Iterator[KafkaBroker]:
-    kafka = KafkaBroker()
-    asyncio.run(kafka.start())
-    try:
-        yield kafka
-    finally:
-        kafka.stop()
 
 
 class Gates:

@@ -8,10 +8,7 @@ partition's window would fill (64 × 100 records) if the process bound did not s
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from tests.component.test_kafka_source import (
     TEMPLATE,
@@ -34,16 +31,6 @@ from trigger.testing.kafka import KafkaBroker
 PARTITIONS = 64
 EACH = 50  # messages per partition
 BOUND = 200  # kafka.max_in_flight in this scenario; the windows would allow 6,400
-
-
-@pytest.fixture(scope="module")
-def broker() -> Iterator[KafkaBroker]:
-    kafka = KafkaBroker()
-    asyncio.run(kafka.start())
-    try:
-        yield kafka
-    finally:
-        kafka.stop()
 
 
 def metric(daemon: DaemonProcess, name: str) -> float:

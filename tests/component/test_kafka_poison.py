@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,16 +36,6 @@ from trigger.testing.kubeapi import KubeEmulator
 
 G, V = "argoproj.io", "v1alpha1"
 BEHIND = 300  # good records after the poison, on the same partition
-
-
-@pytest.fixture(scope="module")
-def broker() -> Iterator[KafkaBroker]:
-    kafka = KafkaBroker()
-    asyncio.run(kafka.start())
-    try:
-        yield kafka
-    finally:
-        kafka.stop()
 
 
 def template(parameters: dict[str, str]) -> dict[str, Any]:

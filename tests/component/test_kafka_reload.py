@@ -10,10 +10,7 @@ counts every create request, so a repeated create shows even when it is answered
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from tests.component.test_kafka_source import (
     TEMPLATE,
@@ -41,16 +38,6 @@ WAVE = 1200  # messages produced before each reload
 def assigned(daemon: DaemonProcess, partitions: int) -> bool:
     """The daemon holds exactly `partitions` partitions (cheaper than reading its log)."""
     return len(metric_samples(daemon, "trigger_kafka_partition_in_flight")) == partitions
-
-
-@pytest.fixture(scope="module")
-def broker() -> Iterator[KafkaBroker]:
-    kafka = KafkaBroker()
-    asyncio.run(kafka.start())
-    try:
-        yield kafka
-    finally:
-        kafka.stop()
 
 
 def test_topic_changes_under_load_repeat_no_create(broker: KafkaBroker, tmp_path: Path) -> None:
