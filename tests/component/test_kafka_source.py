@@ -271,6 +271,7 @@ class CrashResult:
     beyond_commit_at_kill: int  # Workflows whose offsets were not yet committed at the kill
     files: list[dict[str, Any]] = field(default_factory=list)
     duplicates_after_restart: float = 0.0
+    rebalanced_after_restart: bool = False  # partitions given up or a commit refused
 
 
 @pytest.fixture(scope="module")
@@ -311,6 +312,7 @@ def crash(broker: KafkaBroker, tmp_path_factory: pytest.TempPathFactory) -> Cras
             result = CrashResult(
                 total, beyond(at_kill, await committed(broker.bootstrap, group, topic, 3))
             )
+            lines_at_kill = len(daemon.log_events())
             daemon.start(ready=False)
             await ready(daemon)
             await poll(
@@ -318,6 +320,10 @@ def crash(broker: KafkaBroker, tmp_path_factory: pytest.TempPathFactory) -> Cras
                 "all workflows",
             )
             await poll(lambda: asyncio.to_thread(idle, daemon, 3), "nothing in flight")
+            result.rebalanced_after_restart = any(
+                line.get("event") in {"kafka partitions given up", "kafka commit failed"}
+                for line in daemon.log_events()[lines_at_kill:]
+            )
             result.files = workflows(daemon.workflows_dir)
             result.duplicates_after_restart = sum(
                 v
@@ -339,9 +345,15 @@ def test_sigkill_and_restart_lose_no_message(crash: CrashResult) -> None:
 
 
 def test_sigkill_redelivery_is_counted_as_duplicates(crash: CrashResult) -> None:
-    """Work finished but uncommitted at the kill is redelivered and met as duplicates."""
+    """Work finished but uncommitted at the kill is redelivered and met as duplicates.
+
+    A rebalance in the restarted daemon's life (the killed member's session expiring
+    on a loaded machine) may redeliver more finished work; only then may there be more."""
     assert crash.beyond_commit_at_kill > 0
-    assert crash.duplicates_after_restart == crash.beyond_commit_at_kill
+    if crash.rebalanced_after_restart:
+        assert crash.duplicates_after_restart >= crash.beyond_commit_at_kill
+    else:
+        assert crash.duplicates_after_restart == crash.beyond_commit_at_kill
 
 
 # --- poison ---------------------------------------------------------------------------------
