@@ -150,6 +150,14 @@ def _outcome(outcome: Outcome) -> dict[str, Any]:
     return data
 
 
+def header_bytes(value: str) -> bytes:
+    """A header value as the bytes that arrived. aiohttp decodes headers as UTF-8 with
+    `surrogateescape`, so a byte that is not UTF-8 (`\xe9` in a signature) is a lone
+    surrogate in the str, which a plain `.encode()` refuses (a 500, a traceback). Compare
+    and sign the wire bytes instead: whatever a client sends is then just a mismatch."""
+    return value.encode("utf-8", "surrogateescape")
+
+
 def error_response(
     status: int, message: str, *, retry_after: int | None = None, allow: str | None = None
 ) -> web.Response:
