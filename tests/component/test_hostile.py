@@ -68,6 +68,16 @@ spec:
 ---
 apiVersion: trigger/v1
 kind: Rule
+metadata: {{name: hook-header}}
+spec:
+  source: {{webhook: {{path: /hooks/header, auth: {{hmacSecretEnv: HOOK_SECRET}}}}}}
+  workflow:
+    template: build
+    namespace: ci
+    parameters: {{tag: "{{{{ event.headers['x-tag'] }}}}", q: "{{{{ event.query.q }}}}"}}
+---
+apiVersion: trigger/v1
+kind: Rule
 metadata: {{name: hook-render}}
 spec:
   source: {{webhook: {{path: /hooks/render, auth: {{hmacSecretEnv: HOOK_SECRET}}}}}}
@@ -841,6 +851,9 @@ CASES = [
     http("value-of-1-mb", VALUES, values_body("x" * 1_000_000), signed, status=200, outcome=dead_lettered("RenderError", "65536")),
     http("value-null", VALUES, values_body(None), signed, status=200, outcome=dead_lettered("RenderError", "is null")),
     http("value-object-is-compact-json", VALUES, values_body({"a": [1, "b"]}), signed, status=200, outcome=value_kept('{"a":[1,"b"]}')),
+    http("header-value-not-utf8", "/hooks/header?q=1", repo_body, lambda b: signed(b, **{"X-Tag": "\xe9t\xe9"}), status=200, outcome=created({"tag": "\ufffdt\ufffd", "q": "1"})),
+    http("header-value-latin1-utf8-mix", "/hooks/header?q=%C3%A9", repo_body, lambda b: signed(b, **{"X-Tag": "caf\xc3\xa9"}), status=200, outcome=created({"tag": "caf\u00e9", "q": "\u00e9"})),
+    http("query-value-not-utf8", "/hooks/header?q=%ff", repo_body, lambda b: signed(b, **{"X-Tag": "t"}), status=200, outcome=created({"tag": "t", "q": "\ufffd"})),
     # Templates asked for huge outputs.
     http("template-repetition-of-a-billion", "/hooks/render", b'{"s": "x", "n": 1000000000}', signed, status=200, outcome=dead_lettered("RenderError", "repet")),
     http("template-repetition-small-is-fine", "/hooks/render", b'{"s": "ab", "n": 3}', signed, status=200, outcome=created({"out": "ababab"})),
@@ -863,6 +876,7 @@ CASES = [
     kafka("kafka-binary-and-repeated-headers", b"h", b'{"n": "h"}', [("bin", b"\xff\x00"), ("dup", b"1"), ("dup", b"2"), ("", b"empty-name")], json_rule={"n": "h"}, text_rule={"key": "h", "headers": '{"bin":"/wA=","dup":"2","":"empty-name"}'}),
     kafka("kafka-a-thousand-headers", b"t", b'{"n": "t"}', [(f"h{i}", b"v") for i in range(1000)], json_rule={"n": "t"}, text_rule={"key": "t", "headers": json.dumps({f"h{i}": "v" for i in range(1000)}, separators=(",", ":"))}),
     kafka("kafka-key-of-100-kb", b"k" * 100_000, b'{"n": "big-key"}', json_rule={"n": "big-key"}, text_rule="RenderError"),
+    kafka("kafka-key-not-utf8", b"\xff\xfek", b'{"n": "binary-key"}', json_rule={"n": "binary-key"}, text_rule={"key": "//5r", "headers": "{}"}),
     kafka("kafka-value-with-newlines-and-quotes", b"q", json.dumps({"n": "a\n\"b'"}).encode(), json_rule={"n": "a\n\"b'"}, text_rule={"key": "q", "headers": "{}"}),
     # Rule files: YAML bombs, 10,000 documents, sandbox escapes, CEL, cron, names.
     cli("yaml-billion-laughs", "validate", {"r.yaml": BILLION_LAUGHS}, "r.yaml", exit=1, says=("r.yaml:", "alias bomb")),
