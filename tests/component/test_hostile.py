@@ -526,6 +526,35 @@ def cloudevent(object_key: str, **fields: Any) -> Callable[[Hostile], bytes]:
     return body
 
 
+def cloudevents(count: int, bucket: str) -> Callable[[Hostile], bytes]:
+    """A JSON array of `count` CloudEvents in one delivery."""
+
+    def body(h: Hostile) -> bytes:
+        events = []
+        for _ in range(count):
+            event = json.loads(cloudevent(h.unique("in/many"))(h))
+            event["data"]["oss"]["bucket"]["name"] = bucket
+            events.append(event)
+        return json.dumps(events).encode()
+
+    return body
+
+
+def all_created(count: int) -> Callable[[Hostile, Response], None]:
+    def check(h: Hostile, reply: Response) -> None:
+        outcomes = [w["outcome"] for e in reply.json()["events"] for w in e["workflows"]]
+        assert outcomes == ["created"] * count
+
+    return check
+
+
+def none_matched(count: int) -> Callable[[Hostile, Response], None]:
+    def check(h: Hostile, reply: Response) -> None:
+        assert [e["workflows"] for e in reply.json()["events"]] == [[]] * count
+
+    return check
+
+
 def mns_xml(message: str) -> bytes:
     return (
         '<?xml version="1.0" encoding="utf-8"?>'
@@ -633,6 +662,19 @@ def signed_raw(path: str, extra: bytes = b"") -> Callable[[Hostile], bytes]:
         return head + body
 
     return request
+
+
+def expect_continue(h: Hostile) -> None:
+    """A sender that waits for `100 Continue` before its body, as curl does over 1 KiB."""
+    body = repo_body(h)
+    headers = {**signed(body), "Content-Length": str(len(body)), "Expect": "100-continue"}
+    with socket.create_connection(("127.0.0.1", h.daemon.port), timeout=30) as sock:
+        sock.sendall(request_head(HOOK, headers))
+        stream = sock.makefile("rb")
+        assert stream.readline() == b"HTTP/1.1 100 Continue\r\n"
+        assert stream.readline() == b"\r\n"
+        sock.sendall(body)
+        assert stream.readline().startswith(b"HTTP/1.1 200 ")
 
 
 def cut(id: str, path: str, declared: int, sent: bytes, *, source: str) -> Case:
@@ -784,6 +826,11 @@ CASES = [
     http("sent-11-mib", HOOK, b"x" * (LIMIT + MIB), signed, status=413, reason="too-large"),
     cut("truncated-body-client-gone", HOOK, 100, b'{"re', source="webhook"),
     cut("truncated-eventbridge-client-gone", "/oss/eventbridge", 5000, b'{"specversion"', source="oss-push"),
+    raw("expect-100-continue-with-1-gib-declared", request_head(HOOK, {"Content-Length": str(1 << 30), "Expect": "100-continue"}), status=413, reason="too-large"),
+    raw("expect-100-continue-1-gib-on-eventbridge", request_head("/oss/eventbridge", {"Content-Length": str(1 << 30), "Expect": "100-continue"}), status=413, reason="too-large", source="oss-push"),
+    Case("expect-100-continue-within-the-limit", expect_continue),
+    raw("unknown-method-on-a-webhook-path", b"FROB /hooks/hmac HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n", status=400),
+    raw("get-on-a-webhook-path", b"GET /hooks/hmac HTTP/1.1\r\nHost: t\r\n\r\n", status=405),
     raw("chunked-signed-delivery", signed_chunked, status=200),
     raw("chunked-bad-chunk-size", request_head(HOOK, {"Transfer-Encoding": "chunked"}) + b"zz\r\nabc\r\n0\r\n\r\n", status=400),
     raw("chunked-over-the-limit", request_head(HOOK, {"Transfer-Encoding": "chunked"}) + b"".join(b"100000\r\n" + b"x" * MIB + b"\r\n" for _ in range(11)) + b"0\r\n\r\n", status=413, reason="too-large"),
@@ -822,6 +869,8 @@ CASES = [
     eb("eventbridge-nested-deep", b"[" * 50_000 + b"]" * 50_000, status=400, reason="undecodable"),
     eb("eventbridge-invalid-utf8", b'{"specversion": "\xff"}', status=400, reason="undecodable"),
     eb("eventbridge-10-mib-of-nothing", lambda h: b'{"x": "' + b"a" * (LIMIT - 100) + b'"}', status=400, reason="undecodable"),
+    eb("eventbridge-array-of-8000-for-no-rule", cloudevents(8000, "nobody"), status=200, outcome=none_matched(8000)),
+    eb("eventbridge-array-of-1000-all-created", cloudevents(1000, "example-bucket"), status=200, outcome=all_created(1000)),
     eb("eventbridge-token-absent", cloudevent("x"), status=401, reason="auth", headers={"Content-Type": "application/json"}),
     eb("eventbridge-token-non-ascii", cloudevent("x"), status=401, reason="auth", headers={**EB_HEADERS, "x-eventbridge-signature-token": "\xe9t\xff"}),
     eb("eventbridge-token-wrong", cloudevent("x"), status=401, reason="auth", headers={**EB_HEADERS, "x-eventbridge-signature-token": "nope"}),
@@ -880,6 +929,7 @@ CASES = [
     kafka("kafka-value-with-newlines-and-quotes", b"q", json.dumps({"n": "a\n\"b'"}).encode(), json_rule={"n": "a\n\"b'"}, text_rule={"key": "q", "headers": "{}"}),
     # Rule files: YAML bombs, 10,000 documents, sandbox escapes, CEL, cron, names.
     cli("yaml-billion-laughs", "validate", {"r.yaml": BILLION_LAUGHS}, "r.yaml", exit=1, says=("r.yaml:", "alias bomb")),
+    cli("yaml-nested-1000-levels", "validate", {"r.yaml": "a: " + "[" * 1000 + "]" * 1000 + "\n"}, "r.yaml", exit=1, says=("r.yaml:1:", "exceeded maximum nesting depth")),
     cli("yaml-10000-documents-none-a-rule", "validate", {"r.yaml": many_documents(10_000, "{}\n")}, "r.yaml", exit=1, says=("r.yaml:20000:", "10000 problem(s)")),
     cli("yaml-10000-rules-over-1-mib", "validate", {"r.yaml": numbered_rules(10_000)}, "r.yaml", exit=1, says=("r.yaml:1:1: file is larger than 1048576 bytes",)),
     cli("yaml-python-object-tag", "validate", {"r.yaml": "!!python/object/apply:os.system [touch pwned]\n"}, "r.yaml", exit=1, says=("r.yaml:1:1",)),

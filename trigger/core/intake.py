@@ -24,6 +24,7 @@ from typing import Any
 
 import structlog
 from aiohttp import web
+from aiohttp.web_urldispatcher import _default_expect_handler
 
 from trigger.core.lograte import LogRate
 from trigger.core.metrics import Metrics
@@ -98,6 +99,18 @@ async def read_body(ctx: Intake, request: web.Request, source: str) -> bytes | w
         return ctx.refuse(request, source, "disconnected", 400, message)
     except web.RequestPayloadError as exc:
         return ctx.refuse(request, source, "malformed-body", 400, f"malformed body: {exc}")
+
+
+async def continue_within_limit(request: web.Request) -> None:
+    """The `Expect: 100-continue` answer of every push receiver: the body is invited only
+    when its declared length is within the limit. aiohttp's own handler invites any body,
+    so a sender declaring 1 GB was told to go ahead, then refused. Saying nothing instead
+    lets the receiver refuse it at once (413, counted, the connection closed) before the
+    sender has started."""
+    declared = request.content_length
+    if declared is not None and declared > request.client_max_size:
+        return
+    await _default_expect_handler(request)
 
 
 def _too_large(
