@@ -1,13 +1,13 @@
 """Hostile inputs, one table row each: every way in takes it with its own clear outcome.
 
 One `trigger run` subprocess serves the whole table: webhooks signed with HMAC and with a
-bearer token, EventBridge with a token, MNS with RSA signatures from a loopback certificate
-host, Kafka through tansu, and a cron rule; rule files go through the CLI (`validate`,
-`match`, `fire`, `schedule`). Each row names its input and its expected outcome — an HTTP
-status and the rejection metric that moves, a dead letter and the log line naming the
-event, a Workflow with exactly the value sent, a CLI exit code with its
-`file:line:column` — and after every row a valid signed delivery still becomes its
-Workflow, the daemon is alive, and its log holds no traceback.
+bearer token, EventBridge with a token and its RSA signature, MNS with RSA signatures (both
+certificates from a loopback host), Kafka through tansu, and a cron rule; rule files go
+through the CLI (`validate`, `match`, `fire`, `schedule`). Each row names its input and
+its expected outcome — an HTTP status and the rejection metric that moves, a dead letter
+and the log line naming the event, a Workflow with exactly the value sent, a CLI exit
+code with its `file:line:column` — and after every row a valid signed delivery still
+becomes its Workflow, the daemon is alive, and its log holds no traceback.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.daemon import DaemonProcess, Response, wait_for
-from tests.unit.test_oss_signatures import make_key_and_cert, mns_headers
+from tests.unit.test_oss_signatures import eventbridge_headers, make_key_and_cert, mns_headers
 from trigger.cli import main
 from trigger.testing.kafka import KafkaBroker
 from trigger.testing.ossserver import build_eventbridge_event, build_mns_message, build_oss_record
@@ -260,7 +260,14 @@ def hostile(broker: KafkaBroker, tmp_path_factory: pytest.TempPathFactory) -> It
     (rules / "hostile.yaml").write_text(RULES)
     config = {
         "http": {"request_timeout": "2s"},
-        "oss": {"push": {"eventbridge_token_env": "EB_TOKEN", "mns_cert_hosts": ["127.0.0.1"]}},
+        "oss": {
+            "push": {
+                "eventbridge_token_env": "EB_TOKEN",
+                "eventbridge_verify_signature": True,
+                "eventbridge_cert_hosts": ["127.0.0.1"],
+                "mns_cert_hosts": ["127.0.0.1"],
+            }
+        },
         "kafka": {
             "clusters": {
                 "default": {
@@ -529,7 +536,6 @@ def value_kept(value: str) -> Callable[[Hostile, Response], None]:
 # --- bodies the rows send -------------------------------------------------------------------
 
 NOW = datetime(2025, 1, 1, 8, 0, tzinfo=UTC)
-EB_HEADERS = {"Content-Type": "application/json", "x-eventbridge-signature-token": EB_TOKEN}
 
 
 def repo_body(h: Hostile) -> bytes:
@@ -645,12 +651,36 @@ def eb(
     status: int,
     reason: str | None = None,
     outcome: Callable[[Hostile, Response], None] | None = None,
-    headers: dict[str, str] = EB_HEADERS,
+    headers: dict[str, str | None] | None = None,
+    signer: rsa.RSAPrivateKey | None = None,
+    age: timedelta = timedelta(0),
+    cert_url: str | None = None,
+    other_body: bool = False,
 ) -> Case:
-    return http(
-        id, "/oss/eventbridge", body, headers, status=status, reason=reason, source="oss-push",
-        outcome=outcome,
-    )  # fmt: skip
+    """An EventBridge push with its token and v2 RSA signature, as EventBridge sends it
+    (or as an attacker would: `headers` replaces or, with None, drops headers)."""
+
+    def run(h: Hostile) -> None:
+        data = body(h) if callable(body) else body
+        sent: dict[str, str | None] = {
+            "Content-Type": "application/json",
+            **eventbridge_headers(
+                signer or h.key,
+                f"{h.daemon.url}/oss/eventbridge",
+                data + b" " if other_body else data,
+                cert_url or h.cert_url,
+                now=datetime.now(UTC) - age,
+                token=EB_TOKEN,
+            ),
+            **(headers or {}),
+        }
+        final = {k: v for k, v in sent.items() if v is not None}
+        http(
+            id, "/oss/eventbridge", data, final, status=status, reason=reason,
+            source="oss-push", outcome=outcome,
+        ).run(h)  # fmt: skip
+
+    return Case(id, run)
 
 
 def replayed(path: str, headers: Callable[[bytes], dict[str, str]]) -> Case:
@@ -899,9 +929,17 @@ CASES = [
     eb("eventbridge-10-mib-of-nothing", lambda h: b'{"x": "' + b"a" * (LIMIT - 100) + b'"}', status=400, reason="undecodable"),
     eb("eventbridge-array-of-8000-for-no-rule", cloudevents(8000, "nobody"), status=200, outcome=none_matched(8000)),
     eb("eventbridge-array-of-1000-all-created", cloudevents(1000, "example-bucket"), status=200, outcome=all_created(1000)),
-    eb("eventbridge-token-absent", cloudevent("x"), status=401, reason="auth", headers={"Content-Type": "application/json"}),
-    eb("eventbridge-token-non-ascii", cloudevent("x"), status=401, reason="auth", headers={**EB_HEADERS, "x-eventbridge-signature-token": "\xe9t\xff"}),
-    eb("eventbridge-token-wrong", cloudevent("x"), status=401, reason="auth", headers={**EB_HEADERS, "x-eventbridge-signature-token": "nope"}),
+    eb("eventbridge-token-absent", cloudevent("x"), status=401, reason="auth", headers={"x-eventbridge-signature-token": None}),
+    eb("eventbridge-token-non-ascii", cloudevent("x"), status=401, reason="auth", headers={"x-eventbridge-signature-token": "\xe9t\xff"}),
+    eb("eventbridge-token-wrong", cloudevent("x"), status=401, reason="auth", headers={"x-eventbridge-signature-token": "nope"}),
+    eb("eventbridge-signature-absent", cloudevent("x"), status=401, reason="auth", headers={"x-eventbridge-signature-v2": None}),
+    eb("eventbridge-signed-by-another-key", cloudevent("x"), status=401, reason="auth", signer=make_key_and_cert()[0]),
+    eb("eventbridge-signature-of-another-body", cloudevent("x"), status=401, reason="auth", other_body=True),
+    eb("eventbridge-signature-replayed-after-5-minutes", cloudevent("x"), status=401, reason="auth", age=timedelta(minutes=5)),
+    eb("eventbridge-signature-from-the-future", cloudevent("x"), status=401, reason="auth", age=-timedelta(minutes=5)),
+    eb("eventbridge-certificate-url-off-the-allow-list", cloudevent("x"), status=401, reason="auth", cert_url="https://evil.example/cert.pem"),
+    eb("eventbridge-signature-not-base64", cloudevent("x"), status=401, reason="auth", headers={"x-eventbridge-signature-v2": "%%%"}),
+    eb("eventbridge-timestamp-not-a-number", cloudevent("x"), status=401, reason="auth", headers={"x-eventbridge-signature-timestamp": "soon"}),
     # MNS: signatures, certificate URLs, dates, XML.
     mns_post("mns-key-encoded-dot-dot-decoded-once", mns_push("a%2F..%2F..%2Fetc%2Fpasswd"), status=200, outcome=created({"key": "a/../../etc/passwd"})),
     mns_post("mns-key-double-encoded-decoded-once", mns_push("in%252Fx"), status=200, outcome=created({"key": "in%2Fx"})),
