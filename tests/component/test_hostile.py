@@ -90,6 +90,16 @@ spec:
 ---
 apiVersion: trigger/v1
 kind: Rule
+metadata: {{name: hook-regex}}
+spec:
+  source: {{webhook: {{path: /hooks/regex, auth: {{hmacSecretEnv: HOOK_SECRET}}}}}}
+  workflow:
+    template: build
+    namespace: ci
+    parameters: {{out: "{{{{ event.body.s | regex_replace(event.body.p, '-') }}}}"}}
+---
+apiVersion: trigger/v1
+kind: Rule
 metadata: {{name: hook-cel}}
 spec:
   source: {{webhook: {{path: /hooks/cel, auth: {{hmacSecretEnv: HOOK_SECRET}}}}}}
@@ -973,6 +983,9 @@ CASES = [
     http("template-repetition-of-a-billion", "/hooks/render", b'{"s": "x", "n": 1000000000}', signed, status=200, outcome=dead_lettered("RenderError", "repet")),
     http("template-repetition-small-is-fine", "/hooks/render", b'{"s": "ab", "n": 3}', signed, status=200, outcome=created({"out": "ababab"})),
     http("template-repetition-of-a-string-count", "/hooks/render", b'{"s": "x", "n": "3"}', signed, status=200, outcome=dead_lettered("RenderError", "")),
+    http("template-regex-catastrophic-backtracking", "/hooks/regex", lambda h: json.dumps({"s": "a" * 64 + "!", "p": "(a|aa)+$", "id": h.unique("re")}).encode(), signed, status=200, outcome=dead_lettered("RenderError", "regex_replace: matching took longer than")),
+    http("template-regex-from-the-event-is-fine", "/hooks/regex", lambda h: json.dumps({"s": "a.b.c", "p": "[.]", "id": h.unique("re")}).encode(), signed, status=200, outcome=created({"out": "a-b-c"})),
+    http("template-regex-invalid-from-the-event", "/hooks/regex", b'{"s": "abc", "p": "(("}', signed, status=200, outcome=dead_lettered("RenderError", "bad pattern")),
     # CEL that errors or runs long.
     http("cel-division-by-zero", "/hooks/cel", b'{"n": 1, "d": 0, "l": ["needle"]}', signed, status=200, outcome=expression_error("division by zero")),
     http("cel-missing-field", "/hooks/cel", b'{"n": 1, "l": ["needle"]}', signed, status=200, outcome=expression_error("d")),

@@ -582,3 +582,11 @@ def test_null_can_be_allowed_and_structures_keep_json_null(
 ) -> None:
     """default(..., true), tests and `or` handle null; tojson and containers keep JSON null."""
     assert render(engine, source) == expected
+
+
+def test_regex_replace_stops_a_backtracking_pattern(engine: TemplateEngine) -> None:
+    """A pattern that backtracks exponentially on the subject fails the render once the
+    match runs past MAX_REGEX_SECONDS, instead of stopping the daemon."""
+    context = {**CONTEXT, "event": {"s": "a" * 64 + "!"}}
+    with pytest.raises(TemplateRenderFailure, match="matching took longer than"):
+        render(engine, "{{ event.s | regex_replace('(a|aa)+$', '-') }}", context)

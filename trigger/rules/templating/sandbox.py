@@ -23,6 +23,7 @@ from trigger.errors import TemplateError, TriggerError
 from trigger.rules.templating.names import describe
 
 MAX_VALUE_LEN: Final = 1024 * 1024  # any intermediate string or list, and regex subjects
+MAX_REGEX_SECONDS: Final = 0.25  # one regex_replace; a backtracking pattern is stopped then
 MAX_RANGE: Final = 10_000
 MAX_INT_BITS: Final = 4096
 
