@@ -320,13 +320,6 @@ def test_starting_inside_an_overlap(after: str, expected: list[str]) -> None:
             "2025-10-26T00:00:00+02:00",
             ["2025-10-26T01:00:00+02:00", "2025-10-26T02:00:00+02:00", "2025-10-26T02:00:00+01:00"],
         ),
-        # a schedule that never matches does not stop the others
-        (
-            "UTC",
-            ["0 0 30 2 *", "0 12 * * *"],
-            "2025-01-01T00:00:00+00:00",
-            ["2025-01-01T12:00:00+00:00", "2025-01-02T12:00:00+00:00"],
-        ),
     ],
 )
 def test_several_schedules_merge(

@@ -504,6 +504,10 @@ def test_eventbridge_does_not_mutate_input() -> None:
         ('{"a": NaN}', "NaN is not valid JSON"),
         ('{"a": 1', "Expecting ',' delimiter"),
         ("", "Expecting value"),
+        ('{"a": 1e400}', "number 1e400 is out of range"),
+        ('{"a": -' + "9" * 400 + '.0}', "is out of range"),
+        ('{"a": "x\\ud800"}', "lone surrogate"),
+        ('{"\\uDC00": 1}', "lone surrogate"),
     ],
 )
 def test_parse_json_failures_are_decode_errors(text: str, message: str) -> None:
@@ -512,3 +516,13 @@ def test_parse_json_failures_are_decode_errors(text: str, message: str) -> None:
 
     with pytest.raises(DecodeError, match=message):
         parse_json(text, where="body")
+
+
+def test_parse_json_keeps_surrogate_pairs_and_large_finite_numbers() -> None:
+    """A \\u escape pair is one character; 1e308 is a number like any other."""
+    from trigger.decoders._common import parse_json
+
+    assert parse_json('{"a": "\\ud83d\\ude00", "b": 1e308}', where="body") == {
+        "a": "\U0001f600",
+        "b": 1e308,
+    }

@@ -209,3 +209,11 @@ def test_webhook_file_problem_located(spec: dict[str, Any], where: str) -> None:
     with pytest.raises(DecodeError) as caught:
         decode_webhook_file({"webhook": spec})
     assert caught.value.where == where
+
+
+def test_webhook_header_bytes_not_utf8_become_replacement_characters() -> None:
+    """A header value's bytes that are not UTF-8 (surrogate-escaped by aiohttp) become
+    U+FFFD, so no event carries a lone surrogate into a Workflow."""
+    received = "caf\udce9 ok \u00e9"  # b"caf\xe9 ok \xc3\xa9" as aiohttp hands it over
+    event = decode_webhook("/h", "POST", {"X-Tag": received}, {}, b"", received=RECEIVED)
+    assert event.fields["headers"] == {"x-tag": "caf\ufffd ok \u00e9"}

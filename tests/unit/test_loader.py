@@ -283,6 +283,8 @@ def test_every_problem_in_a_pattern_is_reported(write_rules: Callable[..., Path]
         ("0 2 * JANUARY *", "'0 2 * JANUARY *': month (field 4) JANUARY is not a number or a name (JAN-DEC)"),
         ("0 2 1-40/2 * *", "'0 2 1-40/2 * *': day of month (field 3) 1-40/2: 40 is outside 1-31"),
         ("70 0 2 * * *", "'70 0 2 * * *': second (field 1) 70 is outside 0-59"),
+        ("0 0 30 2 *", "'0 0 30 2 *' never fires: day of month 30 does not occur in month 2"),
+        ("0 0 31 4,6,9 *", "'0 0 31 4,6,9 *' never fires: day of month 31 does not occur in month 4,6,9"),
         ("0 2 * *", "schedule '0 2 * *' has 4 fields: use 5 (minute hour day-of-month month day-of-week) or 6 with a leading seconds field"),
     ],
 )

@@ -24,6 +24,7 @@ from typing import Any
 
 import structlog
 from aiohttp import web
+from aiohttp.web_urldispatcher import _default_expect_handler
 
 from trigger.core.lograte import LogRate
 from trigger.core.metrics import Metrics
@@ -100,6 +101,18 @@ async def read_body(ctx: Intake, request: web.Request, source: str) -> bytes | w
         return ctx.refuse(request, source, "malformed-body", 400, f"malformed body: {exc}")
 
 
+async def continue_within_limit(request: web.Request) -> None:
+    """The `Expect: 100-continue` answer of every push receiver: the body is invited only
+    when its declared length is within the limit. aiohttp's own handler invites any body,
+    so a sender declaring 1 GB was told to go ahead, then refused. Saying nothing instead
+    lets the receiver refuse it at once (413, counted, the connection closed) before the
+    sender has started."""
+    declared = request.content_length
+    if declared is not None and declared > request.client_max_size:
+        return
+    await _default_expect_handler(request)
+
+
 def _too_large(
     ctx: Intake, request: web.Request, source: str, what: str, limit: int
 ) -> web.Response:
@@ -148,6 +161,14 @@ def _outcome(outcome: Outcome) -> dict[str, Any]:
     if outcome.reason:
         data["error"] = f"{outcome.reason}: {outcome.message}"
     return data
+
+
+def header_bytes(value: str) -> bytes:
+    """A header value as the bytes that arrived. aiohttp decodes headers as UTF-8 with
+    `surrogateescape`, so a byte that is not UTF-8 (`\xe9` in a signature) is a lone
+    surrogate in the str, which a plain `.encode()` refuses (a 500, a traceback). Compare
+    and sign the wire bytes instead: whatever a client sends is then just a mismatch."""
+    return value.encode("utf-8", "surrogateescape")
 
 
 def error_response(

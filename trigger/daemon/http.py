@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from trigger.core.intake import Intake, error_response
+from trigger.core.intake import Intake, continue_within_limit, error_response
 from trigger.core.metrics import Metrics
 from trigger.core.pipeline import RuleStatus
 from trigger.daemon.verdicts import Verdicts
@@ -75,7 +75,9 @@ def build_app(ctx: HttpContext, *, max_body: int, with_metrics: bool = True) -> 
             return error_response(405, message, allow=", ".join(sorted(allowed | taken)))
         return await receive(ctx, ctx.webhook_auth, request)
 
-    routes.append(web.route("*", "/{tail:.*}", deliveries))
+    routes.append(
+        web.route("*", "/{tail:.*}", deliveries, expect_handler=continue_within_limit)
+    )
     app.add_routes(routes)
     return app
 

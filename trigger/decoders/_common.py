@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
+import re
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -60,8 +62,20 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite(text: str) -> float:
+    # `1e400` reads as infinity, which is not JSON either: it would come back out as
+    # `Infinity` from every JSON writer downstream, and as "inf" in a parameter.
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number {text[:32]} is out of range")
+    return value
+
+
 # One decoder for every call: json.loads() with any keyword argument builds a new one.
-_DECODER: Final = json.JSONDecoder(parse_constant=_no_constant)
+_DECODER: Final = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite)
+# A `\uD800`-`\uDFFF` escape: JSON lets one stand alone, but a lone surrogate is not a
+# character, and no UTF-8 writer (a manifest, the API server, a dead letter) can take it.
+_SURROGATE_ESCAPE: Final = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 def parse_json(text: str, *, where: str) -> Any:
@@ -80,7 +94,28 @@ def parse_json(text: str, *, where: str) -> Any:
     # MAX_DEPTH of them cannot nest deeper. Only the rest are walked.
     if text.count("{") + text.count("[") > MAX_DEPTH and too_deep(value, MAX_DEPTH):
         raise DecodeError(f"JSON nested deeper than {MAX_DEPTH} levels", where=where)
+    if _SURROGATE_ESCAPE.search(text) and _lone_surrogate(value):
+        message = "invalid JSON: a \\u escape is a lone surrogate, not a character"
+        raise DecodeError(message, where=where)
     return value
+
+
+def _lone_surrogate(value: Any) -> bool:
+    """Whether a string anywhere in `value` (keys included) holds a lone surrogate."""
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if type(node) is dict:
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif type(node) is list:
+            stack.extend(node)
+        elif type(node) is str:
+            try:
+                node.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+    return False
 
 
 def too_deep(value: Any, limit: int) -> bool:

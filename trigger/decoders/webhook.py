@@ -53,9 +53,10 @@ def decode_webhook(
     received: datetime,
     max_bytes: int = MAX_BYTES,
 ) -> Event:
-    """Decode one HTTP request; header names are lower-cased (the last repeat wins)."""
+    """Decode one HTTP request; header names are lower-cased (the last repeat wins), and
+    bytes of a header value that are not UTF-8 become U+FFFD."""
     check_size(body, max_bytes, where="body")
-    lowered = {name.lower(): value for name, value in headers.items()}
+    lowered = {name.lower(): _text(value) for name, value in headers.items()}
     decoded = decode_body(body, lowered.get("content-type", ""))
     method = method.upper()
     delivery = next((lowered[name] for name in DELIVERY_ID_HEADERS if lowered.get(name)), None)
@@ -76,6 +77,15 @@ def decode_webhook(
         fields=fields,
         raw=body,
     )
+
+
+def _text(value: str) -> str:
+    """A header value as text. aiohttp hands over bytes that are not UTF-8 as lone
+    surrogates (`surrogateescape`), which are no characters: no manifest, API server or
+    dead letter could carry them. They become U+FFFD, as yarl does in the query."""
+    if value.isascii():
+        return value
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def decode_body(body: bytes, content_type: str) -> Any:

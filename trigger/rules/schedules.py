@@ -9,10 +9,11 @@ trigger.rules.cronmath; this module only guarantees that what reaches it is vali
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 MACROS: Final = {
     "@yearly": "0 0 1 1 *",
@@ -56,6 +57,12 @@ def compile_schedule(text: str) -> Schedule:
     expression = " ".join(fields)
     if not croniter.is_valid(expression):
         raise ScheduleError(f"{text!r}: {_which_field(fields)}")
+    if not _ever_fires(expression):
+        # Every field is valid alone, but the days named never occur in the months named.
+        raise ScheduleError(
+            f"{text!r} never fires: day of month {fields[2]} does not occur in month "
+            f"{fields[3]}"
+        )
     return Schedule(
         text=text,
         expression=expression,
@@ -125,6 +132,16 @@ def _why(text: str, field: _Field) -> str | None:
                 names = f" or a name ({field.names[0]}-{field.names[-1]})" if field.names else ""
                 return f"{value} is not a number{names}"
     return None
+
+
+def _ever_fires(expression: str) -> bool:
+    """Whether a valid expression matches any moment at all (`0 0 30 2 *` matches none;
+    `0 0 29 2 *` fires in leap years)."""
+    try:
+        croniter(expression, datetime(2000, 1, 1)).get_next(datetime)
+    except CroniterBadDateError:
+        return False
+    return True
 
 
 def _fixed(field: str) -> bool:

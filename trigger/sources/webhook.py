@@ -23,7 +23,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from trigger.core.intake import Intake, deliver, error_response, read_body
+from trigger.core.intake import Intake, deliver, error_response, header_bytes, read_body
 from trigger.decoders.webhook import decode_webhook
 from trigger.errors import ConfigError, DecodeError
 from trigger.rules.model import WebhookAuth
@@ -67,7 +67,7 @@ class PathAuth:
             return Verdict(401, "missing Authorization header")
         assert self.secret is not None
         if scheme.lower() != "bearer" or not hmac.compare_digest(
-            token.strip().encode(), self.secret
+            header_bytes(token.strip()), self.secret
         ):
             return Verdict(403, "invalid bearer token")
         return ACCEPTED
@@ -78,7 +78,7 @@ class PathAuth:
             return Verdict(401, f"missing {self.auth.hmacHeader} header")
         given = header.strip().removeprefix("sha256=").lower()
         expected = hmac.new(self.secret, body, hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(given.encode(), expected.encode()):
+        if not hmac.compare_digest(header_bytes(given), expected.encode()):
             return Verdict(403, f"invalid {self.auth.hmacHeader} signature")
         return ACCEPTED
 

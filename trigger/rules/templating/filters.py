@@ -22,6 +22,7 @@ from urllib.parse import quote, urlencode
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jinja2
+import regex
 from jinja2.filters import (
     do_batch,
     do_format,
@@ -37,6 +38,7 @@ from jinja2.utils import pass_environment, pass_eval_context
 
 from trigger.events import parse_time
 from trigger.rules.templating.sandbox import (
+    MAX_REGEX_SECONDS,
     MAX_VALUE_LEN,
     TemplateRenderFailure,
     as_text,
@@ -221,30 +223,30 @@ class RegexReplacer:
     """`regex_replace` with a bounded per-engine cache of compiled patterns."""
 
     def __init__(self) -> None:
-        self._cache: dict[str, re.Pattern[str]] = {}
+        self._cache: dict[str, regex.Pattern[str]] = {}
 
-    def compiled(self, pattern: str) -> re.Pattern[str]:
-        regex = self._cache.pop(pattern, None)
-        if regex is None:
+    def compiled(self, pattern: str) -> regex.Pattern[str]:
+        compiled = self._cache.pop(pattern, None)
+        if compiled is None:
             try:
-                regex = re.compile(pattern)
-            except re.error as exc:
+                compiled = regex.compile(pattern)
+            except regex.error as exc:
                 message = f"regex_replace: bad pattern {pattern!r}: {exc}"
                 raise TemplateRenderFailure(message) from exc
             if len(self._cache) >= REGEX_CACHE_SIZE:
                 del self._cache[next(iter(self._cache))]
-        self._cache[pattern] = regex  # re-inserted last: the dict order is the LRU order
-        return regex
+        self._cache[pattern] = compiled  # re-inserted last: the dict order is the LRU order
+        return compiled
 
     def __call__(self, value: Any, pattern: str, repl: str, count: int = 0) -> str:
         subject = as_text(value)
         if len(subject) > MAX_VALUE_LEN:
             refuse(f"regex_replace: subject of {len(subject)} characters is over {MAX_VALUE_LEN}")
-        regex = self.compiled(as_text(pattern))
+        compiled = self.compiled(as_text(pattern))
         replacement = as_text(repl)
         grown = 0
 
-        def expand(match: re.Match[str]) -> str:
+        def expand(match: regex.Match[str]) -> str:
             nonlocal grown
             text = match.expand(replacement)
             grown += len(text) - (match.end() - match.start())
@@ -252,6 +254,13 @@ class RegexReplacer:
             return text
 
         try:
-            return regex.sub(expand, subject, count=count)
-        except re.error as exc:
+            return compiled.sub(expand, subject, count=count, timeout=MAX_REGEX_SECONDS)
+        except (regex.error, IndexError) as exc:  # IndexError: a group the pattern lacks
             raise TemplateRenderFailure(f"regex_replace: bad replacement {repl!r}: {exc}") from exc
+        except TimeoutError:
+            # A backtracking pattern ('(a|aa)+$') can take exponential time on a short
+            # subject; the regex module stops it where the standard library's cannot.
+            refuse(
+                f"regex_replace: matching took longer than {MAX_REGEX_SECONDS} s (pattern "
+                f"{compiled.pattern!r} on {len(subject)} characters)"
+            )

@@ -23,6 +23,7 @@ from trigger.errors import TemplateError, TriggerError
 from trigger.rules.templating.names import describe
 
 MAX_VALUE_LEN: Final = 1024 * 1024  # any intermediate string or list, and regex subjects
+MAX_REGEX_SECONDS: Final = 0.25  # one regex_replace; a backtracking pattern is stopped then
 MAX_RANGE: Final = 10_000
 MAX_INT_BITS: Final = 4096
 
@@ -260,3 +261,20 @@ def check_structure(ast: nodes.Template) -> None:
         inner = loop.find(nodes.For)
         if inner is not None:
             raise TemplateError(f"line {inner.lineno}: nested loops are not allowed")
+    _check_private(ast)
+
+
+def _check_private(ast: nodes.Template) -> None:
+    """Reject `x.__class__`, `x['_y']` and the like when the template is compiled: the
+    sandbox refuses them at every render anyway, so such a template could never work, and
+    saying so at load beats a dead letter per event."""
+    for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
+        name: Any = None
+        if isinstance(node, nodes.Getattr):
+            name = node.attr
+        elif isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const):
+            name = node.arg.value
+        if isinstance(name, str) and name.startswith("_"):
+            raise TemplateError(
+                f"line {node.lineno}: {name} is not accessible (names starting with _ are private)"
+            )

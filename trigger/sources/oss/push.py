@@ -25,7 +25,13 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from trigger.core.intake import Intake, deliver, error_response, read_body
+from trigger.core.intake import (
+    Intake,
+    continue_within_limit,
+    deliver,
+    error_response,
+    read_body,
+)
 from trigger.decoders.oss import decode_eventbridge, decode_mns
 from trigger.errors import ConfigError, DecodeError
 from trigger.events import Event
@@ -118,9 +124,10 @@ class OssPush:
         return cls(ctx, settings, auth.eventbridge, auth.mns, certs)
 
     def routes(self) -> list[web.RouteDef]:
+        expect = continue_within_limit
         return [
-            web.post(self.settings.eventbridge_path, self.eventbridge),
-            web.post(self.settings.mns_path, self.mns),
+            web.post(self.settings.eventbridge_path, self.eventbridge, expect_handler=expect),
+            web.post(self.settings.mns_path, self.mns, expect_handler=expect),
         ]
 
     async def close(self) -> None:

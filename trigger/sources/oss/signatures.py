@@ -42,6 +42,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from trigger.clock import Clock
+from trigger.core.intake import header_bytes
 from trigger.errors import TriggerError
 
 EB_TOKEN: Final = "x-eventbridge-signature-token"  # noqa: S105 - a header name
@@ -213,7 +214,7 @@ def eventbridge_strings_to_sign(url: str, headers: Mapping[str, str], body: byte
     lower = lower_headers(headers)
     names = (EB_TIMESTAMP, EB_HASH_METHOD, EB_VERSION, EB_CERT_URL, EB_TOKEN)
     lines = "".join(f"{name}: {lower[name]}\n" for name in names if name in lower)
-    base = f"{url}\n{lines}".encode() + body
+    base = header_bytes(f"{url}\n{lines}") + body
     return [base + b"\n", base]
 
 
@@ -227,7 +228,7 @@ def mns_string_to_sign(method: str, headers: Mapping[str, str], path: str) -> by
         lower.get("date", ""),
     ]
     mns = sorted((k, v) for k, v in lower.items() if k.startswith("x-mns-"))
-    return ("\n".join(fixed) + "\n" + "".join(f"{k}:{v}\n" for k, v in mns) + path).encode()
+    return header_bytes("\n".join(fixed) + "\n" + "".join(f"{k}:{v}\n" for k, v in mns) + path)
 
 
 def _check_skew(moment: datetime, now: datetime, max_skew: float, what: str) -> None:
@@ -281,7 +282,7 @@ class EventBridgeAuth:
             raise AuthError(f"EventBridge receiver refuses every push: {refused}")
         lower = lower_headers(headers)
         if self.token is not None:
-            given = lower.get(EB_TOKEN, "").encode()
+            given = header_bytes(lower.get(EB_TOKEN, ""))
             if not given:
                 raise AuthError(f"missing {EB_TOKEN}")
             if not hmac.compare_digest(given, self.token):
