@@ -440,7 +440,7 @@ async def end_to_end(
                 raise RuntimeError(f"a daemon exited: see {work}/{topic}-*/daemon.log")
             if time.monotonic() - started > 900:
                 raise TimeoutError(f"{count} workflows not created")
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.1)  # each poll renders /metrics in every daemon
         seconds = time.monotonic() - started
         for daemon in running:
             daemon.stop()

@@ -146,14 +146,16 @@ def run(
             folder = Path(tmp) / str(count)
             folder.mkdir()
             write_rules(count, folder)
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             rules = load_rules([folder])
             load_s = time.perf_counter() - start
+            load_cpu = time.process_time() - cpu
             spread = max(1, count // RULES_PER_KEY)
             sample = events(sample_size, spread)
             per_event, created = measure(rules, sample, rounds)
             figures["rules"][count] = {
                 "load_seconds": round(load_s, 3),
+                "load_cpu_seconds": round(load_cpu, 3),
                 "events_per_second": round(1 / per_event),
                 "microseconds_per_event": round(per_event * 1e6, 2),
                 "workflows_per_sample": created,
@@ -169,9 +171,12 @@ def run(
     )
     figures["cost_ratio"] = {"rules": [fewest, most], "ratio": round(ratio, 3), "target": 1.5}
     figures["load"] = {"rules": most, "seconds": figures["rules"][most]["load_seconds"],
+                       "cpu_seconds": figures["rules"][most]["load_cpu_seconds"],
                        "target_seconds": 2.0}  # fmt: skip
     print(f"cost({most:,} rules) / cost({fewest:,} rules) = {ratio:.2f}   (target ≤ 1.5)")
-    print(f"load + compile {most:,} rules = {figures['load']['seconds']:.2f} s   (target ≤ 2 s)")
+    load = figures["load"]
+    print(f"load + compile {most:,} rules = {load['seconds']:.2f} s, {load['cpu_seconds']:.2f} s CPU"
+          "   (target ≤ 2 s)")  # fmt: skip
     return figures
 
 

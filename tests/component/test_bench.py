@@ -1,0 +1,39 @@
+"""The benchmark command: its quick form runs every part and writes a valid table."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.bench.__main__ import PARTS
+
+ROOT = Path(__file__).resolve().parents[2]
+# Smaller still than --quick: the default test run checks the command works, not its figures.
+TINY = ["--kube", "60", "--local", "300", "--local-runs", "1", "--senders", "4", "--each", "2",
+        "--rss", "300"]  # fmt: skip
+
+
+def test_quick_form_prints_and_writes_the_table(tmp_path: Path, long_run: bool) -> None:
+    """`python -m tests.bench --quick` runs every part, prints the table and writes it as JSON."""
+    out = tmp_path / "summary.json"
+    command = [sys.executable, "-m", "tests.bench", "--quick", "--out", str(out)]
+    done = subprocess.run(
+        command + ([] if long_run else TINY),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(out.read_text())
+    assert summary["quick"] is True
+    assert {row["part"] for row in summary["rows"]} == set(PARTS)
+    for row in summary["rows"]:
+        assert row["figure"] and row["measured"] and row["target"]
+        assert row["met"] in (True, False, None)
+        assert row["figure"] in done.stdout
+    assert {"cores", "load_average"} <= set(summary["load_before"])
+    assert "figure" in done.stdout and "met?" in done.stdout
