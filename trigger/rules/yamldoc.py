@@ -26,6 +26,8 @@ MAX_FILE_BYTES: Final = 1 << 20
 MAX_NODES: Final = 100_000
 MAX_DEPTH: Final = 64
 _STR: Final = "tag:yaml.org,2002:str"
+_MAP: Final = "tag:yaml.org,2002:map"
+_SEQ: Final = "tag:yaml.org,2002:seq"
 
 
 class Document:
@@ -100,9 +102,13 @@ class _FastLoader(_Loader):
     """
 
     def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
-        if kind is ScalarNode and (not implicit[0] or (value and value[0] not in _IMPLICIT_FIRST)):
-            return _STR  # quoted, or cannot be a number, boolean, null or timestamp
-        return super().resolve(kind, value, implicit)  # type: ignore[no-untyped-call]
+        if kind is ScalarNode:
+            if not implicit[0] or (value and value[0] not in _IMPLICIT_FIRST):
+                return _STR  # quoted, or cannot be a number, boolean, null or timestamp
+            return super().resolve(kind, value, implicit)  # type: ignore[no-untyped-call]
+        if self.yaml_path_resolvers:  # none unless someone called `add_path_resolver`
+            return super().resolve(kind, value, implicit)  # type: ignore[no-untyped-call]
+        return _MAP if kind is MappingNode else _SEQ  # what the resolver's walk would answer
 
     def construct_mapping(self, node: Any, deep: bool = False) -> Any:
         if isinstance(node, MappingNode):
@@ -177,8 +183,6 @@ class _NotPlain(Exception):
     """A document `_PlainBuilder` leaves to PyYAML's constructor."""
 
 
-_MAP: Final = "tag:yaml.org,2002:map"
-_SEQ: Final = "tag:yaml.org,2002:seq"
 
 
 class _PlainBuilder:
