@@ -7,9 +7,9 @@ delivery after another (a closed loop); the same number of bare kubernetes_async
 calls (trust_env off, a connection each) into the same emulator is the yardstick. Reported:
 p50 and p99 of each, and the ratios daemon / bare (targets: p99 ≤ 1.5×, p50 ≤ 3×).
 The daemon's client-side limiter is set out of reach; it creates with its default
-`submit.max_in_flight` (64).
+`submit.max_in_flight` (64) unless --in-flight says otherwise.
 
-Run: .venv/bin/python -m tests.bench.push [--senders 200] [--each 20]
+Run: .venv/bin/python -m tests.bench.push [--senders 200] [--each 20] [--in-flight 64]
 """
 
 from __future__ import annotations
@@ -152,12 +152,14 @@ async def ready(daemon: Daemon, within: float = 60.0) -> None:
             await asyncio.sleep(0.05)
 
 
-async def measure(work: Path, senders: int = SENDERS, each: int = 20) -> dict[str, Any]:
+async def measure(
+    work: Path, senders: int = SENDERS, each: int = 20, in_flight: int = 64
+) -> dict[str, Any]:
     """Bare, daemon (webhook, then EventBridge), bare again: one emulator throughout."""
     process, url = start_emulator()
     try:
         env = await kube_env(url, work)
-        env["TRIGGER_SUBMIT__MAX_IN_FLIGHT"] = "64"
+        env["TRIGGER_SUBMIT__MAX_IN_FLIGHT"] = str(in_flight)
         before = await bare_side(url, senders, each, 0)
         daemon = Daemon(work / "push", None, "push", "kubernetes", env, rules=rules())
         try:
@@ -170,7 +172,7 @@ async def measure(work: Path, senders: int = SENDERS, each: int = 20) -> dict[st
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=10)
     bare = {key: round((before[key] + after[key]) / 2, 2) for key in ("p50_ms", "p99_ms")}
-    found: dict[str, Any] = {"senders": senders, "each": each, "bare": bare,
+    found: dict[str, Any] = {"senders": senders, "each": each, "in_flight": in_flight, "bare": bare,
                              "bare_before_after": [before, after]}  # fmt: skip
     for kind, figures in pushed.items():
         found[kind] = figures | {
@@ -185,9 +187,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.bench.push")
     parser.add_argument("--senders", type=int, default=SENDERS)
     parser.add_argument("--each", type=int, default=20, help="deliveries per sender")
+    parser.add_argument(
+        "--in-flight", type=int, default=64, help="the daemon's submit.max_in_flight"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-push-") as tmp:
-        figures = asyncio.run(measure(Path(tmp), args.senders, args.each))
+        figures = asyncio.run(measure(Path(tmp), args.senders, args.each, args.in_flight))
     print(json.dumps(figures, indent=2))
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "push.json").write_text(json.dumps(figures, indent=2) + "\n")
