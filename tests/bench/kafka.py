@@ -20,6 +20,12 @@ Rates are measured inside the daemon's steady state: messages are produced befor
 starts, and the clock runs from its first created Workflow to its last (read from its
 /metrics), so start-up and the group join are not counted.
 
+For `python -m tests.bench` (which runs them): `end_to_end` times Kafka → one or two
+daemons in one group → the emulator from the first message produced to the last Workflow
+created, against the bare loop before and after it; `local_vs_raw` sets (b) against raw
+file creation of the same bytes with one sync per batch, run after run; (c) also reports
+the growth from ready.
+
 Run: .venv/bin/python -m tests.bench.kafka [--local N] [--kube N] [--rss N] [--spread N]
          [--parts abcd] [--set TRIGGER_X=VALUE ...]
 On a shared machine (b) follows other processes' disk writes (its sink syncs per batch):
