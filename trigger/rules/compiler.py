@@ -53,7 +53,7 @@ class Session:
         """Compile `source` once per load: rule sets repeat their patterns, expressions and
         key filters, and compiled ones are immutable, so rules can share them. Errors are
         not cached: each rule that repeats a bad one gets its own problem."""
-        # Expressions are strings: their own key, without a JSON encoding (a tenth of the
+        # Expressions are strings: their own key, without a JSON encoding (~7 % of the
         # compile time of 10,000 rules); a tuple of another length keeps them apart.
         key = (
             (kind, source)

@@ -183,8 +183,6 @@ class _NotPlain(Exception):
     """A document `_PlainBuilder` leaves to PyYAML's constructor."""
 
 
-
-
 class _PlainBuilder:
     """Values from composed nodes, for the documents rule files are made of: plain maps,
     lists and scalars, no aliases, merge keys or collection tags, within the node budget.
