@@ -20,6 +20,12 @@ Rates are measured inside the daemon's steady state: messages are produced befor
 starts, and the clock runs from its first created Workflow to its last (read from its
 /metrics), so start-up and the group join are not counted.
 
+For `python -m tests.bench` (which runs them): `end_to_end` times Kafka → one or two
+daemons in one group → the emulator from the first message produced to the last Workflow
+created, against the bare loop before and after it; `local_vs_raw` sets (b) against raw
+file creation of the same bytes with one sync per batch, run after run; (c) also reports
+the growth from ready.
+
 Run: .venv/bin/python -m tests.bench.kafka [--local N] [--kube N] [--rss N] [--spread N]
          [--parts abcd] [--set TRIGGER_X=VALUE ...]
 On a shared machine (b) follows other processes' disk writes (its sink syncs per batch):
@@ -34,7 +40,9 @@ import asyncio
 import itertools
 import json
 import os
+import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -48,6 +56,7 @@ import yaml
 from aiokafka import AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
+from trigger.submit.filewriter import sync_filesystem
 from trigger.testing.kafka import KafkaBroker, free_port
 
 RESULTS = Path(__file__).parent / "results"
@@ -96,18 +105,24 @@ def _chunks(items: range, size: int) -> Iterator[range]:
 
 
 class Daemon:
-    """`trigger run` on one topic with its own group, config and directory."""
+    """`trigger run` with its own config and directory: on one topic with its own group, or
+    on the `rules` given (then with Kafka only when `bootstrap` is given)."""
 
-    def __init__(self, work: Path, bootstrap: str, topic: str, sink: str,
-                 env: dict[str, str] | None = None) -> None:  # fmt: skip
+    def __init__(self, work: Path, bootstrap: str | None, topic: str, sink: str,
+                 env: dict[str, str] | None = None, *,
+                 rules: list[dict[str, Any]] | None = None) -> None:  # fmt: skip
         self.work, self.port = work, free_port()
         work.mkdir(parents=True, exist_ok=True)
-        (work / "rules.yaml").write_text(yaml.safe_dump(rule(topic)))
-        cluster = {"bootstrap_servers": bootstrap, "group": f"bench-{topic}",
-                   "auto_offset_reset": "earliest", "session_timeout": "2s",
-                   "heartbeat_interval": "300ms"}  # fmt: skip
-        config = {"kafka": {"clusters": {"default": cluster}},
-                  "submit": {"max_in_flight": IN_FLIGHT}, "log": {"level": "warning"}}  # fmt: skip
+        (work / "rules.yaml").write_text(yaml.safe_dump_all(rules or [rule(topic)]))
+        config: dict[str, Any] = {
+            "submit": {"max_in_flight": IN_FLIGHT},
+            "log": {"level": "warning"},
+        }
+        if bootstrap:
+            cluster = {"bootstrap_servers": bootstrap, "group": f"bench-{topic}",
+                       "auto_offset_reset": "earliest", "session_timeout": "2s",
+                       "heartbeat_interval": "300ms"}  # fmt: skip
+            config["kafka"] = {"clusters": {"default": cluster}}
         (work / "config.yaml").write_text(yaml.safe_dump(config))
         command = [sys.executable, "-m", "trigger.cli", "run", "--config", str(work / "config.yaml"),
                    "--rules", str(work / "rules.yaml"), "--sink", sink,
@@ -135,6 +150,20 @@ class Daemon:
             return self.metric("trigger_workflows_total", outcome="created")
         except OSError:
             return -1.0
+
+    def partitions(self) -> int:
+        """How many partitions this daemon holds now (0 before it joined its group)."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
+                text = r.read().decode()
+        except OSError:
+            return 0
+        return sum(
+            1
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if s.name == "trigger_kafka_partition_in_flight"
+        )
 
     def rss_mb(self, field: str = "VmRSS") -> float:
         """Resident memory now, or its peak so far with `field="VmHWM"`."""
@@ -179,6 +208,7 @@ class Daemon:
                 self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.process.kill()
+                self.process.wait()
         self.log.close()
 
 
@@ -303,7 +333,7 @@ async def local_side(
 async def rss_side(
     broker: KafkaBroker, work: Path, count: int, extra: dict[str, str]
 ) -> dict[str, Any]:
-    warm = min(20_000, count // 10)
+    warm = max(1, min(20_000, count // 10))
     await broker.create_topics({"rss": PARTITIONS})
     daemon = Daemon(work / "rss", broker.bootstrap, "rss", "stdout", extra)
     try:
@@ -312,6 +342,7 @@ async def rss_side(
             await asyncio.sleep(0.05)
             if time.monotonic() - ready_at > 60:
                 raise TimeoutError("daemon did not start")
+        await joined([daemon])
         start_rss = daemon.rss_mb()
         await produce(broker.bootstrap, "rss", warm)
         await daemon.wait_created(warm)
@@ -327,6 +358,7 @@ async def rss_side(
         daemon.stop()
     growth = (end_rss - warm_rss) / warm_rss
     return {"messages": count, "warm_up_messages": warm, "rss_mb_ready": round(start_rss, 1),
+            "growth_from_ready": round((end_rss - start_rss) / start_rss, 3),
             "rss_mb_after_warm_up": round(warm_rss, 1), "rss_mb_end": round(end_rss, 1),
             "samples": samples, "growth_after_warm_up": round(growth, 3),
             "target_growth": 0.10}  # fmt: skip
@@ -377,6 +409,120 @@ async def spread_run(daemon: Daemon, count: int) -> dict[str, Any]:
             "rss_mb_growth": round(hwm - ready, 1), "seconds": round(elapsed, 1),
             "in_flight_sampled_max": int(sampled),
             "in_flight_peak": int(daemon.metric("trigger_kafka_records_in_flight_peak"))}  # fmt: skip
+
+
+async def joined(daemons: list[Daemon], partitions: int = PARTITIONS, within: float = 60.0) -> None:
+    """Until the daemons hold every partition between them, each at least one."""
+    end = time.monotonic() + within
+    while True:
+        held = [await asyncio.to_thread(d.partitions) for d in daemons]
+        if sum(held) == partitions and min(held) > 0:
+            return
+        if time.monotonic() > end:
+            raise TimeoutError(f"the group did not settle: partitions held {held}")
+        await asyncio.sleep(0.1)
+
+
+async def end_to_end(
+    broker: KafkaBroker, work: Path, count: int, daemons: int, extra: dict[str, str]
+) -> dict[str, Any]:
+    """Kafka → `daemons` daemons (one group) → emulator, from the first message produced to
+    the last Workflow created, against the bare create loop (trust_env off) into the same
+    emulator before and after it; the daemons have joined their group before the clock."""
+    process, url = start_emulator()
+    topic = f"e2e{daemons}"
+    running: list[Daemon] = []
+    try:
+        env = await kube_env(url, work)
+        await broker.create_topics({topic: PARTITIONS})
+        bare_before = await bare_rate(url, count, trust_env=False, prefix=f"{topic}-before")
+        for n in range(daemons):
+            running.append(Daemon(work / f"{topic}-{n}", broker.bootstrap, topic, "kubernetes",
+                                  env | extra))  # fmt: skip
+        await joined(running)
+        started = time.monotonic()
+        await produce(broker.bootstrap, topic, count)
+        while sum(await asyncio.gather(*(asyncio.to_thread(d.created) for d in running))) < count:
+            if any(d.process.poll() is not None for d in running):
+                raise RuntimeError(f"a daemon exited: see {work}/{topic}-*/daemon.log")
+            if time.monotonic() - started > 900:
+                raise TimeoutError(f"{count} workflows not created")
+            await asyncio.sleep(0.1)  # each poll renders /metrics in every daemon
+        seconds = time.monotonic() - started
+        for daemon in running:
+            daemon.stop()
+        bare_after = await bare_rate(url, count, trust_env=False, prefix=f"{topic}-after")
+    finally:
+        for daemon in running:
+            daemon.stop()
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=10)
+    bare = 2 / (1 / bare_before + 1 / bare_after)  # the mean time per create, as a rate
+    rate = count / seconds
+    return {"messages": count, "daemons": daemons, "in_flight": IN_FLIGHT,
+            "daemon_workflows_per_s": round(rate, 1), "seconds": round(seconds, 2),
+            "bare_creates_per_s": round(bare, 1),
+            "bare_before_after": [round(bare_before, 1), round(bare_after, 1)],
+            "ratio": round(rate / bare, 3), "target_ratio": 0.7}  # fmt: skip
+
+
+def written_rate(folder: Path) -> tuple[float, list[bytes]]:
+    """Files/s from the first file written under `folder` to the last (their mtimes, so no
+    polling error), and the files' bytes."""
+    files = sorted(folder.rglob("*.yaml"))
+    times = [p.stat().st_mtime_ns for p in files]
+    seconds = max((max(times) - min(times)) / 1e9, 1e-3)
+    return (len(files) - 1) / seconds, [p.read_bytes() for p in files]
+
+
+def raw_files(folder: Path, texts: list[bytes], batch: int = LOCAL_WINDOW) -> None:
+    """Files created as a careful user would with the local sink's durability: each file
+    created exclusively and written, one file-system sync per batch."""
+    folder.mkdir(parents=True)
+    directory = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for first in range(0, len(texts), batch):
+            for n in range(first, min(first + batch, len(texts))):
+                fd = os.open(f"wf-{n:07d}.yaml", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644,
+                             dir_fd=directory)  # fmt: skip
+                try:
+                    os.write(fd, texts[n])
+                finally:
+                    os.close(fd)
+            sync_filesystem(directory)
+    finally:
+        os.close(directory)
+
+
+async def local_vs_raw(
+    broker: KafkaBroker, work: Path, count: int, runs: int, extra: dict[str, str]
+) -> dict[str, Any]:
+    """(b) against raw file creation of the same files (the bytes the daemon wrote) on the
+    same file system, run after run; both timed by the files' mtimes, first to last."""
+    pairs = []
+    for run in range(runs):
+        topic = f"local{run}"
+        await broker.create_topics({topic: PARTITIONS})
+        await produce(broker.bootstrap, topic, count)
+        tuning = {
+            "TRIGGER_KAFKA__CLUSTERS__DEFAULT__MAX_IN_FLIGHT_PER_PARTITION": str(LOCAL_WINDOW)
+        }
+        daemon = Daemon(work / topic, broker.bootstrap, topic, f"local:{work / topic / 'wf'}",
+                        env=tuning | extra)  # fmt: skip
+        try:
+            await daemon.wait_created(count)
+        finally:
+            daemon.stop()
+        rate, texts = written_rate(work / topic / "wf")
+        await asyncio.to_thread(raw_files, work / topic / "raw", texts)
+        raw, _ = written_rate(work / topic / "raw")
+        # Gone before the next run: 120,000 files are slow to remove on a busy disk.
+        await asyncio.to_thread(shutil.rmtree, work / topic, ignore_errors=True)
+        pairs.append({"daemon_workflows_per_s": round(rate, 1), "raw_files_per_s": round(raw, 1),
+                      "share": round(rate / raw, 3)})  # fmt: skip
+    shares = sorted(p["share"] for p in pairs)
+    return {"messages": count, "runs": pairs, "share_median": statistics.median(shares),
+            "share_min": shares[0], "share_max": shares[-1], "target_share": 0.8}  # fmt: skip
 
 
 async def measure(args: argparse.Namespace) -> dict[str, Any]:

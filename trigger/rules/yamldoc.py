@@ -26,6 +26,8 @@ MAX_FILE_BYTES: Final = 1 << 20
 MAX_NODES: Final = 100_000
 MAX_DEPTH: Final = 64
 _STR: Final = "tag:yaml.org,2002:str"
+_MAP: Final = "tag:yaml.org,2002:map"
+_SEQ: Final = "tag:yaml.org,2002:seq"
 
 
 class Document:
@@ -100,9 +102,13 @@ class _FastLoader(_Loader):
     """
 
     def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
-        if kind is ScalarNode and (not implicit[0] or (value and value[0] not in _IMPLICIT_FIRST)):
-            return _STR  # quoted, or cannot be a number, boolean, null or timestamp
-        return super().resolve(kind, value, implicit)  # type: ignore[no-untyped-call]
+        if kind is ScalarNode:
+            if not implicit[0] or (value and value[0] not in _IMPLICIT_FIRST):
+                return _STR  # quoted, or cannot be a number, boolean, null or timestamp
+            return super().resolve(kind, value, implicit)  # type: ignore[no-untyped-call]
+        if self.yaml_path_resolvers:  # none unless someone called `add_path_resolver`
+            return super().resolve(kind, value, implicit)  # type: ignore[no-untyped-call]
+        return _MAP if kind is MappingNode else _SEQ  # what the resolver's walk would answer
 
     def construct_mapping(self, node: Any, deep: bool = False) -> Any:
         if isinstance(node, MappingNode):
@@ -125,19 +131,18 @@ def read_documents(text: str) -> Iterator[Document]:
     """Parse every document of `text`; raises YamlProblem for the first unreadable one."""
     if len(text.encode()) > MAX_FILE_BYTES:
         raise YamlProblem(f"file is larger than {MAX_FILE_BYTES} bytes", 1, 1)
+    plain = True
     try:
-        values = list(yaml.load_all(text, Loader=_FastLoader))
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        raise YamlProblem(f"invalid YAML: {exc.problem or exc}", line, column) from exc
-    except yaml.YAMLError as exc:
-        raise YamlProblem(f"invalid YAML: {exc}", 1, 1) from exc
+        nodes = list(yaml.compose_all(text, Loader=_FastLoader))
+        values = [_PlainBuilder().value(node) for node in nodes]
+    except (_NotPlain, yaml.YAMLError):
+        # PyYAML's construction decides, and reports the first problem as it always has.
+        values, plain = _load_all(text), False
     source = _Source(text)
     for index, loaded in enumerate(values):
         # Aliases share containers: rebuild with the bounded builder, which expands them
         # with a node budget (an alias bomb stops there).
-        value = loaded if _plain_tree(loaded) else _Builder().build_value(source, index)
+        value = loaded if plain or _plain_tree(loaded) else _Builder().build_value(source, index)
         if value is not None:  # an empty document (a trailing `---`) holds no rule
             yield Document(value, index, source)
 
@@ -156,6 +161,67 @@ def _plain_tree(value: Any) -> bool:
             count += 1
             stack.extend(item.values() if isinstance(item, dict) else item)
     return count <= MAX_NODES
+
+
+def _load_all(text: str) -> list[Any]:
+    """PyYAML's own construction, for what `_PlainBuilder` leaves to it."""
+    try:
+        return list(yaml.load_all(text, Loader=_FastLoader))
+    except yaml.YAMLError as exc:
+        raise _problem(exc) from exc
+
+
+def _problem(exc: yaml.YAMLError) -> YamlProblem:
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        return YamlProblem(f"invalid YAML: {exc.problem or exc}", line, column)
+    return YamlProblem(f"invalid YAML: {exc}", 1, 1)
+
+
+class _NotPlain(Exception):
+    """A document `_PlainBuilder` leaves to PyYAML's constructor."""
+
+
+class _PlainBuilder:
+    """Values from composed nodes, for the documents rule files are made of: plain maps,
+    lists and scalars, no aliases, merge keys or collection tags, within the node budget.
+
+    It gives what `_FastLoader` gives (strings as they are, other scalars through PyYAML's
+    safe constructor, duplicate keys an error) at a fraction of the cost of PyYAML's
+    generic construction; anything else raises _NotPlain and goes to that construction.
+    """
+
+    def __init__(self) -> None:
+        self._scalars = SafeConstructor()
+        self._seen: set[int] = set()
+
+    def value(self, node: Node, depth: int = 0) -> Any:
+        if isinstance(node, ScalarNode):
+            return node.value if node.tag == _STR else self._scalars.construct_object(node)
+        if id(node) in self._seen or len(self._seen) >= MAX_NODES or depth >= MAX_DEPTH:
+            raise _NotPlain  # an alias, or a document for the bounded builder to judge
+        self._seen.add(id(node))
+        if isinstance(node, SequenceNode) and node.tag == _SEQ:
+            return [self.value(item, depth + 1) for item in node.value]
+        if isinstance(node, MappingNode) and node.tag == _MAP:
+            return self._mapping(node, depth)
+        raise _NotPlain
+
+    def _mapping(self, node: MappingNode, depth: int) -> dict[Any, Any]:
+        result: dict[Any, Any] = {}
+        keys: set[str] = set()
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, ScalarNode) or key_node.tag == _MERGE:
+                raise _NotPlain
+            if key_node.value in keys:
+                raise ConstructorError(
+                    None, None, f"duplicate key {key_node.value!r}", key_node.start_mark
+                )
+            keys.add(key_node.value)
+            key = key_node.value if key_node.tag == _STR else self.value(key_node, depth + 1)
+            result[key] = self.value(value_node, depth + 1)
+        return result
 
 
 class _Builder:
