@@ -347,10 +347,14 @@ class Harness:
         emulator: Emulator,
         broker: Broker | None = None,
         env: Mapping[str, str] | None = None,
+        *,
+        state: str | None = None,
         **settings: Any,
     ) -> DaemonProcess:
         """`trigger run` NAME with these rules (YAML text), the kubernetes sink into the
-        emulator, and the broker's cluster as `default`; ready when it returns."""
+        emulator, and the broker's cluster as `default`; ready when it returns. `state` is
+        the `--state` flag (default: a file in the daemon's directory; `kubernetes` shares
+        ConfigMaps in the emulator between daemons)."""
         workdir = self.workdir / name
         (workdir / "rules").mkdir(parents=True, exist_ok=True)
         (workdir / "rules" / "rules.yaml").write_text(rules)
@@ -363,7 +367,7 @@ class Harness:
             "--rules", str(workdir / "rules"),
             "--sink", "kubernetes",
             "--listen", f"127.0.0.1:{port}",
-            "--state", f"file:{workdir / 'state.json'}",
+            "--state", state or f"file:{workdir / 'state.json'}",
             "--dead-letter", f"file:{workdir / 'dead-letters.jsonl'}",
         ]  # fmt: skip
         environment = {
