@@ -7,26 +7,23 @@ from __future__ import annotations
 
 import asyncio
 import queue
-import signal
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import oss2
-import pytest
 
 from tests.daemon import DaemonProcess, until
-from tests.e2e.parts import Kube, kube_process, oss_process
+from tests.e2e.harness import Emulator, Harness, wait_for_workflows
 
 AK, SK, BUCKET = "AKIDPOLL", "poll-secret", "landing"
+# A short Lease, so a failover after a SIGKILL takes about 2 s instead of 15.
 LEASE = {
-    "TRIGGER_LEADER__ENABLED": "true",
-    "TRIGGER_LEADER__LEASE_DURATION": "2s",
-    "TRIGGER_LEADER__RENEW_DEADLINE": "1500ms",
-    "TRIGGER_LEADER__RETRY_PERIOD": "250ms",
-    "TRIGGER_SUBMIT__CHECK_TEMPLATES": "false",
+    "enabled": True,
+    "lease_duration": "2s",
+    "renew_deadline": "1500ms",
+    "retry_period": "250ms",
 }
 POLL_RULE = """
 apiVersion: trigger/v1
@@ -55,24 +52,15 @@ spec:
 """
 
 
-@pytest.fixture
-def kube(tmp_path: Path) -> Iterator[Kube]:
-    with kube_process(tmp_path / "kubeapi.log") as emulator:
-        yield emulator
-
-
-def pair(tmp: Path, kube: Kube, rule: str, env: dict[str, str]) -> list[DaemonProcess]:
+def pair(
+    harness: Harness, emulator: Emulator, rule: str, env: dict[str, str] | None = None
+) -> list[DaemonProcess]:
     """Two daemons with the kubernetes sink and state store, electing a leader."""
-    kubeconfig = kube.kubeconfig(tmp / "kubeconfig")
-    daemons = []
-    for name in ("one", "two"):
-        workdir = tmp / name
-        (workdir / "rules").mkdir(parents=True)
-        (workdir / "rules" / "rule.yaml").write_text(rule)
-        full_env = {**LEASE, **env, "KUBECONFIG": str(kubeconfig), "HOSTNAME": name}
-        args = ["--sink", "kubernetes", "--state", "kubernetes"]
-        daemons.append(DaemonProcess(workdir, workdir / "rules", env=full_env, extra_args=args))
-    return daemons
+    emulator.add_template("ingest")
+    return [
+        harness.daemon(name, rule, emulator, env=env, state="kubernetes", leader=LEASE)
+        for name in ("one", "two")
+    ]
 
 
 def leader(daemons: list[DaemonProcess]) -> DaemonProcess | None:
@@ -91,17 +79,8 @@ async def kill_leader(daemons: list[DaemonProcess], progress: Callable[[], int],
     current: DaemonProcess = await until(lambda: leader(daemons), what="a leader")
     start = await asyncio.to_thread(progress)
     await until(lambda: progress() >= start + step, what="progress under the leader")
-    current.signal(signal.SIGKILL)
-    await asyncio.to_thread(current.wait)
-    await asyncio.to_thread(current.start)
+    await asyncio.to_thread(Harness.restart, current)  # SIGKILL by PID, start again
     return current.workdir.name
-
-
-def start_all(daemons: list[DaemonProcess]) -> None:
-    for d in daemons:
-        d.start(ready=False)
-    for d in daemons:
-        d.wait_ready()
 
 
 # --- OSS polling ---------------------------------------------------------------------------
@@ -139,40 +118,32 @@ class Uploader:
 
 
 async def test_polling_across_leader_changes_fires_each_object_once(
-    tmp_path: Path, kube: Kube, long_run: bool
+    harness: Harness, long_run: bool
 ) -> None:
     """Two daemons poll one bucket while objects land; the leader is SIGKILLed and restarted
     again and again: every object under the prefix has exactly one Workflow, none extra."""
     count, kills = (6000, 5) if long_run else (600, 2)
     batch = count // (kills + 1)
-    with oss_process(tmp_path / "oss.log", BUCKET, AK, SK) as endpoint:
-        rule = POLL_RULE.format(bucket=BUCKET, endpoint=endpoint)
-        daemons = pair(tmp_path, kube, rule, {"OSS_AK": AK, "OSS_SK": SK})
-        uploads = Uploader(endpoint)
-        try:
-            await asyncio.to_thread(start_all, daemons)
-
-            def fired() -> int:
-                return len(kube.workflows())
-
-            # Each leader is killed once half a batch more has fired under it; the next batch
-            # starts landing as it dies, so objects land during every failover.
-            killed = []
-            for _ in range(kills):
-                uploads.release(batch)
-                killed.append(await kill_leader(daemons, fired, batch * 3 // 8))
-            uploads.release(count - batch * kills)
-            await asyncio.to_thread(uploads.finish)
-            expected = {("polled", f"{BUCKET}/{k}@") for k in uploads.under_prefix}
-            await until(lambda: fired() >= len(expected), timeout=60, what="every object")
-            # Two more full scans after the last upload, for anything fired twice to show.
-            current: DaemonProcess = await until(lambda: leader(daemons), what="a leader")
-            scans = scans_done(current)
-            await until(lambda: scans_done(current) >= scans + 2, what="two more scans")
-            found = await asyncio.to_thread(kube.workflows_per_event)
-        finally:
-            for d in daemons:
-                d.stop()
+    oss = harness.oss([BUCKET], "--ak", AK, "--sk", SK)
+    emulator = harness.emulator()
+    rule = POLL_RULE.format(bucket=BUCKET, endpoint=oss.url)
+    daemons = await asyncio.to_thread(pair, harness, emulator, rule, {"OSS_AK": AK, "OSS_SK": SK})
+    uploads = Uploader(oss.url)
+    # Each leader is killed once half a batch more has fired under it; the next batch starts
+    # landing as it dies, so objects land during every failover.
+    killed = []
+    for _ in range(kills):
+        uploads.release(batch)
+        killed.append(await kill_leader(daemons, emulator.workflow_count, batch * 3 // 8))
+    uploads.release(count - batch * kills)
+    await asyncio.to_thread(uploads.finish)
+    expected = {("polled", f"{BUCKET}/{k}@") for k in uploads.under_prefix}
+    await asyncio.to_thread(wait_for_workflows, emulator, len(expected), timeout=120)
+    # Two more full scans after the last upload, for anything fired twice to show.
+    current: DaemonProcess = await until(lambda: leader(daemons), what="a leader")
+    scans = scans_done(current)
+    await until(lambda: scans_done(current) >= scans + 2, what="two more scans")
+    found = await asyncio.to_thread(emulator.workflows)
     per_object = Counter(
         (rule, event.partition("@")[0] + "@") for (rule, event) in found.elements()
     )
@@ -188,41 +159,72 @@ def scans_done(daemon: DaemonProcess) -> int:
 # --- cron ----------------------------------------------------------------------------------
 
 
-def ticks(kube: Kube) -> Counter[datetime]:
+def ticks(emulator: Emulator) -> Counter[datetime]:
     """How many Workflows each scheduled time of the cron rule has."""
     return Counter(
         datetime.fromisoformat(event.partition("@")[2])
-        for (rule, event), n in kube.workflows_per_event().items()
+        for (rule, event), n in emulator.workflows().items()
         for _ in range(n)
         if rule == "tick"
     )
 
 
+async def cron_failovers(
+    harness: Harness, catch_up: str, kills: int
+) -> tuple[Counter[datetime], list[datetime], int]:
+    """Run the every-second rule on two daemons and SIGKILL the leader `kills` times (each
+    after it fired 3 ticks); return the Workflows per tick, the window from the first tick
+    fired to the last, and how many ticks the daemons' logs say they dropped as missed."""
+    emulator = harness.emulator()
+    rule = CRON_RULE.replace("catchUp: all", f"catchUp: {catch_up}")
+    daemons = await asyncio.to_thread(pair, harness, emulator, rule)
+    made = emulator.workflow_count
+    killed = [await kill_leader(daemons, made, 3) for _ in range(kills)]
+    # The last leader catches up and fires a few more on time.
+    after = await asyncio.to_thread(made)
+    await until(lambda: made() >= after + 3, what="ticks after the last kill")
+    for d in daemons:
+        d.stop()
+    fired = await asyncio.to_thread(ticks, emulator)
+    first, last = min(fired), max(fired)
+    window = [first + timedelta(seconds=s) for s in range(int((last - first).total_seconds()) + 1)]
+    dropped = sum(
+        int(e["at_least"])
+        for d in daemons
+        for e in d.log_events()
+        if e.get("event") == "missed cron ticks dropped"
+    )
+    print(
+        f"\n{catch_up}: {len(fired)} ticks over {len(window)} s, {dropped} dropped, killed {killed}"
+    )
+    return fired, window, dropped
+
+
 async def test_cron_across_leader_changes_fires_every_tick_once(
-    tmp_path: Path, kube: Kube, long_run: bool
+    harness: Harness, long_run: bool
 ) -> None:
     """An every-second cron rule with `catchUp: all` on two daemons, the leader SIGKILLed and
     restarted again and again: every tick from the first to the last fired has exactly one
     Workflow (the missed ones caught up by the next leader)."""
     kills = 5 if long_run else 2
-    daemons = pair(tmp_path, kube, CRON_RULE, {})
-    try:
-        await asyncio.to_thread(start_all, daemons)
-        made = lambda: len(kube.workflows())  # noqa: E731
-        killed = [await kill_leader(daemons, made, 3) for _ in range(kills)]
-        # The last leader catches up and fires a few more on time.
-        after = await asyncio.to_thread(lambda: len(kube.workflows()))
-        await until(lambda: len(kube.workflows()) >= after + 3, what="ticks after the last kill")
-    finally:
-        for d in daemons:
-            d.stop()
-    fired = await asyncio.to_thread(ticks, kube)
-    first, last = min(fired), max(fired)
-    seconds = int((last - first).total_seconds())
-    window = [first + timedelta(seconds=s) for s in range(seconds + 1)]
-    print(f"\n{len(fired)} ticks over {seconds + 1} s, killed {killed}")
-    assert [t for t in window if fired[t] != 1] == [], {
-        t: fired[t] for t in window if fired[t] != 1
-    }
+    fired, window, dropped = await cron_failovers(harness, "all", kills)
+    assert {t: fired[t] for t in window if fired[t] != 1} == {}
     assert set(fired) == set(window)
+    assert dropped == 0
     assert len(window) > 3 * kills  # the window spans every failover
+
+
+async def test_cron_latest_across_leader_changes_drops_only_what_it_counts(
+    harness: Harness, long_run: bool
+) -> None:
+    """The same with `catchUp: latest` (the default): no tick has two Workflows, ticks go
+    missing only in the failovers (one gap each, its most recent tick fired), and every
+    missing tick is logged as dropped."""
+    kills = 5 if long_run else 2
+    fired, window, dropped = await cron_failovers(harness, "latest", kills)
+    assert {t: n for t, n in fired.items() if n != 1} == {}
+    assert set(fired) <= set(window)
+    missing = [t for t in window if t not in fired]
+    gaps = [t for t in missing if t + timedelta(seconds=1) not in missing]
+    assert len(gaps) <= kills, missing
+    assert dropped >= len(missing), (dropped, missing)

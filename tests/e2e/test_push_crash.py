@@ -5,18 +5,15 @@ exactly one Workflow per (delivery, matching rule) in the Kubernetes API emulato
 from __future__ import annotations
 
 import asyncio
-import json
-import signal
 from collections import Counter
 from collections.abc import Iterator
 from functools import partial
-from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.daemon import DaemonProcess, until
-from tests.e2e.parts import Kube, kube_process
+from tests.e2e.harness import Emulator, Harness
 from tests.e2e.senders import (
     EVENTBRIDGE_PATH,
     MNS_PATH,
@@ -76,32 +73,18 @@ def cert_url(keypair: tuple[rsa.RSAPrivateKey, bytes]) -> Iterator[str]:
         yield url
 
 
-@pytest.fixture
-def kube(tmp_path: Path) -> Iterator[Kube]:
-    with kube_process(tmp_path / "kubeapi.log") as emulator:
-        yield emulator
-
-
-def push_daemon(tmp: Path, kube: Kube) -> DaemonProcess:
+def push_daemon(harness: Harness, emulator: Emulator) -> DaemonProcess:
     """A daemon with the kubernetes sink, EventBridge checking token and signature, MNS
     checking signatures, certificates fetched from loopback."""
-    (tmp / "rules").mkdir()
-    (tmp / "rules" / "push.yaml").write_text(RULES)
+    emulator.add_template("ingest")
     push = {
         "eventbridge_token_env": "EB_TOKEN",
         "eventbridge_verify_signature": True,
         "eventbridge_cert_hosts": ["127.0.0.1"],
         "mns_cert_hosts": ["127.0.0.1"],
     }
-    (tmp / "config.yaml").write_text(json.dumps({"oss": {"push": push}}))
-    env = {
-        "EB_TOKEN": TOKEN,
-        "HOOK_SECRET": SECRET,
-        "KUBECONFIG": str(kube.kubeconfig(tmp / "kubeconfig")),
-        "TRIGGER_SUBMIT__CHECK_TEMPLATES": "false",
-    }
-    args = ["--sink", "kubernetes", "--config", str(tmp / "config.yaml")]
-    return DaemonProcess(tmp, tmp / "rules", env=env, extra_args=args)
+    env = {"EB_TOKEN": TOKEN, "HOOK_SECRET": SECRET}
+    return harness.daemon("push", RULES, emulator, env=env, oss={"push": push})
 
 
 def deliveries(
@@ -154,31 +137,22 @@ async def kill_at_progress(
         threshold = len(work) * k // (kills + 1)
         await until(partial(settled_reach, work, threshold), timeout=120, what="settled")
         at.append(sum(d.settled for _, d, _ in work))
-        daemon.signal(signal.SIGKILL)
-        await asyncio.to_thread(daemon.wait)
-        await asyncio.to_thread(daemon.start)
+        await asyncio.to_thread(Harness.restart, daemon)  # SIGKILL by PID, start again
     return at
 
 
 async def test_pushes_across_kills_make_one_workflow_each(
-    tmp_path: Path,
-    kube: Kube,
-    keypair: tuple[rsa.RSAPrivateKey, bytes],
-    cert_url: str,
-    long_run: bool,
+    harness: Harness, keypair: tuple[rsa.RSAPrivateKey, bytes], cert_url: str, long_run: bool
 ) -> None:
     """EventBridge, MNS and webhook deliveries retried by their senders through SIGKILLs of
     the daemon: each (delivery, matching rule) has exactly one Workflow, none extra."""
     count, kills = (3000, 5) if long_run else (300, 2)
     work = deliveries(count, keypair[0], cert_url)
-    daemon = push_daemon(tmp_path, kube)
-    try:
-        await asyncio.to_thread(daemon.start)
-        sending = deliver_all(daemon.url, work, concurrency=32, backoff=Backoff())
-        killed_at, _ = await asyncio.gather(kill_at_progress(daemon, work, kills), sending)
-        found = await asyncio.to_thread(kube.workflows_per_event)
-    finally:
-        daemon.stop()
+    emulator = harness.emulator()
+    daemon = await asyncio.to_thread(push_daemon, harness, emulator)
+    sending = deliver_all(daemon.url, work, concurrency=32, backoff=Backoff())
+    killed_at, _ = await asyncio.gather(kill_at_progress(daemon, work, kills), sending)
+    found = await asyncio.to_thread(emulator.workflows)
     finals = Counter(d.final for _, d, _ in work)
     retried = sum(d.attempts > 1 for _, d, _ in work)
     print(f"\n{count} deliveries, kills after {killed_at} settled, {retried} retried, {finals}")
