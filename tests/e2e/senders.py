@@ -59,6 +59,7 @@ class Delivery:
     ident: str  # the event's id as the daemon sees it
     matches: tuple[str, ...]  # the rules it should become a Workflow for
     body: bytes
+    poison: tuple[str, ...] = ()  # the rules it should be dead-lettered for
     attempts: int = 0
     statuses: list[int] = field(default_factory=list)  # 0: timeout or connection error
 
@@ -185,8 +186,11 @@ class WebhookSender:
 
     secret: bytes
 
-    def delivery(self, ident: str, body: dict[str, Any], matches: Sequence[str]) -> Delivery:
-        return Delivery("webhook", ident, tuple(matches), json.dumps(body).encode())
+    def delivery(
+        self, ident: str, body: dict[str, Any], matches: Sequence[str], poison: Sequence[str] = ()
+    ) -> Delivery:
+        raw = json.dumps(body).encode()
+        return Delivery("webhook", ident, tuple(matches), raw, tuple(poison))
 
     def __call__(self, delivery: Delivery, url: str) -> dict[str, str]:
         digest = hmac.new(self.secret, delivery.body, hashlib.sha256).hexdigest()

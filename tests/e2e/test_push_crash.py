@@ -5,6 +5,7 @@ exactly one Workflow per (delivery, matching rule) in the Kubernetes API emulato
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import Counter
 from collections.abc import Iterator
 from functools import partial
@@ -91,7 +92,8 @@ def deliveries(
     count: int, key: rsa.RSAPrivateKey, cert_url: str
 ) -> list[tuple[str, Delivery, Signer]]:
     """`count` deliveries, a third each EventBridge, MNS and webhook, interleaved; a third
-    of each kind matches no rule, some EventBridge ones match two."""
+    of each kind matches no rule, some EventBridge ones match two, a third of the webhook
+    ones cannot render (dead letters)."""
     eventbridge, mns = EventBridgeSender(key, cert_url, TOKEN), MnsSender(key, cert_url)
     hook = WebhookSender(SECRET.encode())
     work: list[tuple[str, Delivery, Signer]] = []
@@ -115,11 +117,15 @@ def deliveries(
             name = f"{'keep' if variant == 2 else 'drop'}/{i}.bin"
             rules = ["mns-drop"] if variant != 2 else []
             work.append((MNS_PATH, mns.delivery(f"MNS{i:06d}", "mns-bucket", name, rules), mns))
-        else:
+        else:  # main: a Workflow; main without `after`: a render error; dev: nothing
             ref = "refs/heads/dev" if variant == 2 else "refs/heads/main"
-            body = {"ref": ref, "after": f"{i:040x}", "repository": {"full_name": "acme/x"}}
-            rules = ["hook-main"] if variant != 2 else []
-            work.append((HOOK, hook.delivery(f"delivery-{i:06d}", body, rules), hook))
+            body = {"ref": ref, "repository": {"full_name": "acme/x"}}
+            if variant == 0:
+                body["after"] = f"{i:040x}"
+            rules, poison = (
+                ([], ["hook-main"]) if variant == 1 else (["hook-main"] * (variant == 0), [])
+            )
+            work.append((HOOK, hook.delivery(f"delivery-{i:06d}", body, rules, poison), hook))
     return work  # fmt: skip
 
 
@@ -145,7 +151,8 @@ async def test_pushes_across_kills_make_one_workflow_each(
     harness: Harness, keypair: tuple[rsa.RSAPrivateKey, bytes], cert_url: str, long_run: bool
 ) -> None:
     """EventBridge, MNS and webhook deliveries retried by their senders through SIGKILLs of
-    the daemon: each (delivery, matching rule) has exactly one Workflow, none extra."""
+    the daemon: each (delivery, matching rule) has exactly one Workflow, none extra, and
+    each delivery that cannot render exactly one dead letter."""
     count, kills = (3000, 5) if long_run else (300, 2)
     work = deliveries(count, keypair[0], cert_url)
     emulator = harness.emulator()
@@ -159,4 +166,10 @@ async def test_pushes_across_kills_make_one_workflow_each(
     assert finals == {200: count}, [(d.ident, d.statuses) for _, d, _ in work if d.final != 200]
     expected = Counter((rule, d.ident) for _, d, _ in work for rule in d.matches)
     assert found == expected, (found - expected, expected - found)
+    letters = Counter(
+        (letter["rule"], letter["event_id"])
+        for line in daemon.dead_letters.read_text().splitlines()
+        for letter in [json.loads(line)]
+    )
+    assert letters == Counter((rule, d.ident) for _, d, _ in work for rule in d.poison)
     assert retried > 0  # the kills did land while deliveries were in flight
