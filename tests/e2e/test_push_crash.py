@@ -1,6 +1,9 @@
 """Pushed deliveries across SIGKILLs: EventBridge, MNS and webhook senders that retry as the
 real ones do, a daemon killed while deliveries are in flight and restarted, and in the end
-exactly one Workflow per (delivery, matching rule) in the Kubernetes API emulator."""
+exactly one Workflow per (delivery, matching rule) in the Kubernetes API emulator and one
+dead letter per delivery that cannot render. The kills come each time another 1/(kills+1)
+of the deliveries has settled. Short form: 300 deliveries, 2 kills; `pytest --long`:
+3,000 deliveries, 5 kills."""
 
 from __future__ import annotations
 
