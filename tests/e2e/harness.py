@@ -386,6 +386,12 @@ class Harness:
         part.start()
 
 
+def cpu_seconds(pid: int | None) -> float:
+    """CPU seconds (user + system) the process has used so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def life_events(daemon: DaemonProcess) -> list[dict[str, Any]]:
     """The daemon's JSON log events since it last started."""
     events = daemon.log_events()
