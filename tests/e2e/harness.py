@@ -6,8 +6,8 @@
   on the same port (empty again); `storm()` steps its failure storm (SIGUSR1: 500, then
   429 with Retry-After, then answers lost after the object is stored, then calm);
 - `OssServer`: `python -m trigger.testing.ossserver`, restarted on the same port;
-- `Daemon`: `trigger run` (`tests.daemon.DaemonProcess`) with the kubernetes sink into the
-  emulator and, when a broker is given, the Kafka cluster `default` on it;
+- `Harness.daemon()`: `trigger run` (a `tests.daemon.DaemonProcess`) with the kubernetes
+  sink into the emulator and, when a broker is given, the Kafka cluster `default` on it;
 - `Producer`: confluent-kafka (librdkafka) — a producer that is not our code — which
   returns where each record landed, so a test knows the event ids to expect.
 
@@ -105,9 +105,13 @@ class _Server:
     def stop(self) -> None:
         """SIGKILL by PID and reap; idempotent."""
         process, self.process = self.process, None
-        if process is not None and process.poll() is None:
+        if process is None:
+            return
+        if process.poll() is None:
             os.kill(process.pid, signal.SIGKILL)
             process.wait(timeout=DEADLINE)
+        if process.stdout is not None:
+            process.stdout.close()
 
 
 class Emulator(_Server):
