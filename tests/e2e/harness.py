@@ -6,8 +6,8 @@
   on the same port (empty again); `storm()` steps its failure storm (SIGUSR1: 500, then
   429 with Retry-After, then answers lost after the object is stored, then calm);
 - `OssServer`: `python -m trigger.testing.ossserver`, restarted on the same port;
-- `Daemon`: `trigger run` (`tests.daemon.DaemonProcess`) with the kubernetes sink into the
-  emulator and, when a broker is given, the Kafka cluster `default` on it;
+- `Harness.daemon()`: `trigger run` (a `tests.daemon.DaemonProcess`) with the kubernetes
+  sink into the emulator and, when a broker is given, the Kafka cluster `default` on it;
 - `Producer`: confluent-kafka (librdkafka) — a producer that is not our code — which
   returns where each record landed, so a test knows the event ids to expect.
 
@@ -105,9 +105,13 @@ class _Server:
     def stop(self) -> None:
         """SIGKILL by PID and reap; idempotent."""
         process, self.process = self.process, None
-        if process is not None and process.poll() is None:
+        if process is None:
+            return
+        if process.poll() is None:
             os.kill(process.pid, signal.SIGKILL)
             process.wait(timeout=DEADLINE)
+        if process.stdout is not None:
+            process.stdout.close()
 
 
 class Emulator(_Server):
@@ -390,17 +394,46 @@ class Harness:
         part.start()
 
 
-def wait_for_workflows(emulator: Emulator, count: int, *, timeout: float = DEADLINE) -> int:
-    """Until at least `count` Workflows exist; how many there are then."""
-    seen = 0
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
+def cpu_seconds(pid: int | None) -> float:
+    """CPU seconds (user + system) the process has used so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def life_events(daemon: DaemonProcess) -> list[dict[str, Any]]:
+    """The daemon's JSON log events since it last started."""
+    events = daemon.log_events()
+    starts = [i for i, e in enumerate(events) if e.get("event") == "trigger started"]
+    return events[starts[-1] :] if starts else []
+
+
+def kafka_partitions(daemon: DaemonProcess) -> set[str]:
+    """The partitions the daemon holds now, from its log since it last started."""
+    held: set[str] = set()
+    for event in life_events(daemon):
+        if event.get("event") == "kafka partitions assigned":
+            held |= set(event["partitions"])
+        elif event.get("event") == "kafka partitions given up":
+            held -= set(event["partitions"])
+    return held
+
+
+def wait_for_workflows(
+    emulator: Emulator, count: int, *, timeout: float = DEADLINE, stall: float = 60.0
+) -> int:
+    """Until at least `count` Workflows exist; how many there are then. Fails after
+    `timeout` seconds, or once the count has not grown for `stall` seconds."""
+    seen, grown = 0, time.monotonic()
+    end = grown + timeout
+    while (now := time.monotonic()) < end and now - grown < stall:
         try:
-            seen = emulator.workflow_count()
+            latest = emulator.workflow_count()
         except (urllib.error.URLError, ConnectionError, TimeoutError):
-            seen = -1
-        if seen >= count:
-            return seen
+            latest = seen
+        if latest >= count:
+            return latest
+        if latest > seen:
+            seen, grown = latest, now
         # Polling interval, not synchronization: a list costs the emulator a scan.
         time.sleep(0.1)
-    raise AssertionError(f"{seen} of {count} Workflows after {timeout:.0f}s")
+    raise AssertionError(f"{seen} of {count} Workflows; none more for {now - grown:.0f}s")

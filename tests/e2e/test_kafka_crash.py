@@ -13,8 +13,10 @@ import json
 import random
 import signal
 from collections import Counter
+from functools import partial
 
-from tests.e2e.harness import Delivered, Emulator, Harness, wait_for_workflows
+from tests.daemon import wait_for
+from tests.e2e.harness import Delivered, Emulator, Harness, kafka_partitions, wait_for_workflows
 
 TOPIC = "orders"
 PARTITIONS = 6
@@ -80,6 +82,8 @@ def test_every_record_one_workflow_per_rule_across_kills(harness: Harness, long_
     emulator: Emulator = harness.emulator()
     emulator.add_template("process")
     daemons = [harness.daemon(name, RULES, emulator, broker) for name in ("d1", "d2")]
+    for daemon in daemons:  # both at work before the stream starts
+        wait_for(partial(kafka_partitions, daemon), timeout=120, what="the group's rebalance")
     delivered = harness.producer(broker).produce(TOPIC, records(count))
     wanted = expected(delivered)
     total = sum(wanted.values())
@@ -89,13 +93,22 @@ def test_every_record_one_workflow_per_rule_across_kills(harness: Harness, long_
     for moment in moments:
         wait_for_workflows(emulator, moment, timeout=300)
         victim = chance.choice(daemons)
+        held = sorted(kafka_partitions(victim))
         harness.restart(victim)  # SIGKILL by PID, then start again until ready
-        print(f"killed {victim.workdir.name} once {moment} of {total} Workflows existed")
+        print(f"killed {victim.workdir.name} holding {held} once {moment}/{total} existed")
+        # The next kill hits a daemon at work: the restarted one has rejoined the group.
+        wait_for(partial(kafka_partitions, victim), timeout=120, what="the group's rebalance")
 
     wait_for_workflows(emulator, total, timeout=600)
     for daemon in daemons:  # a graceful stop: whatever was still in flight is finished
         daemon.signal(signal.SIGTERM)
         assert daemon.wait() == 0, daemon.log()[-2000:]
+    redone = sum(
+        e.get("event") == "workflow already exists (redelivery)"
+        for d in daemons
+        for e in d.log_events()
+    )
+    print(f"{total} Workflows; {redone} redeliveries found their Workflow already there")
     found = emulator.workflows()
     assert found == wanted, diff(found, wanted)
     assert not any(d.dead_letters.exists() and d.dead_letters.read_text() for d in daemons)
