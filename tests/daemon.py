@@ -83,6 +83,10 @@ class DaemonProcess:
         return f"http://127.0.0.1:{self.port}"
 
     @property
+    def pid(self) -> int | None:
+        return None if self.process is None else self.process.pid
+
+    @property
     def workflows_dir(self) -> Path:
         return self.workdir / "workflows"
 

@@ -66,7 +66,7 @@ class FlowSettings(_Section):
     enabled: bool = True  # off: creates go as fast as slots and qps allow, retries alone
     initial_rate: float = Field(default=50.0, gt=0)  # creates/s at start (then slow start)
     min_rate: float = Field(default=1.0, gt=0)  # creates/s the limit never goes below
-    probe_max: Seconds = 2.0  # longest interval between probes of a failing backend
+    probe_max: Seconds = 1.0  # longest interval between probes of a failing backend
     probe_timeout: Seconds = 2.0  # a probe taking longer counts as failed
 
 

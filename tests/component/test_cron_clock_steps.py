@@ -142,10 +142,12 @@ def minute_floor(moment: datetime) -> datetime:
 
 
 def landing_mid_minute(hours: int) -> float:
-    """An offset of about `hours` that puts the daemon's wall clock at ss=32.5, away from
-    every tick of the rules, so which ticks the step skipped does not depend on timing."""
+    """An offset of about `hours` that puts the daemon's wall clock at ss=30.5, away from
+    every tick of the rules, so which ticks the step skipped does not depend on timing:
+    :30 and :25 (0.5 and 5.5 s before) are reached within the 10 s grace if the step is
+    seen within 4.5 s, :20 (10.5 s before) and the minute's :00 never are."""
     now = datetime.now(UTC).timestamp()
-    target = math.floor((now + hours * 3600) / 60) * 60 + 32.5
+    target = math.floor((now + hours * 3600) / 60) * 60 + 30.5
     return target - now
 
 
@@ -175,7 +177,9 @@ def test_wall_clock_steps_fire_promptly_and_once(daemon: DaemonProcess, offset: 
     wait_for(lambda: between(daemon, "minute-latest", before, after), what="catch-up")
     wait_for(lambda: between(daemon, "five", before, after), what="catch-up")
     expected = {
-        "five": [(latest + timedelta(seconds=30)).strftime("%H:%M:%S")],
+        # :25 and :30 are reached within 10 s of the landing at :30.5 (the step is seen
+        # within a second): on time; :20 and older are missed, and :30 is more recent.
+        "five": [(latest + timedelta(seconds=s)).strftime("%H:%M:%S") for s in (25, 30)],
         "minute-latest": [latest.strftime("%H:%M:%S")],
         "minute-all": [(latest - timedelta(minutes=m)).strftime("%H:%M:%S") for m in (2, 1, 0)],
         "minute-none": [],

@@ -324,6 +324,42 @@ async def test_starting_deadline_bounds_a_late_tick(
     assert harness.sink.scheduled() == ids(*fired)
 
 
+EVERY_SECOND = ["* * * * * *"]
+
+
+@pytest.mark.parametrize("catch_up", ["latest", "none", "all"])
+async def test_ticks_reached_within_the_grace_fire_whatever_catch_up_says(
+    harness: Harness, catch_up: str
+) -> None:
+    """Ticks reached at most 10 s late are not missed: after a 3.5 s stall (a short failover,
+    a busy loop) each fires once, in order, under every catchUp, and none is counted missed."""
+    await seed_watermark(harness.state, START)
+    await harness.clock.advance(3.5)
+    await harness.start(rule_yaml(schedules=EVERY_SECOND, catchUp=catch_up))
+    assert harness.sink.scheduled() == at_seconds(1, 2, 3)
+    assert harness.skipped("tick", "missed") == 0
+
+
+@pytest.mark.parametrize(
+    ("catch_up", "fired", "missed"),
+    [
+        ("latest", tuple(range(9, 19)), 8),  # 9 s is more recent than 8 s: enough
+        ("none", tuple(range(9, 19)), 8),
+        ("all", tuple(range(1, 19)), 0),
+    ],
+)
+async def test_only_ticks_reached_over_10s_late_follow_catch_up(
+    harness: Harness, catch_up: str, fired: tuple[int, ...], missed: int
+) -> None:
+    """Back after 18.5 s: the ticks reached within 10 s (9–18 s) fire anyway, the ones
+    reached over 10 s late (1–8 s) follow catchUp."""
+    await seed_watermark(harness.state, START)
+    await harness.clock.advance(18.5)
+    await harness.start(rule_yaml(schedules=EVERY_SECOND, catchUp=catch_up))
+    assert harness.sink.scheduled() == at_seconds(*fired)
+    assert harness.skipped("tick", "missed") == missed
+
+
 async def test_catch_up_none_still_fires_later_ticks(harness: Harness) -> None:
     """catchUp none drops the missed ticks, then fires the next ones on time."""
     await seed_watermark(harness.state, DOWN_SINCE)
@@ -481,10 +517,10 @@ async def test_back_step_then_return_fires_the_next_tick_promptly(harness: Harne
     assert harness.sink.scheduled() == at_seconds(5, 10)
     harness.clock.step_wall(60)  # wall: 00:00:22, true time again
     await harness.at(START + timedelta(seconds=23))  # one look at the wall clock later
-    # 00:00:15 and 00:00:20 were never reached on time: catchUp latest fires 00:00:20.
-    assert harness.sink.scheduled() == at_seconds(5, 10, 20)
+    # 00:00:15 and 00:00:20 are reached 8 s and 3 s late, within the 10 s grace: both fire.
+    assert harness.sink.scheduled() == at_seconds(5, 10, 15, 20)
     await harness.at(START + timedelta(seconds=25))
-    assert harness.sink.scheduled() == at_seconds(5, 10, 20, 25)
+    assert harness.sink.scheduled() == at_seconds(5, 10, 15, 20, 25)
 
 
 async def test_back_step_never_fires_a_tick_twice(harness: Harness) -> None:

@@ -12,9 +12,11 @@ resumed VM), wakes every rule at once: a step forward fires what catchUp says, a
 back makes each rule wait for the wall clock to reach its next tick again. The watermark
 keeps a step back from firing any tick twice.
 
-Ticks the daemon did not reach on time (downtime, a pause, `suspend`, a step forward)
-follow `catchUp`: `latest` fires the most recent, `all` each in order (the last
-`maxCatchUp`), `none` none; ticks older than `startingDeadline` never fire. A rule seen
+A tick reached at most `late_grace` (10 s) late is on time and fires whatever `catchUp`
+says. Ticks reached later (downtime, a pause, `suspend`, a step forward) are missed and
+follow `catchUp`: `latest` fires the most recent unless an on-time tick fires anyway,
+`all` each in order (the last `maxCatchUp`), `none` none; ticks older than
+`startingDeadline` never fire. A rule seen
 for the first time starts from now. `concurrencyPolicy` looks at the rule's Workflows by
 label before each tick: `Forbid` skips the tick while one is Pending or Running,
 `Replace` stops them first.
@@ -41,7 +43,7 @@ from trigger.core.state import StateError
 from trigger.decoders.cron import cron_tick
 from trigger.errors import ConfigError, DecodeError, SubmitError
 from trigger.events import Event, format_time, parse_time
-from trigger.rules.cronmath import Fire, count_fires, fires, recent_fires
+from trigger.rules.cronmath import Fire, count_fires, fires, fires_between, recent_fires
 from trigger.rules.render import ANNOTATION_EVENT_ID, LABEL_RULE
 from trigger.rules.router import RuleSet
 from trigger.rules.rule import Rule
@@ -117,18 +119,28 @@ class Plan:
 def plan_ticks(rule: Rule, tz: tzinfo, watermark: datetime, now: datetime, grace: float) -> Plan:
     """The ticks in (watermark, now] to fire, per catchUp and startingDeadline.
 
-    A tick reached more than `grace` seconds late counts as missed (for `catchUp: none`).
+    A tick reached at most `grace` seconds late is on time: it fires whatever catchUp says
+    (a short failover or a busy moment loses nothing). Older ticks are missed and follow
+    catchUp: `all` fires the last `maxCatchUp` of them, `latest` the most recent unless an
+    on-time tick (a more recent one) fires anyway, `none` none.
     """
     cron = rule.cron
     after = watermark
     if cron.startingDeadline is not None:
         after = max(after, now - timedelta(seconds=cron.startingDeadline) - _JUST_UNDER)
-    count = cron.maxCatchUp if cron.catchUp == "all" else 1
-    recent = recent_fires(rule.schedules, tz, after, now, count)
-    chosen = recent.fires
-    if cron.catchUp == "none":
-        chosen = tuple(f for f in chosen if (now - f.time).total_seconds() <= grace)
-    if len(chosen) == len(recent.fires) and not recent.older and after == watermark:
+    late = now - timedelta(seconds=grace) - _JUST_UNDER  # fires after this are on time
+    on_time = tuple(fires_between(rule.schedules, tz, max(after, late), now))
+    chosen: tuple[Fire, ...] = ()
+    older = False
+    catch_up = cron.catchUp == "all" or (cron.catchUp == "latest" and not on_time)
+    if late > after and catch_up:
+        count = cron.maxCatchUp if cron.catchUp == "all" else 1
+        recent = recent_fires(rule.schedules, tz, after, late, count)
+        chosen, older = recent.fires, recent.older
+    elif late > after:
+        older = next(fires_between(rule.schedules, tz, after, late), None) is not None
+    chosen += on_time
+    if not older and after == watermark:
         return Plan(chosen, 0, None)
     missed = count_fires(rule.schedules, tz, watermark, now, MISSED_COUNT_LIMIT) - len(chosen)
     if chosen or not missed:

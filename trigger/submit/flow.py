@@ -72,7 +72,7 @@ class FlowSettings:
     min_rate: float = 1.0  # creates/s: the limit never goes below this
     max_rate: float | None = None  # creates/s: the user's hard ceiling (qps), if any
     probe_initial: float = 0.25  # seconds before the first probe of a failing backend
-    probe_max: float = 2.0  # seconds: the longest interval between probes
+    probe_max: float = 1.0  # seconds: the longest interval between probes
     probe_timeout: float = 2.0  # seconds a probe may take before it counts as failed
 
     def __post_init__(self) -> None:

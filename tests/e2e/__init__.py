@@ -1,0 +1,1 @@
+"""Proof suites: the daemon's promises end to end, with every part a real process."""
