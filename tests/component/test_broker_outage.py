@@ -3,7 +3,7 @@ stops and starts again on the same port.
 
 - **A real restart**: tansu keeps its topics and committed offsets in an S3 bucket (moto's
   server on loopback), the daemon writes Workflows into the Kubernetes API emulator, and
-  the broker is stopped mid-stream for `OUTAGE` seconds (30 s under `pytest --long`). Every
+  the broker is stopped mid-stream for 5 s (30 s under `pytest --long`). Every
   message gets exactly one Workflow, the daemon stays up, and while the broker is away
   `/readyz`, `/metrics` and the log say so.
 - **The topic deleted and re-created**: tansu's memory store after a restart has no topics
@@ -16,6 +16,7 @@ stops and starts again on the same port.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 from collections import Counter
@@ -90,7 +91,7 @@ def restart(long_run: bool, tmp_path_factory: pytest.TempPathFactory) -> Restart
     from trigger.testing.kubeapi import KubeEmulator
 
     tmp = tmp_path_factory.mktemp("restart")
-    outage = 30.0 if long_run else 3.0
+    outage = 30.0 if long_run else 5.0
     before, after = (20_000, 5_000) if long_run else (2_000, 500)
     topic, group = unique("durable"), unique("g")
     rules = write_rules(tmp / "rules", kafka_rule("durable", topic, {"n": "{{ event.value.n }}"}))
@@ -122,20 +123,18 @@ def restart(long_run: bool, tmp_path_factory: pytest.TempPathFactory) -> Restart
                 # Mid-stream: the rest waits in the bucket. (In a thread: this loop serves
                 # the API emulator the daemon writes to.)
                 await asyncio.to_thread(broker.halt, signal.SIGTERM)
-                stopped = asyncio.get_running_loop().time()
-
-                def unready() -> dict[str, Any] | None:
-                    answer = daemon.get("/readyz")
-                    body = answer.json() if answer.body else {}
-                    return answer if "kafka" in body.get("problems", {}) else None
-
-                answer = await poll(lambda: asyncio.to_thread(unready), "/readyz to show it")
-                result.readyz_status = answer.status
-                result.readyz_problems = answer.json()["problems"]
-                result.up_during = await asyncio.to_thread(broker_up, daemon)
-                # The outage lasts its length (a scenario parameter, not a synchronization).
-                rest = outage - (asyncio.get_running_loop().time() - stopped)
-                await asyncio.sleep(max(rest, 0.0))
+                # The outage lasts its length (a scenario parameter); meanwhile the test
+                # looks at what the daemon shows, until it shows the outage.
+                end = asyncio.get_running_loop().time() + outage
+                while asyncio.get_running_loop().time() < end:
+                    answer = await asyncio.to_thread(daemon.get, "/readyz")
+                    result.readyz_status = answer.status
+                    result.readyz_problems = answer.json().get("problems", {})
+                    result.up_during = await asyncio.to_thread(broker_up, daemon)
+                    if "kafka" in result.readyz_problems and result.up_during == 0:
+                        break
+                    await asyncio.sleep(0.1)  # polling interval, not synchronization
+                await asyncio.sleep(max(end - asyncio.get_running_loop().time(), 0.0))
                 await broker.start()
                 await produce(broker.bootstrap, topic, _numbered(before, after))
                 await poll(lambda: _true(len(created()) >= before + after), "every Workflow")
@@ -144,7 +143,8 @@ def restart(long_run: bool, tmp_path_factory: pytest.TempPathFactory) -> Restart
                 def recovered() -> bool:
                     return broker_up(daemon) == 1 and "problems" not in daemon.get("/readyz").json()
 
-                await poll(lambda: asyncio.to_thread(recovered), "the recovery to show")
+                with contextlib.suppress(AssertionError):  # the tests below say what is missing
+                    await poll(lambda: asyncio.to_thread(recovered), "the recovery to show", 10)
                 result.up_after = await asyncio.to_thread(broker_up, daemon)
                 result.problems_after = daemon.get("/readyz").json().get("problems")
                 result.ids = [parameters(wf)["n"] for wf in created()]
@@ -189,7 +189,7 @@ def test_outage_is_listed_in_readyz_while_it_lasts(restart: RestartResult) -> No
     """While the broker is away /readyz lists it under `problems.kafka` (and stays 200: a
     broker outage is every replica's, and webhooks still work); the entry goes with it."""
     assert restart.readyz_status == 200
-    assert any("default" in line for line in restart.readyz_problems["kafka"])
+    assert any("default" in line for line in restart.readyz_problems.get("kafka", []))
     assert restart.problems_after is None
 
 
@@ -276,13 +276,8 @@ def recreate(long_run: bool, tmp_path_factory: pytest.TempPathFactory) -> Recrea
                 sent = phase(round_, "checked", checked)
                 result.produced += [json.loads(v)["id"] for _, _, v, _ in sent]
                 await produce(broker.bootstrap, topic, sent)
-                await _round_done(
-                    daemon,
-                    broker,
-                    group,
-                    topic,
-                    total=len(result.produced),
-                    each=checked // PARTITIONS,
+                await _handled(
+                    daemon, broker, group, topic, checked_dir, len(result.produced), checked
                 )
                 if round_ == restarts:
                     break
@@ -290,11 +285,14 @@ def recreate(long_run: bool, tmp_path_factory: pytest.TempPathFactory) -> Recrea
                 # goes with the memory store, and is not counted.
                 base = _count(daemon.workflows_dir)
                 await produce(broker.bootstrap, topic, phase(round_, "stream", stream))
-                await poll(
-                    lambda base=base: asyncio.to_thread(
-                        lambda: _count(daemon.workflows_dir) > base + stream // 3
-                    ),
-                    "the stream under way",
+                await _handled(
+                    daemon,
+                    broker,
+                    group,
+                    topic,
+                    daemon.workflows_dir,
+                    base + stream // 3,
+                    checked + stream,
                 )
                 daemon.signal(signal.SIGSTOP)
                 try:
@@ -325,23 +323,29 @@ def _count(directory: Path) -> int:
     return sum(1 for _ in directory.rglob("*.yaml")) if directory.exists() else 0
 
 
-async def _round_done(
-    daemon: DaemonProcess, broker: KafkaBroker, group: str, topic: str, *, total: int, each: int
+async def _handled(  # noqa: PLR0917 - the scenario's parts, then what to wait for
+    daemon: DaemonProcess,
+    broker: KafkaBroker,
+    group: str,
+    topic: str,
+    directory: Path,
+    total: int,
+    produced: int,
 ) -> None:
-    """Every checked message so far has its Workflow, or the daemon holds nothing in flight
-    and has committed every partition at or past its end (`each` records): it will fetch
-    nothing before that, so whatever is missing was skipped."""
-    checked_dir = daemon.workflows_dir / "checked"
+    """`directory` holds `total` Workflows, or the daemon holds nothing in flight and has
+    committed every partition at or past the `produced` messages of this topic: it will
+    fetch nothing before that, so whatever is missing was skipped."""
+    each = produced // PARTITIONS
 
     async def done() -> bool:
-        if _count(checked_dir) >= total:
+        if _count(directory) >= total:
             return True
         if not await asyncio.to_thread(idle_all, daemon):
             return False
         offsets = await committed(broker.bootstrap, group, topic, PARTITIONS)
         return all(offset >= each for offset in offsets.values())
 
-    await poll(done, "the checked messages to be handled")
+    await poll(done, f"{total} Workflows in {directory.name}")
 
 
 def idle_all(daemon: DaemonProcess) -> bool:
