@@ -58,7 +58,7 @@ class BrokerHealth:
                 groups=sorted(state.down),
             )
         elif was_down and not state.down:
-            down_for = self._clock.monotonic() - (state.since or self._clock.monotonic())
+            down_for = self._down_for(state)
             state.since = None
             log.info("kafka brokers reachable again", cluster=cluster, down_for=round(down_for, 3))
         self._metrics.child(self._metrics.kafka_broker_up, cluster).set(0 if state.down else 1)
@@ -71,10 +71,12 @@ class BrokerHealth:
 
     def problems(self) -> list[str]:
         """One line per cluster that is down, for /readyz."""
-        now = self._clock.monotonic()
         return [
-            f"cluster {name}: brokers unreachable for {now - (state.since or now):.0f}s "
+            f"cluster {name}: brokers unreachable for {self._down_for(state):.0f}s "
             f"({state.bootstrap}); consuming resumes when they answer"
             for name, state in sorted(self._clusters.items())
             if state.down
         ]
+
+    def _down_for(self, state: _Cluster) -> float:
+        return 0.0 if state.since is None else self._clock.monotonic() - state.since
