@@ -23,8 +23,10 @@ landing where it must not. When the coordinator no longer knows the member (a fa
 heartbeat, a broker restart), aiokafka resets the member's generation to -1 and keeps its
 fetch positions until it has joined again, and a broker takes a commit at generation -1 as
 a "simple" commit: an old, high offset committed then into a topic that was re-created
-meanwhile would skip everything the new topic holds below it. So nothing is committed
-while the member is not in a generation (the offsets wait for the next commit). And every
+meanwhile would skip everything the new topic holds below it. So a commit is one request,
+sent only while the member is in a generation and under that generation (`_commit_once`;
+aiokafka's own commit retries under whatever generation comes next), and otherwise the
+offsets wait for the next commit. And every
 fetch is checked against the log: a partition's end (high watermark) that moved back, an
 end below the position this member reached, records below it, or — when the group gives
 a partition back — a committed offset below the one this member last committed, mean the
@@ -288,7 +290,8 @@ class GroupConsumer:
     async def check_committed(self, tps: set[TopicPartition]) -> None:
         """A partition given back whose group offset is below what this member committed
         (or gone): the log was re-created or the offsets were reset behind our back. The
-        consumer starts from that offset (or the policy); it is said and counted here."""
+        consumer starts from that offset (or, when it is gone, from the policy); it is said
+        and counted here."""
         assert self._consumer is not None
         for tp in tps:
             mine = self.last_committed.get(tp)
@@ -374,6 +377,7 @@ class GroupConsumer:
             window.release()
             if self.windows.get(tp) is window:  # a concurrent give_up may have dropped it
                 del self.windows[tp]
+                self.ends.pop(tp, None)  # another member may hold it meanwhile
         self._log.info(
             "kafka partitions given up", why=why, partitions=_names(tps), unfinished=unfinished
         )
@@ -381,23 +385,22 @@ class GroupConsumer:
     async def _commit(self, windows: dict[TopicPartition, PartitionWindow]) -> None:
         assert self._consumer is not None
         self._last_commit = self._clock.monotonic()
-        if not _in_generation(self._consumer):
-            return  # see the module docstring; the offsets go with the next commit
         # Window objects are captured: a revocation may drop them from `windows` meanwhile.
         points = {tp: (w, p) for tp, w in windows.items() if (p := w.to_commit()) is not None}
         if not points:
             return
         try:
-            # aiokafka waits for a coordinator however long it takes; the bound keeps a
-            # commit begun before an outage from going out after it, when the member may
-            # no longer be in a generation.
             async with asyncio.timeout(COMMIT_TIMEOUT):
-                await self._consumer.commit({tp: point for tp, (_, point) in points.items()})
+                sent = await _commit_once(
+                    self._consumer, {tp: point for tp, (_, point) in points.items()}
+                )
         except (KafkaError, IllegalStateError, TimeoutError) as exc:
             # A rebalance took the partitions (their next owner re-handles from the last
             # commit) or the broker is away (the next commit carries these offsets too).
             self._log.warning("kafka commit failed", error=f"{type(exc).__name__}: {exc}")
             return
+        if not sent:
+            return  # not in a generation (see the module docstring): they go with a later one
         for tp, (window, point) in points.items():
             window.committed = point
             if self.windows.get(tp) is window:
@@ -463,14 +466,25 @@ async def _wait(tasks: set[asyncio.Task[None]], timeout: float, clock: Clock) ->
     return len(pending)
 
 
-def _in_generation(consumer: AIOKafkaConsumer) -> bool:
-    """Whether the member belongs to the group's current generation and knows its
-    coordinator (see the module docstring); else a commit now would wait for one, or go
-    out as a "simple" commit. aiokafka has no public accessor: -1 is its "no generation"."""
-    coordinator = getattr(consumer, "_coordinator", None)
-    if coordinator is None:
-        return True
-    return int(coordinator.generation) >= 0 and coordinator.coordinator_id is not None
+async def _commit_once(consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> bool:
+    """One OffsetCommit request, sent only while the member is in a generation and knows
+    its coordinator, and under that generation; False when it was not sent.
+
+    `AIOKafkaConsumer.commit` cannot promise that: it waits for a coordinator however long
+    an outage lasts and retries after retriable errors, building each request anew with
+    the generation of that moment — which after a broker restart is -1, a commit the
+    broker takes (see the module docstring). So this takes aiokafka's commit lock and sends
+    its single request itself; the request is built before that coroutine first yields,
+    with the generation checked here. Any error is the caller's: the offsets wait for the
+    next commit. These are aiokafka internals (as of 0.14), kept to this one function."""
+    from aiokafka.util import commit_structure_validate
+
+    coordinator = consumer._coordinator
+    async with coordinator._commit_lock:
+        if int(coordinator.generation) < 0 or coordinator.coordinator_id is None:
+            return False
+        await coordinator._do_commit_offsets(None, commit_structure_validate(offsets))
+    return True
 
 
 def _names(tps: Iterable[TopicPartition]) -> list[str]:
