@@ -69,6 +69,7 @@ FETCH_MAX_WAIT_MS: Final = 100  # broker long-poll; bounds latency once a partit
 PROBE_INTERVAL: Final = 1.0  # seconds between checks that the cluster answers
 PROBE_TIMEOUT: Final = 2.0  # seconds a metadata request may take before the cluster is down
 COMMIT_TIMEOUT: Final = 10.0  # seconds a commit may take; then its offsets wait for the next
+COMMIT_RETRY: Final = 0.1  # seconds between the attempts of a commit that gives partitions up
 
 
 @dataclass(frozen=True)
@@ -372,7 +373,7 @@ class GroupConsumer:
             self._settle(tp, window)
         tasks = {task for window in windows.values() for task in window.tasks}
         unfinished = await _wait(tasks, deadline, self._clock)
-        await self._commit(windows)
+        await self._commit(windows, settling=True)
         for tp, window in windows.items():
             window.release()
             if self.windows.get(tp) is window:  # a concurrent give_up may have dropped it
@@ -382,18 +383,29 @@ class GroupConsumer:
             "kafka partitions given up", why=why, partitions=_names(tps), unfinished=unfinished
         )
 
-    async def _commit(self, windows: dict[TopicPartition, PartitionWindow]) -> None:
+    async def _commit(
+        self, windows: dict[TopicPartition, PartitionWindow], *, settling: bool = False
+    ) -> None:
+        """Commit what the windows allow. `settling` (partitions being given up): wait for
+        a coordinator and retry retriable errors, within `COMMIT_TIMEOUT`, as the last
+        chance to spare the next owner redeliveries; a routine commit tries once."""
         assert self._consumer is not None
         self._last_commit = self._clock.monotonic()
         # Window objects are captured: a revocation may drop them from `windows` meanwhile.
         points = {tp: (w, p) for tp, w in windows.items() if (p := w.to_commit()) is not None}
         if not points:
             return
+        offsets = {tp: point for tp, (_, point) in points.items()}
         try:
             async with asyncio.timeout(COMMIT_TIMEOUT):
-                sent = await _commit_once(
-                    self._consumer, {tp: point for tp, (_, point) in points.items()}
-                )
+                while True:
+                    try:
+                        sent = await _commit_once(self._consumer, offsets, wait=settling)
+                        break
+                    except KafkaError as exc:
+                        if not (settling and exc.retriable):
+                            raise
+                    await self._clock.sleep(COMMIT_RETRY)
         except (KafkaError, IllegalStateError, TimeoutError) as exc:
             # A rebalance took the partitions (their next owner re-handles from the last
             # commit) or the broker is away (the next commit carries these offsets too).
@@ -466,9 +478,12 @@ async def _wait(tasks: set[asyncio.Task[None]], timeout: float, clock: Clock) ->
     return len(pending)
 
 
-async def _commit_once(consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> bool:
+async def _commit_once(
+    consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int], *, wait: bool
+) -> bool:
     """One OffsetCommit request, sent only while the member is in a generation and knows
-    its coordinator, and under that generation; False when it was not sent.
+    its coordinator (`wait`: after waiting for one), and under that generation; False when
+    it was not sent.
 
     `AIOKafkaConsumer.commit` cannot promise that: it waits for a coordinator however long
     an outage lasts and retries after retriable errors, building each request anew with
@@ -481,6 +496,9 @@ async def _commit_once(consumer: AIOKafkaConsumer, offsets: dict[TopicPartition,
 
     coordinator = consumer._coordinator
     async with coordinator._commit_lock:
+        if wait and int(coordinator.generation) >= 0:
+            await coordinator.ensure_coordinator_known()
+        # Checked here, right before the request is built: nothing awaits in between.
         if int(coordinator.generation) < 0 or coordinator.coordinator_id is None:
             return False
         await coordinator._do_commit_offsets(None, commit_structure_validate(offsets))
