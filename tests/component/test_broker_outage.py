@@ -51,14 +51,6 @@ PARTITIONS = 3
 LOG_EVERY = 10.0  # seconds: a repeated library line is logged at most this often
 
 
-def records(round_: int, count: int) -> list[tuple[int, bytes, bytes, list[Any]]]:
-    """`count` messages whose value carries a unique id, spread over the partitions."""
-    return [
-        (i % PARTITIONS, f"k{i}".encode(), json.dumps({"id": f"{round_}-{i}"}).encode(), [])
-        for i in range(count)
-    ]
-
-
 def log_lines(daemon: DaemonProcess) -> list[str]:
     return [line for line in daemon.log().splitlines() if line.strip()]
 
