@@ -6,10 +6,15 @@ process-wide and loggers cache it.
 
 from __future__ import annotations
 
+import itertools
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 LIBRARY_TRACEBACK = """
 import logging
@@ -68,3 +73,78 @@ def test_log_format_flag_wins_over_the_environment(tmp_path: Path) -> None:
         first = result.stderr.splitlines()[0]
         assert first.startswith("{") == is_json, first
         assert "invalid rule" in first
+
+
+class _Clock:
+    """A clock the test sets by hand (the filter only reads `monotonic`)."""
+
+    def __init__(self) -> None:
+        self.now_s = 0.0
+
+    def monotonic(self) -> float:
+        return self.now_s
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.floats(min_value=0.0, max_value=30.0),
+            st.sampled_from(["aiokafka", "aiokafka.consumer.fetcher"]),
+            st.sampled_from(["Failed fetch messages from %s: %s", "Unable to update metadata"]),
+        ),
+        max_size=60,
+    )
+)
+def test_library_repeats_pass_once_per_interval_and_say_what_they_left_out(
+    steps: list[tuple[float, str, str]],
+) -> None:
+    """Whatever the lines and their timing: the first of each (logger, message) passes,
+    the next passes only LOG_EVERY after the last that passed, and the lines that pass
+    account, with their `not_logged_since_last`, for every line before them."""
+    from trigger.core.lograte import LOG_EVERY, LogRate
+    from trigger.daemon.logs import Repeats
+
+    clock = _Clock()
+    repeats = Repeats(LogRate(clock))  # type: ignore[arg-type]
+    passed: dict[tuple[str, str], list[tuple[float, int]]] = {}
+    seen: dict[tuple[str, str], int] = {}
+    for gap, name, msg in steps:
+        clock.now_s += gap
+        record = logging.LogRecord(name, logging.ERROR, __file__, 1, msg, ("a", "b"), None)
+        key = (name, msg)
+        seen[key] = seen.get(key, 0) + 1
+        if repeats.filter(record):
+            passed.setdefault(key, []).append(
+                (clock.now_s, getattr(record, "not_logged_since_last", 0))
+            )
+    for key, lines in passed.items():
+        times = [t for t, _ in lines]
+        assert all(b - a >= LOG_EVERY for a, b in itertools.pairwise(times))
+        assert lines[0][1] == 0
+        assert len(lines) + sum(left for _, left in lines) <= seen[key]
+    assert set(passed) == set(seen)
+
+
+def test_a_left_out_count_is_a_field_of_the_json_line() -> None:
+    """The next library line after held-back repeats carries `not_logged_since_last`."""
+    code = """
+import logging
+from trigger.daemon import logs
+class Clock:
+    t = 0.0
+    def monotonic(self): return self.t
+clock = Clock()
+logs.configure("info", "json", clock)
+log = logging.getLogger("aiokafka")
+for _ in range(3):
+    log.error("Unable connect to node with id %s", 111)
+clock.t = 10.0
+log.error("Unable connect to node with id %s", 112)
+"""
+    lines = [json.loads(line) for line in stderr_of(code).splitlines()]
+    assert [(e["event"], e.get("not_logged_since_last")) for e in lines] == [
+        ("Unable connect to node with id 111", None),
+        ("Unable connect to node with id 112", 2),
+    ]
+    assert {e["logger"] for e in lines} == {"aiokafka"}

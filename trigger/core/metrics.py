@@ -162,6 +162,22 @@ class Metrics:
             "The most Kafka records that were in flight at once.",
             registry=r,
         )
+        self.kafka_broker_up = Gauge(
+            "trigger_kafka_broker_up",
+            "1 while the cluster's brokers answer every consumer group of this replica, 0 "
+            "while one cannot reach them, by cluster.",
+            ["cluster"],
+            registry=r,
+        )
+        self.kafka_offset_resets = Counter(
+            "trigger_kafka_offset_resets",
+            "Partitions whose fetch position was reset by the cluster's auto_offset_reset "
+            "because the log no longer held it (a topic deleted and re-created, or "
+            "truncated), by cluster, topic and reason (end-moved-back, end-before-position, "
+            "offsets-went-back, committed-moved-back).",
+            ["cluster", "topic", "reason"],
+            registry=r,
+        )
         self.cron_skipped = Counter(
             "trigger_cron_ticks_skipped",
             "Cron ticks not fired, by rule and reason (forbid: a Workflow of the rule was "

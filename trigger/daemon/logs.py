@@ -8,7 +8,12 @@
 - `auto` (the default): `console` when stderr is a terminal, else `json`.
 
 Lines of the libraries the daemon uses (aiohttp, aiokafka, the Kubernetes client) go through
-the same renderer, at `warning` and above whatever the daemon's level.
+the same renderer, at `warning` and above whatever the daemon's level, each naming its
+`logger`. A library repeats itself while something it talks to is away (aiokafka writes
+dozens of lines a second while a broker is down), so each kind of library line — one
+logger, one message before its arguments are filled in — is written the first time and
+then at most once every 10 s, with `not_logged_since_last` saying how many were left out.
+The daemon's own lines say what happened once (`kafka brokers unreachable`).
 """
 
 from __future__ import annotations
@@ -19,6 +24,9 @@ from typing import Literal
 
 import structlog
 
+from trigger.clock import Clock, SystemClock
+from trigger.core.lograte import LogRate
+
 LogFormat = Literal["auto", "json", "console"]
 
 
@@ -26,7 +34,24 @@ class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
     """The root handler this module installs (and replaces when configured again)."""
 
 
-def configure(level: str = "info", fmt: LogFormat = "auto") -> None:
+class Repeats(logging.Filter):
+    """Lets through the first of each kind of record, then one every `LogRate` interval,
+    marking it with how many it held back (`not_logged_since_last`)."""
+
+    def __init__(self, rate: LogRate) -> None:
+        super().__init__()
+        self._rate = rate
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        quiet = self._rate.due((record.name, str(record.msg)))
+        if quiet is None:
+            return False
+        if quiet:
+            record.not_logged_since_last = quiet
+        return True
+
+
+def configure(level: str = "info", fmt: LogFormat = "auto", clock: Clock | None = None) -> None:
     """Configure structlog and the standard logging it feeds (aiokafka, aiohttp)."""
     numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
@@ -51,9 +76,14 @@ def configure(level: str = "info", fmt: LogFormat = "auto") -> None:
         cache_logger_on_first_use=True,
     )
     handler = _Handler(sys.stderr)
+    handler.addFilter(Repeats(LogRate(clock or SystemClock())))
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+            foreign_pre_chain=[
+                structlog.stdlib.add_logger_name,
+                structlog.stdlib.ExtraAdder(allow=("not_logged_since_last",)),
+                *shared,
+            ],
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 structlog.processors.format_exc_info,

