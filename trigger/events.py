@@ -139,7 +139,14 @@ def default_idempotency_key(event: Event) -> str:
     id — except for a created OSS object with an ETag, where it is the object's content,
     `bucket/key@ETAG` (the id a polled object has). So a pushed object and a polled one
     agree: a re-upload of identical content, a client's retried PUT, or a second
-    notification path is the same work, and a re-upload with new content is new work."""
+    notification path is the same work, and a re-upload with new content is new work.
+
+    A Kafka record's key is its id with its timestamp, `topic/partition/offset@MILLIS`: a
+    redelivered record is the same work, while a record of a deleted and re-created topic
+    at an offset the old topic used (offsets start from 0 again) is new work."""
+    if event.source == "kafka":
+        stamp = event.fields.get("timestamp")
+        return event.id if stamp is None or stamp < 0 else f"{event.id}@{stamp}"
     if event.source != "oss" or "ObjectCreated" not in event.type:
         return event.id
     fields = event.fields

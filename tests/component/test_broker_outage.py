@@ -246,18 +246,18 @@ def recreate(long_run: bool, tmp_path_factory: pytest.TempPathFactory) -> Recrea
     tmp = tmp_path_factory.mktemp("recreate")
     restarts, checked, stream = (12, 600, 1200) if long_run else (4, 300, 600)
     topic, group = unique("recreate"), unique("g")
-    # Offsets start from 0 in every incarnation of the topic: the message's own id says
-    # what the Workflow is for (with the default key, offsets the old topic used would
-    # meet its Workflows as duplicates). Checked messages get Workflows in their own
-    # namespace, so the test counts them apart from the stream cut short by each restart.
-    key = {"idempotencyKey": "{{ event.value.id }}"}
+    # Offsets start from 0 in every incarnation of the topic, and the rules keep the
+    # default idempotency key: its record timestamp tells a new message at an old offset
+    # from a redelivery (keyed by offset alone, it would meet the old Workflow as a
+    # duplicate). Checked messages get Workflows in their own namespace, so the test
+    # counts them apart from the stream cut short by each restart.
     params = {"id": "{{ event.value.id }}"}
     rules = write_rules(
         tmp / "rules",
-        kafka_rule("checked", topic, params, filter={"expr": "event.value.checked"}, **key).replace(
+        kafka_rule("checked", topic, params, filter={"expr": "event.value.checked"}).replace(
             "namespace: default", "namespace: checked"
         )
-        + kafka_rule("stream", topic, params, filter={"expr": "!event.value.checked"}, **key),
+        + kafka_rule("stream", topic, params, filter={"expr": "!event.value.checked"}),
     )
 
     async def scenario() -> RecreateResult:

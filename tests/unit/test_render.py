@@ -155,3 +155,21 @@ def test_a_created_object_is_keyed_by_its_content() -> None:
     )
     assert default_idempotency_key(oss("ObjectRemoved:DeleteObject", "AB12")) == "N-1"
     assert default_idempotency_key(oss("ObjectCreated:PutObject", None)) == "N-1"
+
+
+def test_a_kafka_record_is_keyed_by_its_offset_and_timestamp() -> None:
+    """Without idempotencyKey, a Kafka record fires once per (topic, partition, offset,
+    timestamp): a re-created topic's record at an old offset is new work; a record
+    without a timestamp falls back to its id."""
+    from trigger.events import default_idempotency_key
+
+    def record(stamp: int | None) -> Event:
+        fields = {"topic": "orders", "partition": 0, "offset": 7, "timestamp": stamp}
+        return Event("orders/0/7", "kafka", "kafka.message", "orders/0/7", NOW, {}, fields)
+
+    assert default_idempotency_key(record(1733400000123)) == "orders/0/7@1733400000123"
+    assert default_idempotency_key(record(1733400000123)) != default_idempotency_key(
+        record(1733400009999)
+    )
+    assert default_idempotency_key(record(None)) == "orders/0/7"
+    assert default_idempotency_key(record(-1)) == "orders/0/7"
