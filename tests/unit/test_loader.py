@@ -86,7 +86,7 @@ def test_directory_is_searched_recursively(tmp_path: Path) -> None:
         ),
         (
             GOOD.replace("    oss:\n", "    kafka: {topics: [x]}\n    oss:\n"),
-            "F:7:5: rule ingest-csv: source: source needs exactly one of oss, kafka, cron, webhook (got oss, kafka)",
+            "F:7:5: rule ingest-csv: source: source needs exactly one of oss, kafka, cron, webhook, workflow (got oss, kafka)",
         ),
         (
             GOOD.replace("{{ event.key }}", "{{ event.key "),
