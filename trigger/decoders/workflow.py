@@ -19,6 +19,7 @@ from trigger.events import ANNOTATION_EVENT_ID, Event, parse_time, workflow_even
 
 FINAL_PHASES: Final = frozenset({"Succeeded", "Failed", "Error"})
 LABEL_COMPLETED: Final = "workflows.argoproj.io/completed"  # "true" once a Workflow finished
+LABEL_PHASE: Final = "workflows.argoproj.io/phase"
 LABEL_TEMPLATE: Final = "workflows.argoproj.io/workflow-template"
 
 

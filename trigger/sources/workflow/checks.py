@@ -6,10 +6,10 @@ from __future__ import annotations
 
 def sink_problem(sink_type: type) -> str | None:
     """Why `workflow` rules cannot run with sinks of this class, or None."""
-    if getattr(sink_type, "kind", None) == "kubernetes":
-        return None
     kind = getattr(sink_type, "kind", sink_type.__name__)
+    if kind in ("kubernetes", "local"):
+        return None
     return (
-        "the workflow source watches Workflows through the Kubernetes API: use "
-        f"--sink kubernetes (the {kind} sink cannot watch them)"
+        "the workflow source follows Workflows through the Kubernetes API or the local "
+        f"sink's directory: use --sink kubernetes or local:DIR (the {kind} sink cannot)"
     )

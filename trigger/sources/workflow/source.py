@@ -1,6 +1,8 @@
 """The `workflow` source: each finished Argo Workflow fires the rules that take it, once.
 
-It runs on the leader only. One task per scope — a namespace some rule names, or every
+It runs on the leader only. With the kubernetes sink it reads the API server (`feed`); with
+the local sink, the sink's directory, where `trigger finish` marks manifests finished
+(`local`). One task per scope — a namespace some rule names, or every
 namespace when a rule names none — lists the finished Workflows and then watches from the
 list's resourceVersion (`feed`). Each finished Workflow becomes one event (id `uid:phase`)
 handed to the pipeline; the rules' Workflow names derive from that id, so whatever sees a
@@ -40,6 +42,7 @@ from trigger.rules.router import RuleSet
 from trigger.sources.base import SourceContext, SourceType
 from trigger.sources.workflow.checks import sink_problem
 from trigger.sources.workflow.feed import Change, Gone, KubernetesFeed, WorkflowFeed
+from trigger.sources.workflow.local import LocalFeed
 
 log = structlog.get_logger("trigger.workflow")
 T = TypeVar("T")
@@ -51,6 +54,7 @@ BACKOFF_MAX: Final = 60.0
 SKEW: Final = 60.0  # seconds: `since` is set this far back (clocks differ; see module doc)
 REMEMBERED: Final = 10_000  # event ids fired lately, not submitted again (a re-list)
 ERROR_PREFIX: Final = "workflow source: "
+LOCAL_INTERVAL: Final = 1.0  # seconds between two looks at the local sink's directory
 ALL: Final = "*"  # the scope of rules that name no namespace
 
 
@@ -64,13 +68,17 @@ def scopes(rules: RuleSet) -> set[str]:
     return {ALL} if ALL in found else found
 
 
-def feed_for(sink: object, settings: Any) -> WorkflowFeed | None:
-    """The feed over the sink's connection, or None when the sink has none."""
-    api_client = getattr(sink, "api_client", None)
-    if api_client is None:
-        return None
-    timeout = float(getattr(getattr(settings, "kubernetes", None), "timeout", 10.0))
-    return KubernetesFeed(api_client, timeout=timeout, watch_timeout=WATCH_TIMEOUT)
+def feed_for(ctx: SourceContext) -> WorkflowFeed | None:
+    """The feed for the daemon's sink: the Kubernetes API over the sink's connection, the
+    local sink's directory, or None when the sink has neither."""
+    api_client = getattr(ctx.sink, "api_client", None)
+    if api_client is not None:
+        timeout = float(getattr(getattr(ctx.settings, "kubernetes", None), "timeout", 10.0))
+        return KubernetesFeed(api_client, timeout=timeout, watch_timeout=WATCH_TIMEOUT)
+    directory = getattr(ctx.sink, "directory", None)
+    if getattr(ctx.sink, "kind", None) == "local" and directory is not None:
+        return LocalFeed(directory, sleep=ctx.clock.sleep, interval=LOCAL_INTERVAL)
+    return None
 
 
 @dataclass(frozen=True)
@@ -112,7 +120,7 @@ class WorkflowSource:
         backoff_initial: float = BACKOFF_INITIAL,
         backoff_max: float = BACKOFF_MAX,
     ) -> None:
-        found = feed or feed_for(ctx.sink, ctx.settings)
+        found = feed or feed_for(ctx)
         if found is None:
             raise ConfigError(sink_problem(type(ctx.sink)) or "no workflow feed")
         self._ctx, self._feed = ctx, found
