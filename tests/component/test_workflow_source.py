@@ -309,3 +309,16 @@ def test_rules_in_yaml_are_valid(tmp_path: Path) -> None:
     path.write_text(CHAIN)
     assert [r.name for r in load_rules([path]).rules] == ["report-after-load", "alert-on-failure"]
     assert yaml.safe_load_all(CHAIN)
+
+
+async def test_a_workflow_with_a_large_status_fires(harness: Harness) -> None:
+    """A finished Workflow with a large status (a watch event of ~400 KB) still fires."""
+    await harness.start()
+    big = upstream("load-12")
+    nodes = {f"load-12-{i}": {"id": f"load-12-{i}", "message": "x" * 900} for i in range(400)}
+    big["status"] = {"phase": "Running", "nodes": nodes}
+    harness.kube.put_object(G, V, WF, big)
+    harness.kube.finish_workflow("load-12", "Succeeded", namespace="data", outputs={"table": "t"})
+    await until(lambda: harness.chained("report"), "the report")
+    await harness.stop()
+    assert len(harness.chained("report")) == 1

@@ -30,6 +30,9 @@ VERSION: Final = "v1alpha1"
 PLURAL: Final = "workflows"
 SELECTOR: Final = f"{LABEL_COMPLETED}=true"
 PAGE: Final = 500
+# One watch event is one line, as large as a Workflow can be (etcd takes 1.5 MiB): lines
+# are split here with this bound, not by the HTTP client's line reader and its limits.
+MAX_EVENT_BYTES: Final = 4 * 1024 * 1024
 T = TypeVar("T")
 
 
@@ -98,11 +101,17 @@ class KubernetesFeed:
             ),
         )
         try:
+            buffer = b""
             while True:
-                line = await _call(where, response.content.readline)
-                if not line:
+                chunk = await _call(where, response.content.readany)
+                if not chunk:
                     return  # the server ended the watch (timeoutSeconds)
-                yield _change(line, where)
+                *lines, buffer = (buffer + chunk).split(b"\n")
+                if len(buffer) > MAX_EVENT_BYTES:
+                    raise SourceError(f"{where}: a watch event over {MAX_EVENT_BYTES} bytes")
+                for line in lines:
+                    if line.strip():
+                        yield _change(line, where)
         finally:
             response.release()
 

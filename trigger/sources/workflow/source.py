@@ -127,6 +127,7 @@ class WorkflowSource:
         self._interval = checkpoint_interval
         self._backoff = (backoff_initial, backoff_max)
         self._fired: OrderedDict[str, None] = OrderedDict()
+        self._errors: dict[str, int] = {}  # watch failures in a row, by scope (backoff)
         self._changed = asyncio.Event()
         self._stopping = asyncio.Event()
         self._finished = asyncio.Event()
@@ -205,7 +206,8 @@ class WorkflowSource:
             mark = replace(mark, version="")
         except SourceError as exc:
             self._ctx.metrics.child(self._ctx.metrics.workflow_watch_restarts, "error").inc()
-            await self._failed(scope, "watch workflows", exc, 1)
+            self._errors[scope] = self._errors.get(scope, 0) + 1
+            await self._failed(scope, "watch workflows", exc, self._errors[scope])
         await self._store(scope, mark)
         return mark
 
@@ -215,6 +217,7 @@ class WorkflowSource:
         stored = mark
         last = self._ctx.clock.monotonic()
         changes = aiter(self._feed.watch(_namespace(scope), mark.version))
+        cancelled = False
         try:
             while (change := await self._next(changes)) is not None:
                 self._recovered(scope)
@@ -225,9 +228,12 @@ class WorkflowSource:
                 if mark != stored and self._ctx.clock.monotonic() - last >= self._interval:
                     await self._store(scope, mark)
                     stored, last = mark, self._ctx.clock.monotonic()
+        except asyncio.CancelledError:
+            cancelled = True  # leadership lost: write nothing more (the successor goes on)
+            raise
         finally:
             await changes.aclose()  # type: ignore[attr-defined]
-            if mark != stored:
+            if mark != stored and not cancelled:
                 await self._store(scope, mark)
         return mark
 
@@ -337,6 +343,7 @@ class WorkflowSource:
         await self._pause(delay)
 
     def _recovered(self, scope: str) -> None:
+        self._errors.pop(scope, None)
         for name in self._rule_names(scope):
             status = self._status(name)
             if status.last_error and status.last_error.startswith(ERROR_PREFIX):
