@@ -218,7 +218,7 @@ def test_example_rules_are_valid() -> None:
     from tests.conftest import EXAMPLE_RULES
 
     rules = load_rules([EXAMPLE_RULES])
-    assert {r.kind for r in rules.rules} == {"oss", "kafka", "cron", "webhook"}
+    assert {r.kind for r in rules.rules} == {"oss", "kafka", "cron", "webhook", "workflow"}
 
 
 def test_mounted_configmap_snapshot_is_not_read_twice(tmp_path: Path) -> None:
