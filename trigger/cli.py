@@ -28,6 +28,7 @@ from trigger.errors import (
     Problem,
     RenderError,
     RuleError,
+    SubmitError,
     TemporarySubmitError,
 )
 from trigger.events import Event
@@ -175,6 +176,31 @@ def _parser() -> argparse.ArgumentParser:
     _config_flags(fire)
     _sink_flags(fire)
     fire.set_defaults(handler=cmd_fire)
+
+    finish = commands.add_parser(
+        "finish",
+        help="mark a local Workflow manifest finished (the embedded default's controller)",
+        description="End the local sink's manifest NAME as Argo's controller would: status "
+        "phase, times, output parameters (-p) and message, and the "
+        "workflows.argoproj.io/completed label. A running daemon's workflow rules then fire "
+        "for it. Only the local sink: on a cluster, Argo finishes Workflows. Exit 1 when "
+        "there is no such manifest or it has finished already, 2 for bad arguments.",
+    )
+    finish.add_argument("name", metavar="NAME")
+    finish.add_argument("--phase", required=True, choices=("Succeeded", "Failed", "Error"))
+    finish.add_argument("-n", "--namespace", default="default", help="default: default")
+    finish.add_argument(
+        "-p",
+        "--parameter",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an output parameter of the Workflow (repeatable)",
+    )
+    finish.add_argument("--message", default="", help="status.message (why it failed)")
+    finish.add_argument("--config", metavar="FILE", help="YAML settings file")
+    finish.add_argument("--sink", help="local:DIR (default: the settings' sink)")
+    finish.set_defaults(handler=cmd_finish)
 
     schedule = commands.add_parser(
         "schedule",
@@ -341,6 +367,48 @@ async def _fire(settings: Settings, rule: Rule, parameters: dict[str, str]) -> i
         print(f"trigger: error: {outcome.reason}: {outcome.message}", file=sys.stderr)
         return 1
     print(outcome.workflow)
+    return 0
+
+
+def cmd_finish(args: argparse.Namespace) -> int:
+    from trigger.clock import SystemClock
+    from trigger.submit.local import LocalSink
+
+    try:
+        outputs = dict(_key_value(p) for p in args.parameter)
+        settings = load_settings(args.config, flags={"sink": args.sink})
+    except ConfigError as exc:
+        print(f"trigger: error: {exc}", file=sys.stderr)
+        return 2
+    kind, _, directory = settings.sink.partition(":")
+    if kind != "local" or not directory:
+        print(
+            f"trigger: error: finish marks local manifests; the sink is {settings.sink!r} "
+            "(on a cluster, Argo's controller finishes Workflows)",
+            file=sys.stderr,
+        )
+        return 2
+
+    async def finish() -> dict[str, Any]:
+        sink = LocalSink(directory)
+        try:
+            return await sink.finish_workflow(
+                args.namespace,
+                args.name,
+                args.phase,
+                now=SystemClock().now(),
+                outputs=outputs,
+                message=args.message,
+            )
+        finally:
+            await sink.close()
+
+    try:
+        done = asyncio.run(finish())
+    except SubmitError as exc:
+        print(f"trigger: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{args.namespace}/{args.name} {done['status']['phase']}")
     return 0
 
 

@@ -19,7 +19,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from trigger.errors import DecodeError
 
-SourceKind = Literal["oss", "kafka", "cron", "webhook"]
+SourceKind = Literal["oss", "kafka", "cron", "webhook", "workflow"]
+# The annotation trigger writes on every Workflow it creates: the id of the event behind it
+# (a `workflow` event's `triggeredBy` reads it back).
+ANNOTATION_EVENT_ID: Final = "trigger.dev/event-id"
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,10 @@ def kafka_event_id(topic: str, partition: int, offset: int) -> str:
 
 def cron_event_id(rule: str, scheduled: datetime) -> str:
     return f"{rule}@{format_time(scheduled)}"
+
+
+def workflow_event_id(uid: str, phase: str) -> str:
+    return f"{uid}:{phase}"
 
 
 def polled_object_id(bucket: str, key: str, etag: str) -> str:

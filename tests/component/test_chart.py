@@ -74,8 +74,14 @@ Rule = tuple[str, str, str, str, tuple[str, ...], tuple[str, ...]]
 """(Role|ClusterRole, namespace, apiGroup, resource, verbs, resourceNames), one per grant."""
 
 
-def workflows(ns: str) -> Rule:
-    return ("Role", ns, "argoproj.io", "workflows", ("create", "get", "list", "patch"), ())
+def workflows(ns: str, *, watch: bool = False) -> Rule:
+    verbs = ("create", "get", "list", "patch", *(("watch",) if watch else ()))
+    return ("Role", ns, "argoproj.io", "workflows", verbs, ())
+
+
+def finished(ns: str) -> Rule:
+    """The workflow source's grant where no Workflow is created."""
+    return ("Role", ns, "argoproj.io", "workflows", ("list", "watch"), ())
 
 
 def templates(ns: str) -> Rule:
@@ -136,6 +142,27 @@ SCENARIOS: dict[str, tuple[dict[str, Any], set[Rule]]] = {
     "template checks off": (
         {"clusterWorkflowTemplates": True, "checkTemplates": False},
         {workflows(NAMESPACE), *LEASE, *state()},
+    ),
+    "chains in the release namespace and another": (
+        {"workflowSource": {"namespaces": [NAMESPACE, "data"]}},
+        {
+            workflows(NAMESPACE, watch=True),
+            finished("data"),
+            templates(NAMESPACE),
+            *LEASE,
+            *state(),
+        },
+    ),
+    "chains everywhere": (
+        {"workflowSource": {"namespaces": ["*"]}, "clusterWorkflowTemplates": True},
+        {
+            workflows(NAMESPACE),
+            templates(NAMESPACE),
+            CLUSTER_TEMPLATES,
+            ("ClusterRole", "", "argoproj.io", "workflows", ("list", "watch"), ()),
+            *LEASE,
+            *state(),
+        },
     ),
     "argo-server sink": (
         {

@@ -591,3 +591,34 @@ async def test_validate_against_cluster_fails_when_it_cannot_list(
     rules = load(tmp_path, rule_text())
     with pytest.raises(ConfigError, match="WorkflowTemplates in data: 403"):
         await validate_against_cluster(rules, api)
+
+
+CHAIN = """\
+apiVersion: trigger/v1
+kind: Rule
+metadata:
+  name: report
+spec:
+  source:
+    workflow: {namespace: data, templates: [load], phases: [Succeeded]}
+  workflow:
+    template: report
+    namespace: data
+    parameters:
+      table: "{{ event.outputs.table }}"
+      rows: "{{ event.outputs.rowz }}"
+"""
+
+
+def test_chained_rule_uses_only_declared_outputs(tmp_path: Path) -> None:
+    """A chain's `event.outputs.NAME` must be an output parameter its upstream declares."""
+    load_template = template("load")
+    main = load_template["spec"]["templates"][0]
+    main["outputs"] = {"parameters": [{"name": "table"}, {"name": "rows"}]}
+    report = template("report", parameters=[{"name": "table"}, {"name": "rows"}])
+    rules = load(tmp_path, CHAIN)
+    problems = check_rules(rules, offline(load_template, report))
+    assert [(p.field, p.severity) for p in problems] == [("workflow.parameters.rows", "error")]
+    assert "declares no output parameter 'rowz' (it declares: table, rows)" in problems[0].message
+    # Without the upstream template in the catalog, nothing is known, nothing is said.
+    assert check_rules(rules, offline(report)) == []

@@ -49,6 +49,8 @@ EXAMPLES = Path(str(files("trigger") / "examples" / "events"))
         ("kafka-minimal.json", "kafka", "kafka.message", "orders/0/0"),
         ("cron-minimal.json", "cron", "cron.tick", "nightly-report"),
         ("webhook-minimal.json", "webhook", "webhook.request", "/hooks/github"),
+        ("workflow-minimal.json", "workflow", "workflow.Failed", "data/load-20250601"),
+        ("workflow-succeeded.json", "workflow", "workflow.Succeeded", "data/load-20250601"),
     ],
 )
 def test_example_files(name: str, source: str, type_: str, subject: str) -> None:
@@ -71,6 +73,8 @@ def test_examples_all_covered() -> None:
             "oss-minimal.json",
             "webhook-minimal.json",
             "webhook-request.json",
+            "workflow-minimal.json",
+            "workflow-succeeded.json",
         ]
     )
 

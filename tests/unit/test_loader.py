@@ -86,7 +86,7 @@ def test_directory_is_searched_recursively(tmp_path: Path) -> None:
         ),
         (
             GOOD.replace("    oss:\n", "    kafka: {topics: [x]}\n    oss:\n"),
-            "F:7:5: rule ingest-csv: source: source needs exactly one of oss, kafka, cron, webhook (got oss, kafka)",
+            "F:7:5: rule ingest-csv: source: source needs exactly one of oss, kafka, cron, webhook, workflow (got oss, kafka)",
         ),
         (
             GOOD.replace("{{ event.key }}", "{{ event.key "),
@@ -218,7 +218,7 @@ def test_example_rules_are_valid() -> None:
     from tests.conftest import EXAMPLE_RULES
 
     rules = load_rules([EXAMPLE_RULES])
-    assert {r.kind for r in rules.rules} == {"oss", "kafka", "cron", "webhook"}
+    assert {r.kind for r in rules.rules} == {"oss", "kafka", "cron", "webhook", "workflow"}
 
 
 def test_mounted_configmap_snapshot_is_not_read_twice(tmp_path: Path) -> None:

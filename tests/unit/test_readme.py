@@ -53,7 +53,7 @@ def test_readme_opens_with_the_two_commands() -> None:
 # --- the README's examples, run as written --------------------------------------------------
 
 TRIGGER = [sys.executable, "-m", "trigger.cli"]
-RULE_SOURCES = ("oss", "kafka", "cron", "webhook")
+RULE_SOURCES = ("oss", "kafka", "cron", "webhook", "workflow")
 
 
 def blocks(kind: str) -> list[str]:

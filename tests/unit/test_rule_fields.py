@@ -160,7 +160,7 @@ def test_field_table_is_the_readme_table() -> None:
     from trigger.decoders.fields import COMMON, event_fields
 
     table = readme_field_table()
-    assert set(table) == {"oss", "kafka", "cron", "webhook"}
+    assert set(table) == {"oss", "kafka", "cron", "webhook", "workflow"}
     for source, fields in table.items():
         assert set(event_fields(source)) == fields | set(COMMON), source  # type: ignore[arg-type]
 

@@ -1,8 +1,9 @@
 """Prometheus metrics, owned by one registry per daemon (no module-level global state).
 
 One vocabulary names a source in every metric's `source` label: `webhook`, `oss-push`
-(EventBridge and MNS deliveries), `oss-poll`, `kafka`, `cron` — the names `/readyz` and the
-log use too. (An event's own `source` field says only `oss` for both ways OSS events come.)
+(EventBridge and MNS deliveries), `oss-poll`, `kafka`, `cron`, `workflow` — the names
+`/readyz` and the log use too. (An event's own `source` field says only `oss` for both ways
+OSS events come.)
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from prometheus_client.registry import Collector
 from trigger.events import Event
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
-SOURCES: Final = ("webhook", "oss-push", "oss-poll", "kafka", "cron")
+SOURCES: Final = ("webhook", "oss-push", "oss-poll", "kafka", "cron", "workflow")
 
 
 def source_label(event: Event) -> str:
@@ -183,6 +184,13 @@ class Metrics:
             "Cron ticks not fired, by rule and reason (forbid: a Workflow of the rule was "
             "still Pending or Running; missed: dropped by catchUp or startingDeadline).",
             ["rule", "reason"],
+            registry=r,
+        )
+        self.workflow_watch_restarts = Counter(
+            "trigger_workflow_watch_restarts",
+            "Watches of finished Workflows that ended early, by reason (gone: the watermark "
+            "was too old, 410, and the scope was listed again; error: the API server failed).",
+            ["reason"],
             registry=r,
         )
         self.http_connections = Gauge(

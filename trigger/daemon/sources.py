@@ -4,10 +4,11 @@
 predicate over the rule set) and how to build it. Adding a kind of source means adding a
 module and one line here — never an if-chain in the daemon.
 
-Singleton sources (cron, OSS polling) run only while this replica leads (`follow`). When
-leadership is lost they are cancelled at once, not drained: a successor may be about to
-start, and a tick or poll page cut short is submitted again by whoever leads next, under
-the same Workflow names. A graceful stop (shutdown, a rule removed) drains them instead.
+Singleton sources (cron, OSS polling, finished Workflows) run only while this replica leads
+(`follow`). When leadership is lost they are cancelled at once, not drained: a successor
+may be about to start, and a tick, poll page or completion cut short is submitted again by
+whoever leads next, under the same Workflow names. A graceful stop (shutdown, a rule
+removed) drains them instead.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ MODULES: Final[tuple[tuple[str, str], ...]] = (
     ("cron", "trigger.sources.cron"),
     ("oss-poll", "trigger.sources.oss.poll"),
     ("kafka", "trigger.sources.kafka.source"),
+    ("workflow", "trigger.sources.workflow.source"),
 )
 
 

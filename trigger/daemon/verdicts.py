@@ -9,7 +9,8 @@ returns, so they cannot disagree. A rule is
   hand: its Kafka cluster is not configured, its webhook secret or polling credentials
   cannot be read, it would take unauthenticated deliveries beyond loopback, no OSS push
   receiver takes deliveries, or its cron concurrencyPolicy needs a sink that can list
-  Workflows and the configured one cannot. Idle rules are routed (`trigger match` and the
+  Workflows and the configured one cannot, or it takes finished Workflows and the sink cannot
+  watch them. Idle rules are routed (`trigger match` and the
   receivers see them) but their sources do not consume for them. They are warnings — or,
   in strict mode (`strict: true`, `--strict`), errors, and then the rule set is treated as
   invalid;
@@ -39,6 +40,7 @@ from trigger.sources.cron import concurrency_problem
 from trigger.sources.kafka.config import cluster_problem
 from trigger.sources.oss.push import PushAuth
 from trigger.sources.webhook import PathAuth, resolve_auth
+from trigger.sources.workflow.checks import sink_problem
 from trigger.submit.sinks import sink_type
 from trigger.submit.templates import TemplateProblem, locate
 from trigger.submit.templates.validation import Documents
@@ -116,12 +118,18 @@ def _cron(rule: Rule, facts: Facts) -> tuple[str, str] | None:
     return None if problem is None else ("source.cron.concurrencyPolicy", problem)
 
 
+def _workflow(rule: Rule, facts: Facts) -> tuple[str, str] | None:
+    problem = sink_problem(facts.sink)
+    return None if problem is None else ("source.workflow", problem)
+
+
 # One line per kind of source: what makes its rules idle.
 CHECKS: Final[Mapping[SourceKind, Check]] = {
     "oss": _oss,
     "kafka": _kafka,
     "cron": _cron,
     "webhook": _webhook,
+    "workflow": _workflow,
 }
 
 

@@ -2,7 +2,8 @@
 
 Accepted shapes: an EventBridge CloudEvent or a JSON array of them, an MNS notification
 (XML or JSON push body, SIMPLIFIED base64 message, or the plain `{"events": [...]}`
-message), and the file-only forms `{"kafka": ...}`, `{"cron": ...}`, `{"webhook": ...}`.
+message), and the file-only forms `{"kafka": ...}`, `{"cron": ...}`, `{"webhook": ...}`,
+`{"workflow": WORKFLOW}` (a finished Argo Workflow as the API returns it).
 Each document is parsed once; errors name the file, then the place inside it.
 """
 
@@ -17,6 +18,7 @@ from trigger.decoders.cron import decode_cron_file
 from trigger.decoders.kafka import decode_kafka_file
 from trigger.decoders.oss import decode_eventbridge, decode_mns, decode_mns_document
 from trigger.decoders.webhook import decode_webhook_file
+from trigger.decoders.workflow import decode_workflow_file
 from trigger.errors import DecodeError
 from trigger.events import Event
 
@@ -27,12 +29,14 @@ ACCEPTED_SHAPES: Final = (
     '{"kafka": {...}}',
     '{"cron": {...}}',
     '{"webhook": {...}}',
+    '{"workflow": {...}} (a finished Argo Workflow)',
 )
 # The file-only shapes, told apart by their single top-level key.
 _WRAPPED: Final[Mapping[str, Callable[[Mapping[str, Any]], Event]]] = {
     "kafka": decode_kafka_file,
     "cron": decode_cron_file,
     "webhook": decode_webhook_file,
+    "workflow": decode_workflow_file,
 }
 _MNS_KEYS: Final = ("Message", "TopicName", "events")
 

@@ -50,8 +50,25 @@ _CRON: Final = _table(
 _WEBHOOK: Final = _table(
     *COMMON, "path", "method", data=OPEN, headers=OPEN, query=OPEN, body=OPEN
 )
+_WORKFLOW: Final = _table(
+    *COMMON,
+    "name",
+    "namespace",
+    "uid",
+    "phase",
+    "template",
+    "startedAt",
+    "finishedAt",
+    "message",
+    "triggeredBy",
+    data=OPEN,
+    labels=OPEN,
+    annotations=OPEN,
+    parameters=OPEN,
+    outputs=OPEN,
+)
 _BY_SOURCE: Final[Mapping[SourceKind, Mapping[str, Shape]]] = MappingProxyType(
-    {"oss": _OSS, "kafka": _KAFKA, "cron": _CRON, "webhook": _WEBHOOK}
+    {"oss": _OSS, "kafka": _KAFKA, "cron": _CRON, "webhook": _WEBHOOK, "workflow": _WORKFLOW}
 )
 # What templates and CEL see as `rule` (the loader builds it from the rule document).
 RULE_CONTEXT: Final = _table("name", "namespace", "template", labels=OPEN)

@@ -35,7 +35,7 @@ from trigger.rules.yamldoc import Document, Path
 
 T = TypeVar("T")
 TEMPLATE_SCOPE: Final = frozenset({"event", "rule"})
-KINDS: Final = ("oss", "kafka", "cron", "webhook")
+KINDS: Final = ("oss", "kafka", "cron", "webhook", "workflow")
 _LABEL_VALUE: Final = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
 

@@ -12,6 +12,8 @@ from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from trigger.events import SourceKind
+
 DNS1123_LABEL: Final = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DNS1123_SUBDOMAIN: Final = re.compile(
     r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
@@ -139,25 +141,50 @@ class WebhookSource(Strict):
         return path
 
 
+class LabelSelector(Strict):
+    matchLabels: dict[str, str] = Field(default_factory=dict)
+
+
+class WorkflowSource(Strict):
+    """Finished Argo Workflows: where (`namespace`, default every namespace), which
+    (`selector`, `templates`: WorkflowTemplate names) and how they ended (`phases`)."""
+
+    namespace: str | None = None
+    selector: LabelSelector | None = None
+    templates: list[str] | None = Field(default=None, min_length=1)
+    phases: list[Literal["Succeeded", "Failed", "Error"]] = Field(min_length=1)
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, namespace: str | None) -> str | None:
+        if namespace is not None and (len(namespace) > 63 or not DNS1123_LABEL.match(namespace)):
+            raise ValueError(f"namespace {namespace!r} is not a DNS-1123 label")
+        return namespace
+
+
+SOURCE_KINDS: Final[tuple[SourceKind, ...]] = ("oss", "kafka", "cron", "webhook", "workflow")
+
+
 class Source(Strict):
     oss: OssSource | None = None
     kafka: KafkaSource | None = None
     cron: CronSource | None = None
     webhook: WebhookSource | None = None
+    workflow: WorkflowSource | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Source:
-        given = [k for k in ("oss", "kafka", "cron", "webhook") if getattr(self, k) is not None]
+        given = [k for k in SOURCE_KINDS if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError(
-                "source needs exactly one of oss, kafka, cron, webhook "
+                f"source needs exactly one of {', '.join(SOURCE_KINDS)} "
                 f"(got {', '.join(given) or 'none'})"
             )
         return self
 
     @property
-    def kind(self) -> Literal["oss", "kafka", "cron", "webhook"]:
-        for kind in ("oss", "kafka", "cron", "webhook"):
+    def kind(self) -> SourceKind:
+        for kind in SOURCE_KINDS:
             if getattr(self, kind) is not None:
                 return kind
         raise AssertionError("validated to have one source")  # pragma: no cover

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from trigger.errors import RenderError, TriggerError
-from trigger.events import Event, default_idempotency_key
+from trigger.events import ANNOTATION_EVENT_ID, Event, default_idempotency_key
 from trigger.rules.model import GENERATE_NAME_MAX
 from trigger.rules.rule import Rule
 
@@ -30,7 +30,6 @@ GROUP: Final = "argoproj.io"
 VERSION: Final = "v1alpha1"
 LABEL_RULE: Final = "trigger.dev/rule"
 LABEL_SOURCE: Final = "trigger.dev/source"
-ANNOTATION_EVENT_ID: Final = "trigger.dev/event-id"
 ANNOTATION_EVENT_SOURCE: Final = "trigger.dev/event-source"
 ANNOTATION_EVENT_TYPE: Final = "trigger.dev/event-type"
 ANNOTATION_EVENT_SUBJECT: Final = "trigger.dev/event-subject"

@@ -1,17 +1,18 @@
 """The rule set and its router: which rules an event matches, and why not.
 
 Rules are indexed by source kind and exact key — OSS bucket (then key prefix), Kafka
-(cluster, topic), webhook (path, method), cron rule name — so an event only meets the rules
-that can match it. Patterns and CEL then run on those few candidates. Routing does no I/O; failures
+(cluster, topic), webhook (path, method), cron rule name, a finished Workflow's phase — so
+an event only meets the rules that can match it. Patterns and CEL then run on those few
+candidates. Routing does no I/O; failures
 (a Kafka value a `json` rule cannot decode, a CEL error) are returned, not raised.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from trigger.decoders.kafka import view as kafka_view
 from trigger.errors import DecodeError, ExpressionError, Problem
@@ -87,6 +88,7 @@ class RuleSet:
         self._kafka: dict[tuple[str, str], list[Rule]] = defaultdict(list)
         self._webhook: dict[tuple[str, str], list[Rule]] = defaultdict(list)
         self._webhook_methods: dict[str, frozenset[str]] = {}
+        self._workflow: dict[str, list[Rule]] = defaultdict(list)
         for rule in rules:
             self._index(rule)
 
@@ -102,6 +104,9 @@ class RuleSet:
                 self._webhook[(path, method)].append(rule)
             known = self._webhook_methods.get(path, frozenset())
             self._webhook_methods[path] = known | set(rule.webhook.methods)
+        elif rule.kind == "workflow":
+            for phase in rule.finished.phases:
+                self._workflow[phase].append(rule)
 
     def __len__(self) -> int:
         return len(self.rules)
@@ -142,6 +147,9 @@ class RuleSet:
             return self._kafka.get((cluster, fields.get("topic", "")), [])
         if event.source == "webhook":
             return self._webhook.get((fields.get("path", ""), fields.get("method", "")), [])
+        if event.source == "workflow":
+            found = self._workflow.get(fields.get("phase", ""), [])
+            return [rule for rule in found if _explain_workflow(rule, event) is None]
         rule = self.by_name.get(fields.get("rule", ""))  # cron: a tick names its rule
         return [rule] if rule is not None and rule.kind == "cron" else []
 
@@ -226,15 +234,32 @@ def _explain_source(rule: Rule, event: Event, cluster: str) -> str | None:
     fields: Mapping[str, Any] = event.fields
     if rule.kind != event.source:
         return f"rule takes {rule.kind} events, not {event.source} events"
-    if rule.kind == "oss":
-        return _explain_oss(rule, event)
     if rule.kind == "kafka":
         if rule.kafka.cluster != cluster or fields.get("topic") not in rule.kafka.topics:
             return f"topic {fields.get('topic')!r} is not one of {rule.kafka.topics}"
-    elif rule.kind == "webhook":
-        return _explain_webhook(rule, event)
     elif rule.kind == "cron" and fields.get("rule") != rule.name:
         return f"tick is for rule {fields.get('rule')!r}"
+    return _EXPLAIN.get(rule.kind, _fits)(rule, event)
+
+
+def _fits(rule: Rule, event: Event) -> str | None:
+    return None
+
+
+def _explain_workflow(rule: Rule, event: Event) -> str | None:
+    """Why a finished Workflow is not one `rule`'s source takes, or None."""
+    source, fields = rule.finished, event.fields
+    if fields.get("phase") not in source.phases:
+        return f"phase {fields.get('phase')!r} is not one of {source.phases}"
+    if source.namespace is not None and fields.get("namespace") != source.namespace:
+        return f"namespace {fields.get('namespace')!r} is not {source.namespace!r}"
+    if source.templates is not None and fields.get("template") not in source.templates:
+        return f"template {fields.get('template')!r} is not one of {source.templates}"
+    labels = fields.get("labels") or {}
+    wanted = source.selector.matchLabels if source.selector is not None else {}
+    for key, value in wanted.items():
+        if labels.get(key) != value:
+            return f"label {key}={labels.get(key)!r} does not match selector {key}={value!r}"
     return None
 
 
@@ -258,3 +283,11 @@ def _explain_webhook(rule: Rule, event: Event) -> str | None:
     if method not in rule.webhook.methods:
         return f"method {method!r} is not one of {list(rule.webhook.methods)}"
     return None
+
+
+# The sources whose own keys are explained by a function of their own.
+_EXPLAIN: Final[Mapping[str, Callable[[Rule, Event], str | None]]] = {
+    "oss": _explain_oss,
+    "webhook": _explain_webhook,
+    "workflow": _explain_workflow,
+}

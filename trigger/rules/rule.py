@@ -14,6 +14,7 @@ from trigger.rules.model import (
     OssSource,
     RuleDocument,
     WebhookSource,
+    WorkflowSource,
     WorkflowSpec,
 )
 from trigger.rules.patterns import Pattern
@@ -64,6 +65,12 @@ class Rule:
     def webhook(self) -> WebhookSource:
         assert self.document.spec.source.webhook is not None
         return self.document.spec.source.webhook
+
+    @property
+    def finished(self) -> WorkflowSource:
+        """The `workflow` source (`workflow` is the Workflow the rule creates)."""
+        assert self.document.spec.source.workflow is not None
+        return self.document.spec.source.workflow
 
     @property
     def workflow(self) -> WorkflowSpec:

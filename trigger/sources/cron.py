@@ -42,9 +42,9 @@ from trigger.core.pipeline import RuleStatus
 from trigger.core.state import StateError
 from trigger.decoders.cron import cron_tick
 from trigger.errors import ConfigError, DecodeError, SubmitError
-from trigger.events import Event, format_time, parse_time
+from trigger.events import ANNOTATION_EVENT_ID, Event, format_time, parse_time
 from trigger.rules.cronmath import Fire, count_fires, fires, fires_between, recent_fires
-from trigger.rules.render import ANNOTATION_EVENT_ID, LABEL_RULE
+from trigger.rules.render import LABEL_RULE
 from trigger.rules.router import RuleSet
 from trigger.rules.rule import Rule
 from trigger.rules.schedules import compile_timezone

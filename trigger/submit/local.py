@@ -8,7 +8,7 @@ manifest is never overwritten, even by a concurrent writer in another process. C
 creates are sent together to a file-writer process of the sink's own and made durable by
 one file-system sync before any of them returns (`batching`, `filewriter`): no file I/O
 runs on the event loop, and none competes with it for the GIL. Reads and patches (cron's
-Forbid and Replace) are rare and run in worker threads.
+Forbid and Replace, `trigger finish`) are rare and run in worker threads.
 """
 
 from __future__ import annotations
@@ -18,12 +18,15 @@ import copy
 import os
 import re
 import tempfile
+import uuid
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
 import yaml
 
+from trigger.decoders.workflow import FINAL_PHASES, LABEL_COMPLETED, LABEL_PHASE
 from trigger.errors import PermanentSubmitError, TemporarySubmitError
 from trigger.submit.base import Created, conflict, create_one, identity
 from trigger.submit.batching import Existing, GroupWriter, InvalidDocument
@@ -104,6 +107,39 @@ def apply_merge_patch(target: Any, patch: Any) -> Any:
         else:
             result[key] = apply_merge_patch(result.get(key), value)
     return result
+
+
+def finished_patch(
+    workflow: Mapping[str, Any],
+    phase: str,
+    *,
+    now: datetime,
+    outputs: Mapping[str, str] | None = None,
+    message: str = "",
+) -> dict[str, Any]:
+    """The merge patch that ends `workflow` in `phase` as Argo's controller would."""
+    if phase not in FINAL_PHASES:
+        raise PermanentSubmitError(
+            f"phase {phase!r} is not one of {', '.join(sorted(FINAL_PHASES))}", status=422
+        )
+    meta = workflow.get("metadata") or {}
+    stamp = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    status: dict[str, Any] = {
+        "phase": phase,
+        "startedAt": (workflow.get("status") or {}).get("startedAt")
+        or meta.get("creationTimestamp")
+        or stamp,
+        "finishedAt": stamp,
+    }
+    if message:
+        status["message"] = message
+    if outputs:
+        status["outputs"] = {"parameters": [{"name": k, "value": v} for k, v in outputs.items()]}
+    labels = {LABEL_COMPLETED: "true", LABEL_PHASE: phase}
+    patch: dict[str, Any] = {"metadata": {"labels": labels}, "status": status}
+    if not meta.get("uid"):
+        patch["metadata"]["uid"] = str(uuid.uuid4())
+    return patch
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -267,6 +303,33 @@ class LocalSink:
                 await asyncio.to_thread(_replace, path, text)
             except OSError as exc:
                 raise TemporarySubmitError(f"write {path}: {exc}") from exc
+
+    async def finish_workflow(
+        self,
+        namespace: str,
+        name: str,
+        phase: str,
+        *,
+        now: datetime,
+        outputs: Mapping[str, str] | None = None,
+        message: str = "",
+    ) -> dict[str, Any]:
+        """End a manifest as Argo's controller ends a Workflow (`trigger finish`): the final
+        phase, start and finish times, output parameters and message in `status`, the
+        `workflows.argoproj.io/completed` and `phase` labels, and a uid if it has none.
+        PermanentSubmitError when there is no such manifest or it has finished already."""
+        current = await self.get_workflow(namespace, name)
+        if current is None:
+            raise PermanentSubmitError(f"workflow {namespace}/{name} not found", status=404)
+        status = current.get("status") or {}
+        if status.get("phase") in FINAL_PHASES:
+            raise PermanentSubmitError(
+                f"workflow {namespace}/{name} has finished already ({status['phase']})",
+                status=409,
+            )
+        patch = finished_patch(current, phase, now=now, outputs=outputs, message=message)
+        await self.patch_workflow(namespace, name, patch)
+        return apply_merge_patch(current, patch)  # type: ignore[no-any-return]
 
     async def stop_workflow(self, namespace: str, name: str) -> None:
         """Mark the manifest stopped (spec.shutdown: Stop), as Argo's stop does."""

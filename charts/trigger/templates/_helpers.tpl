@@ -93,6 +93,23 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- toJson (default (list .Release.Namespace) .Values.workflowNamespaces | uniq) -}}
 {{- end -}}
 
+{{/* Where the workflow source watches finished Workflows: namespaces, or "*" for all. */}}
+{{- define "trigger.watchedNamespaces" -}}
+{{- if include "trigger.kubernetesSink" . -}}
+{{- toJson (.Values.workflowSource.namespaces | default list | uniq) -}}
+{{- else -}}
+{{- toJson list -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "trigger.watchesAllNamespaces" -}}
+{{- if has "*" (include "trigger.watchedNamespaces" . | fromJsonArray) -}}true{{- end -}}
+{{- end -}}
+
+{{- define "trigger.clusterRole" -}}
+{{- if or (include "trigger.watchesAllNamespaces" .) (and .Values.clusterWorkflowTemplates (include "trigger.checkTemplates" .)) -}}true{{- end -}}
+{{- end -}}
+
 {{- define "trigger.rulesConfigMap" -}}
 {{- default (printf "%s-rules" (include "trigger.fullname" .)) .Values.rules.existingConfigMap -}}
 {{- end -}}
@@ -147,9 +164,20 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "trigger.roles" -}}
 {{- $roles := list -}}
 {{- $fullname := include "trigger.fullname" . -}}
+{{- $watched := include "trigger.watchedNamespaces" . | fromJsonArray -}}
+{{- $all := has "*" $watched -}}
 {{- if include "trigger.kubernetesSink" . -}}
-{{- range $ns := include "trigger.workflowNamespaces" . | fromJsonArray -}}
-{{- $roles = append $roles (dict "name" (printf "%s-workflows" $fullname) "namespace" $ns "kind" "workflows") -}}
+{{- $created := include "trigger.workflowNamespaces" . | fromJsonArray -}}
+{{- range $ns := $created -}}
+{{- $watch := and (has $ns $watched) (not $all) -}}
+{{- $roles = append $roles (dict "name" (printf "%s-workflows" $fullname) "namespace" $ns "kind" "workflows" "watch" $watch) -}}
+{{- end -}}
+{{- if not $all -}}
+{{- range $ns := $watched -}}
+{{- if not (has $ns $created) -}}
+{{- $roles = append $roles (dict "name" (printf "%s-finished" $fullname) "namespace" $ns "kind" "finished") -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 {{- if include "trigger.leaderEnabled" . -}}

@@ -2,13 +2,15 @@
 
 `check_rules` runs at load time: a rule's template must exist, every parameter without a
 default must be supplied, a parameter the template does not declare is a warning, and a
-literal value must be in the enum. `check_rendered` runs at submit time on the rendered
+literal value must be in the enum. A `workflow` rule (chaining) may only render the
+`event.outputs` that each of its source's WorkflowTemplates declares, where the catalog
+knows them. `check_rendered` runs at submit time on the rendered
 Workflow's parameters; a template not (yet) in a synced catalog is `TemplateMissing`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal, Protocol
 
@@ -80,10 +82,10 @@ def check_rule(rule: Rule, catalog: TemplateLookup) -> list[TemplateProblem]:
     def problem(where: str, message: str, severity: Severity = "error") -> TemplateProblem:
         return TemplateProblem(rule.name, rule.file, rule.index, where, message, severity)
 
+    found = _upstream_outputs(rule, catalog, problem)
     if info is None:
-        return [problem("workflow.template", f"{key} not found")]
+        return [*found, problem("workflow.template", f"{key} not found")]
     supplied = dict(rule.parameters)
-    found: list[TemplateProblem] = []
     missing = [p.name for p in info.parameters if not p.has_default and p.name not in supplied]
     if missing:
         found.append(
@@ -104,6 +106,37 @@ def check_rule(rule: Rule, catalog: TemplateLookup) -> list[TemplateProblem]:
             refused = _refused(declared, template.render({}), key)
             if refused:
                 found.append(problem(where, f"{where}: {refused}"))
+    return found
+
+
+def _upstream_outputs(
+    rule: Rule, catalog: TemplateLookup, problem: Callable[[str, str], TemplateProblem]
+) -> list[TemplateProblem]:
+    """`event.outputs.NAME` in a chained rule's templates that an upstream WorkflowTemplate
+    the catalog knows does not declare: that render would fail for its every Workflow."""
+    if rule.kind != "workflow" or not rule.finished.templates or not rule.finished.namespace:
+        return []
+    used = [(f"workflow.parameters.{name}", t) for name, t in rule.parameters]
+    if rule.idempotency_key is not None:
+        used.append(("idempotencyKey", rule.idempotency_key))
+    found = []
+    for upstream in rule.finished.templates:
+        info = catalog.get(rule.finished.namespace, upstream, False)
+        if info is None or info.outputs is None:
+            continue
+        for where, template in used:
+            for path in sorted(template.paths, key=str):
+                if path[:2] == ("event", "outputs") and len(path) > 2:
+                    name = path[2]
+                    if isinstance(name, str) and name not in info.outputs:
+                        declared = ", ".join(info.outputs) or "none"
+                        found.append(
+                            problem(
+                                where,
+                                f"{where}: event.outputs.{name}: {info.key} declares no "
+                                f"output parameter {name!r} (it declares: {declared})",
+                            )
+                        )
     return found
 
 

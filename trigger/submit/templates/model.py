@@ -46,6 +46,9 @@ class TemplateInfo:
     namespace: str  # "" when cluster-scoped
     cluster_scope: bool
     parameters: tuple[TemplateParameter, ...] = ()
+    # The output parameters its entrypoint declares (a finished Workflow's `outputs`), or
+    # None when the template does not say (no entrypoint, or none of that name).
+    outputs: tuple[str, ...] | None = None
 
     @property
     def key(self) -> TemplateKey:
@@ -84,7 +87,24 @@ def parse_template(obj: Any, *, cluster_scope: bool | None = None) -> TemplateIn
         parameters = _parameters(obj.get("spec"))
     except MalformedTemplate as exc:
         raise MalformedTemplate(f"{key}: {exc}", key) from exc
-    return TemplateInfo(name, key.namespace, cluster_scope, parameters)
+    return TemplateInfo(name, key.namespace, cluster_scope, parameters, _outputs(obj.get("spec")))
+
+
+def _outputs(spec: Any) -> tuple[str, ...] | None:
+    """The names of the entrypoint's `outputs.parameters`; None when they are not known."""
+    if not isinstance(spec, Mapping) or not isinstance(spec.get("templates"), list):
+        return None
+    entry = spec.get("entrypoint")
+    found = [t for t in spec["templates"] if isinstance(t, Mapping) and t.get("name") == entry]
+    if not found:
+        return None
+    outputs = found[0].get("outputs")
+    params = outputs.get("parameters") if isinstance(outputs, Mapping) else None
+    if not isinstance(params, list):
+        return ()
+    return tuple(
+        p["name"] for p in params if isinstance(p, Mapping) and isinstance(p.get("name"), str)
+    )
 
 
 def _parameters(spec: Any) -> tuple[TemplateParameter, ...]:

@@ -11,8 +11,9 @@ for a request body over 3 MiB, 500 "etcdserver: request is too large" for an obj
 1.5 MiB. Tests can inject failures for the next N matching requests (before any state
 change), make matching requests slow (`delay`: hold the request before it is served, or
 serve it and hold the answer, for a fixed or drawn time on an injectable `sleep`, so a
-test can slow the API down in virtual time), seed and inspect objects directly, and count
-requests.
+test can slow the API down in virtual time), seed and inspect objects directly, count
+requests, and end a Workflow as Argo's controller does (`finish_workflow`: final phase,
+times, output parameters, the `workflows.argoproj.io/completed` label).
 
 Known simplifications: every custom resource accepts `/status` (Argo's CRDs do not enable
 the subresource, so main-resource writes also change `status`); strategic merge patches on

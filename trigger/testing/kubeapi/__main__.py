@@ -22,7 +22,9 @@ async def _serve(args: argparse.Namespace) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
     namespaces = [n for n in args.namespaces.split(",") if n]
-    async with KubeEmulator(namespaces, token=args.token, host=args.host, port=args.port) as kube:
+    async with KubeEmulator(
+        namespaces, token=args.token, host=args.host, port=args.port, history=args.history
+    ) as kube:
         if args.admit:
             kube.admit(args.admit, path_contains="/workflows")
         storm = _Storm(kube)
@@ -68,6 +70,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--namespaces", default="default", help="comma-separated")
     parser.add_argument("--token", default=None, help="require this bearer token")
+    parser.add_argument(
+        "--history",
+        type=int,
+        default=1000,
+        help="changes kept for watches to replay; an older resourceVersion gets 410",
+    )
     parser.add_argument(
         "--admit",
         type=float,

@@ -256,6 +256,41 @@ class KubeEmulator(Served):
         new = {**current, "status": copy.deepcopy(status)}
         return copy.deepcopy(self._store.commit(rtype, current, new, status_only=True))
 
+    def finish_workflow(
+        self,
+        name: str,
+        phase: str,
+        *,
+        namespace: str = "default",
+        outputs: dict[str, str] | None = None,
+        message: str = "",
+    ) -> JSON:
+        """End a Workflow as Argo's controller does: one update of the main resource (the
+        Workflow CRD has no status subresource) that sets the final phase, times, output
+        parameters and message, and the `workflows.argoproj.io/completed: "true"` and
+        `workflows.argoproj.io/phase` labels. Watchers see a MODIFIED event (an ADDED one
+        when they select on the completed label)."""
+        rtype = Resource("argoproj.io", "v1alpha1", "workflows")
+        current = self._store.get(rtype, namespace, name)
+        meta = copy.deepcopy(current["metadata"])
+        meta.setdefault("labels", {}).update(
+            {"workflows.argoproj.io/completed": "true", "workflows.argoproj.io/phase": phase}
+        )
+        stamp = self._store.timestamp()
+        status = copy.deepcopy(current.get("status") or {})
+        status.update(
+            phase=phase,
+            startedAt=status.get("startedAt") or meta.get("creationTimestamp") or stamp,
+            finishedAt=stamp,
+        )
+        if message:
+            status["message"] = message
+        if outputs:
+            params = [{"name": k, "value": v} for k, v in outputs.items()]
+            status["outputs"] = {"parameters": params}
+        new = {**current, "metadata": meta, "status": status}
+        return copy.deepcopy(self._store.commit(rtype, current, new))
+
     def delete_object(
         self, group: str, version: str, plural: str, name: str, namespace: str | None = None
     ) -> None:

@@ -122,6 +122,10 @@ class Store:
     def _bucket(self, rtype: Resource) -> dict[tuple[str, str], JSON]:
         return self._objects.setdefault(rtype, {})
 
+    def timestamp(self) -> str:
+        """Now, as the server writes times (whole seconds, UTC)."""
+        return self._timestamp()
+
     def _timestamp(self) -> str:
         return self._clock().astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
