@@ -28,6 +28,7 @@ from trigger.errors import (
     Problem,
     RenderError,
     RuleError,
+    SourceError,
     SubmitError,
     TemporarySubmitError,
 )
@@ -448,6 +449,9 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"trigger: error: {exc}", file=sys.stderr)
         return 2
+    except SourceError as exc:  # a dry run's listing failed
+        print(f"trigger: error: {exc}", file=sys.stderr)
+        return 1
 
 
 def _backfill_events(rule: Rule, start: Any, end: Any, settings: Settings) -> Any:
@@ -512,11 +516,13 @@ async def _backfill(rule: Rule, start: Any, end: Any, settings: Settings, parall
         flow=flow_for(settings, sink, Metrics(CollectorRegistry()), clock),
     )
     job = bf.Backfill(rule, submitter, dead_letters, clock, parallel=parallel, progress=progress)
-    interrupted = False
+    interrupted, broken = False, None
     try:
         await job.run(_backfill_events(rule, start, end, settings))
     except asyncio.CancelledError:  # Ctrl-C: asyncio.run cancels this task
         interrupted = True
+    except SourceError as exc:  # listing the bucket failed: say so after what was done
+        broken = str(exc)
     finally:
         progress.close()
         await sink.close()
@@ -531,8 +537,10 @@ async def _backfill(rule: Rule, start: Any, end: Any, settings: Settings, parall
             file=sys.stderr,
         )
         raise _Exit(130)
+    if broken is not None:
+        print(f"trigger: error: {broken}; run it again to resume", file=sys.stderr)
     print(f"backfill {rule.name}: {tally.summary()}")
-    return 1 if tally.failed else 0
+    return 1 if tally.failed or broken is not None else 0
 
 
 def cmd_finish(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ the schedule code under test. OSS backfills list the OSS test server with oss2.
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import signal
 import subprocess
@@ -25,7 +26,7 @@ from tests.component.test_cron_source import START, Harness, RecordingSink, rule
 from tests.daemon import wait_for
 from trigger.cli import main
 from trigger.core.state import FileStateStore
-from trigger.daemon.backfill import Backfill, cron_events
+from trigger.daemon.backfill import Backfill, Progress, Tally, cron_events
 from trigger.events import format_time
 from trigger.rules.loader import load_rules
 from trigger.submit.deadletter import FileDeadLetterSink
@@ -288,3 +289,44 @@ async def test_oss_backfill_lists_three_pages_through_the_filter(
         assert len(listed) >= 3
         assert await asyncio.to_thread(main, argv) == 0
         assert len(workflows(sink)) == len(wanted)
+
+
+async def test_oss_backfill_that_cannot_list_says_why_and_exits_1(
+    tmp_path: Path, write_rules: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A listing the server refuses (a wrong secret) ends in one error line and exit 1."""
+    monkeypatch.setenv("OSS_AK", AK)
+    monkeypatch.setenv("OSS_SK", "wrong")
+    async with OssServer([BUCKET], credentials={AK: SK}) as oss:
+        oss.put_object(BUCKET, "in/1.csv", b"row 1000\n", last_modified=IN_RANGE)
+        rules = write_rules(oss_rule(oss.endpoint))
+        argv = ["backfill", "nightly", "--rules", str(rules), "--sink", f"local:{tmp_path / 'w'}",
+                "--from", "2025-04-01T00:00Z", "--to", "2025-05-31T00:00Z"]  # fmt: skip
+        for extra in ([], ["--dry-run"]):
+            assert await asyncio.to_thread(main, [*argv, *extra]) == 1
+
+
+# --- progress ----------------------------------------------------------------------------
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_is_a_bar_on_a_terminal_and_lines_elsewhere() -> None:
+    """On a TTY the tally updates a tqdm bar; elsewhere one plain line per `every` events."""
+    tally = Tally(total=4)
+    plain, terminal = io.StringIO(), Terminal()
+    lines, bar = Progress(4, plain, every=2), Progress(4, terminal)
+    for _ in range(4):
+        tally.created += 1
+        lines(tally)
+        bar(tally)
+    lines.close()
+    bar.close()
+    assert plain.getvalue().splitlines() == [
+        "backfill: 2 done: 2 created, 0 duplicate, 0 failed (0 filtered out, 4 in range)",
+        "backfill: 4 done: 4 created, 0 duplicate, 0 failed (0 filtered out, 4 in range)",
+    ]
+    assert "4/4" in terminal.getvalue() and "created=4" in terminal.getvalue()
