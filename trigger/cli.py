@@ -442,6 +442,10 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"trigger: error: {exc}", file=sys.stderr)
         return 2
+    from trigger.daemon import logs
+
+    # Per-event lines would drown the summary: only warnings (retries) and errors.
+    logs.configure("warning", "auto")
     try:
         if args.dry_run:
             return asyncio.run(_backfill_dry(rule, start, end, settings, args.output))

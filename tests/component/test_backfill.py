@@ -330,3 +330,17 @@ def test_progress_is_a_bar_on_a_terminal_and_lines_elsewhere() -> None:
         "backfill: 4 done: 4 created, 0 duplicate, 0 failed (0 filtered out, 4 in range)",
     ]
     assert "4/4" in terminal.getvalue() and "created=4" in terminal.getvalue()
+
+
+def test_failures_are_counted_and_exit_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], write_rules: Callable[..., Path]
+) -> None:
+    """Ticks whose template fails are dead-lettered, counted as failed, and exit 1."""
+    rules = write_rules(cron_rule("0 * * * *").replace("event.scheduledTime", "event.nope"))
+    sink = tmp_path / "workflows"
+    code, out = backfill(capsys, rules, sink, "--from", "2025-01-01T00:00Z", "--to",
+                         "2025-01-01T02:00Z")  # fmt: skip
+    assert code == 1, out
+    assert "0 created, 0 duplicate, 3 failed" in out
+    assert "trigger: failed: RenderError" in out
+    assert len((tmp_path / "dead.jsonl").read_text().splitlines()) == 3

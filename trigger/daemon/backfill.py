@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TextIO
@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry
 
 from trigger.clock import Clock
 from trigger.core.metrics import Metrics
-from trigger.core.pipeline import Pipeline, gather_cancelling
+from trigger.core.pipeline import Pipeline, RuleStatus, gather_cancelling
 from trigger.decoders.cron import cron_tick
 from trigger.errors import ConfigError, RenderError, SubmitError
 from trigger.events import Event
@@ -39,6 +39,8 @@ from trigger.submit.submitter import Submitter
 
 JUST_BEFORE: Final = timedelta(microseconds=1)
 LIST_PAGE: Final = 1000  # keys per ListObjectsV2 page
+BATCH: Final = 256  # events a worker hands a batching sink (local, stdout) at once
+MAX_ERRORS: Final = 10  # failures the summary lists
 
 
 @dataclass
@@ -50,7 +52,7 @@ class Tally:
     duplicate: int = 0
     filtered: int = 0  # the rule's filter did not match
     failed: int = 0
-    errors: list[str] = field(default_factory=list)  # the first few failures, for the summary
+    errors: list[str] = field(default_factory=list)  # the first distinct failure reasons
 
     @property
     def done(self) -> int:
@@ -126,10 +128,12 @@ class Backfill:
         self._progress = progress
         metrics = Metrics(CollectorRegistry())
         self._pipeline = Pipeline(RuleSet((rule,)), submitter, dead_letters, metrics, clock)
+        self._done = 0  # events whose submission ended
+        self._raised = 0  # events whose submission raised (counted as failed)
 
     async def run(self, events: AsyncIterator[Event] | Iterator[Event]) -> Tally:
         """Submit every event; each ends created, duplicate, filtered out or failed."""
-        queue: asyncio.Queue[Event | None] = asyncio.Queue(maxsize=self._parallel * 2)
+        queue: asyncio.Queue[Event | None] = asyncio.Queue(maxsize=self._parallel * BATCH)
 
         async def feed() -> None:
             if isinstance(events, Iterator):
@@ -144,35 +148,68 @@ class Backfill:
                 await queue.put(None)
 
         async def work() -> None:
-            while (event := await queue.get()) is not None:
-                await self._one(event)
-                self._progress(self.tally)
+            while batch := await _take(queue, BATCH if self._pipeline.batches else 1):
+                await self._submit(batch)
+                self._count(len(batch))
+            queue.put_nowait(None)  # keep the end in sight for the other workers
 
         await gather_cancelling(feed(), *(work() for _ in range(self._parallel)))
         return self.tally
 
-    async def _one(self, event: Event) -> None:
-        tally = self.tally
-        try:
-            outcomes = await self._pipeline.handle(event, on_exhausted="dead-letter")
-        except (SubmitError, RenderError, OSError) as exc:
-            self._failed(f"{event.id}: {exc}")
+    async def _submit(self, events: list[Event]) -> None:
+        """A sink that writes many in one call gets them so (one sync per batch for the
+        local sink); what the batch leaves (rate-limited, failed) goes one by one."""
+        if len(events) == 1 or not self._pipeline.batches:
+            for event in events:
+                await self._one(self._pipeline.handle(event, on_exhausted="dead-letter"))
             return
-        mine = [o for o in outcomes if o.rule == self.rule.name]
-        if not mine:
-            tally.filtered += 1
-        for outcome in mine:
-            if outcome.kind == "created":
-                tally.created += 1
-            elif outcome.kind == "duplicate":
-                tally.duplicate += 1
-            else:
-                self._failed(f"{event.id}: {outcome.reason}: {outcome.message}")
+        results = await self._pipeline.handle_batch(events)
+        for event, result in zip(events, results, strict=True):
+            if result.slow:
+                await self._one(self._pipeline.handle(event, on_exhausted="dead-letter"))
+            elif result.failed:
+                pairs = list(result.failed)
+                await self._one(
+                    self._pipeline.submit_matches(event, pairs, on_exhausted="dead-letter")
+                )
 
-    def _failed(self, message: str) -> None:
-        self.tally.failed += 1
-        if len(self.tally.errors) < 10:
-            self.tally.errors.append(message)
+    async def _one(self, submission: Awaitable[Any]) -> None:
+        """Await one event's submission; an error is that event's failure."""
+        try:
+            await submission
+        except (SubmitError, RenderError, OSError) as exc:
+            self._raised += 1
+            if len(self.tally.errors) < MAX_ERRORS:
+                self.tally.errors.append(str(exc))
+
+    def _count(self, done: int) -> None:
+        """The tally from the pipeline's status of the rule (what it recorded per event)."""
+        status = self._pipeline.status.get(self.rule.name, RuleStatus())
+        tally = self.tally
+        self._done += done
+        tally.created, tally.duplicate = status.created, status.duplicates
+        tally.failed = status.dead_letters + self._raised
+        tally.filtered = self._done - status.matched
+        reason = status.last_error
+        if reason and reason not in tally.errors and len(tally.errors) < MAX_ERRORS:
+            tally.errors.append(reason)
+        self._progress(tally)
+
+
+async def _take(queue: asyncio.Queue[Event | None], most: int) -> list[Event]:
+    """Up to `most` events: waits for the first, takes the others already there; [] at the
+    end (the None sentinel)."""
+    first = await queue.get()
+    if first is None:
+        return []
+    batch = [first]
+    while len(batch) < most and not queue.empty():
+        event = queue.get_nowait()
+        if event is None:
+            queue.put_nowait(None)
+            break
+        batch.append(event)
+    return batch
 
 
 class Progress:
