@@ -333,14 +333,19 @@ def test_progress_is_a_bar_on_a_terminal_and_lines_elsewhere() -> None:
 
 
 def test_failures_are_counted_and_exit_1(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], write_rules: Callable[..., Path]
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    write_rules: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Ticks whose template fails are dead-lettered, counted as failed, and exit 1."""
-    rules = write_rules(cron_rule("0 * * * *").replace("event.scheduledTime", "event.nope"))
+    """Ticks the submitter refuses (too large) are dead-lettered, counted as failed, exit 1."""
+    monkeypatch.setenv("TRIGGER_SUBMIT__MAX_WORKFLOW_BYTES", "4096")
+    big = cron_rule("0 * * * *").replace("}}\"}", "}}\", pad: " + "x" * 5000 + "}")
+    rules = write_rules(big)
     sink = tmp_path / "workflows"
     code, out = backfill(capsys, rules, sink, "--from", "2025-01-01T00:00Z", "--to",
                          "2025-01-01T02:00Z")  # fmt: skip
     assert code == 1, out
     assert "0 created, 0 duplicate, 3 failed" in out
-    assert "trigger: failed: RenderError" in out
+    assert "trigger: failed: WorkflowTooLarge" in out
     assert len((tmp_path / "dead.jsonl").read_text().splitlines()) == 3
