@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+import structlog
 import yaml
 
 from trigger import __version__
@@ -442,10 +443,14 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"trigger: error: {exc}", file=sys.stderr)
         return 2
-    from trigger.daemon import logs
-
-    # Per-event lines would drown the summary: only warnings (retries) and errors.
-    logs.configure("warning", "auto")
+    # Per-event lines would drown the summary: only warnings (retries) and errors, on
+    # stderr; the previous configuration comes back after (main() runs inside tests too).
+    saved = structlog.get_config()
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=False,
+    )
     try:
         if args.dry_run:
             return asyncio.run(_backfill_dry(rule, start, end, settings, args.output))
@@ -456,6 +461,8 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     except SourceError as exc:  # a dry run's listing failed
         print(f"trigger: error: {exc}", file=sys.stderr)
         return 1
+    finally:
+        structlog.configure(**saved)
 
 
 def _backfill_events(rule: Rule, start: Any, end: Any, settings: Settings) -> Any:

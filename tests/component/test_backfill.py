@@ -340,7 +340,7 @@ def test_failures_are_counted_and_exit_1(
 ) -> None:
     """Ticks the submitter refuses (too large) are dead-lettered, counted as failed, exit 1."""
     monkeypatch.setenv("TRIGGER_SUBMIT__MAX_WORKFLOW_BYTES", "4096")
-    big = cron_rule("0 * * * *").replace("}}\"}", "}}\", pad: " + "x" * 5000 + "}")
+    big = cron_rule("0 * * * *").replace('}}"}', '}}", pad: ' + "x" * 5000 + "}")
     rules = write_rules(big)
     sink = tmp_path / "workflows"
     code, out = backfill(capsys, rules, sink, "--from", "2025-01-01T00:00Z", "--to",
@@ -349,3 +349,32 @@ def test_failures_are_counted_and_exit_1(
     assert "0 created, 0 duplicate, 3 failed" in out
     assert "trigger: failed: WorkflowTooLarge" in out
     assert len((tmp_path / "dead.jsonl").read_text().splitlines()) == 3
+
+
+async def test_backfill_obeys_the_rules_rate_limit(
+    tmp_path: Path, write_rules: Callable[..., Path]
+) -> None:
+    """With rateLimit 1/s, the ticks go out one per second of the (virtual) clock."""
+    from tests.component.test_cron_source import until
+    from trigger.clock import VirtualClock
+
+    path = write_rules(cron_rule("0 * * * *", extra="rateLimit: {perSecond: 1, burst: 1}"))
+    (rule,) = load_rules([path]).rules
+    clock = VirtualClock(START)
+    dead = FileDeadLetterSink(tmp_path / "dead.jsonl")
+    sink = LocalSink(tmp_path / "workflows")
+    job = Backfill(rule, Submitter(sink, dead, clock), dead, clock, parallel=4)
+    task = asyncio.create_task(job.run(cron_events(rule, START, START + timedelta(hours=4))))
+    try:
+        for second in range(1, 6):
+            await until(lambda n=second: job.tally.created >= n, f"tick {second} created")
+            if second < 5:
+                await until(lambda: clock.sleeping >= 1, "the next tick waiting on the clock")
+                assert job.tally.created == second
+                await clock.advance(1.0)
+        tally = await asyncio.wait_for(task, 10)
+    finally:
+        task.cancel()
+        await sink.close()
+        await dead.close()
+    assert (tally.created, tally.failed) == (5, 0)

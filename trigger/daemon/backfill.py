@@ -150,7 +150,6 @@ class Backfill:
         async def work() -> None:
             while batch := await _take(queue, BATCH if self._pipeline.batches else 1):
                 await self._submit(batch)
-                self._count(len(batch))
             queue.put_nowait(None)  # keep the end in sight for the other workers
 
         await gather_cancelling(feed(), *(work() for _ in range(self._parallel)))
@@ -159,19 +158,19 @@ class Backfill:
     async def _submit(self, events: list[Event]) -> None:
         """A sink that writes many in one call gets them so (one sync per batch for the
         local sink); what the batch leaves (rate-limited, failed) goes one by one."""
-        if len(events) == 1 or not self._pipeline.batches:
+        pipeline = self._pipeline
+        if len(events) == 1 or not pipeline.batches:
             for event in events:
-                await self._one(self._pipeline.handle(event, on_exhausted="dead-letter"))
+                await self._one(pipeline.handle(event, on_exhausted="dead-letter"))
             return
-        results = await self._pipeline.handle_batch(events)
+        results = await pipeline.handle_batch(events)
+        self._count(sum(1 for result in results if result.done))
         for event, result in zip(events, results, strict=True):
             if result.slow:
-                await self._one(self._pipeline.handle(event, on_exhausted="dead-letter"))
+                await self._one(pipeline.handle(event, on_exhausted="dead-letter"))
             elif result.failed:
                 pairs = list(result.failed)
-                await self._one(
-                    self._pipeline.submit_matches(event, pairs, on_exhausted="dead-letter")
-                )
+                await self._one(pipeline.submit_matches(event, pairs, on_exhausted="dead-letter"))
 
     async def _one(self, submission: Awaitable[Any]) -> None:
         """Await one event's submission; an error is that event's failure."""
@@ -181,6 +180,7 @@ class Backfill:
             self._raised += 1
             if len(self.tally.errors) < MAX_ERRORS:
                 self.tally.errors.append(str(exc))
+        self._count(1)
 
     def _count(self, done: int) -> None:
         """The tally from the pipeline's status of the rule (what it recorded per event)."""
