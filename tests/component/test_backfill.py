@@ -193,7 +193,7 @@ def test_interrupted_backfill_resumes_by_rerunning(
 ) -> None:
     """SIGINT half-way stops cleanly (exit 130, a summary); the rerun creates the rest,
     the ones already made are duplicates, and no tick has two Workflows."""
-    slow = write_rules(cron_rule("* * * * *", extra="rateLimit: {perSecond: 100}"), "slow.yaml")
+    slow = write_rules(cron_rule("* * * * *", extra="rateLimit: {perSecond: 20}"), "slow.yaml")
     sink = tmp_path / "workflows"
     argv = [sys.executable, "-m", "trigger.cli", "backfill", "nightly", "--from",
             "2025-01-01T00:00Z", "--to", "2025-01-01T09:59Z", "--sink", f"local:{sink}",
