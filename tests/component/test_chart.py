@@ -753,6 +753,7 @@ def test_notes_explain_the_reload_delay(render: Callable[..., Rendered]) -> None
     """NOTES say that ConfigMap edits reach the pods only after the kubelet's sync delay."""
     notes = render().notes
     assert "hot-reloads" in notes and "kubelet" in notes and f"{FULLNAME}-rules" in notes
+    assert f"helm test {RELEASE} -n {NAMESPACE}" in notes
 
 
 @pytest.mark.parametrize(("overrides", "_"), SCENARIOS.values(), ids=SCENARIOS.keys())
@@ -784,10 +785,13 @@ def test_pod_parts_match_the_schema(render: Callable[..., Rendered]) -> None:
     from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 
     definitions = json.loads(ARGO_SCHEMA.read_text())["definitions"]
-    rendered = render(SCENARIOS["several namespaces, cluster templates"][0])
+    rendered = render(FULL)
     pod = rendered.pod
+    (test_pod,) = rendered.all("Pod")
     parts: list[tuple[str, Any]] = [
         ("io.k8s.api.core.v1.Container", rendered.container),
+        *(("io.k8s.api.core.v1.Container", c) for c in test_pod["spec"]["containers"]),
+        ("io.k8s.api.core.v1.PodSecurityContext", test_pod["spec"]["securityContext"]),
         ("io.k8s.api.core.v1.PodSecurityContext", pod["securityContext"]),
         *(("io.k8s.api.core.v1.Volume", v) for v in pod["volumes"]),
         *(
@@ -976,7 +980,9 @@ def test_ingress_routes_only_the_receivers(render: Callable[..., Rendered]) -> N
     """The Ingress sends the listed receiver paths to the Service's http port, with the
     class, TLS and annotations given; /metrics, /status and the probes are not routed."""
     assert render().all("Ingress") == []
-    ingress = render(FULL).get("Ingress", FULLNAME)
+    rendered = render(FULL)
+    assert "only: /oss/eventbridge /oss/mns /hooks" in rendered.notes
+    ingress = rendered.get("Ingress", FULLNAME)
     spec = ingress["spec"]
     assert spec["ingressClassName"] == "nginx"
     assert spec["tls"] == FULL["ingress"]["tls"]
