@@ -227,6 +227,20 @@ def test_production_values_pass_strict_mode_with_the_secret(helm: Any, tmp_path:
     assert "rule deploy-on-push: idle: webhook secret unavailable" in refused.stdout
 
 
+def test_production_values_grant_what_the_shipped_rules_need() -> None:
+    """The guide's values grant Workflows in every namespace the shipped rules create them in,
+    and watch finished Workflows where the chain rules look (RBAC refuses anything else)."""
+    from trigger.rules.loader import load_rules
+
+    values = yaml.safe_load(PRODUCTION_VALUES.read_text())
+    rules = load_rules([REPO / "rules"]).rules
+    assert {r.workflow.namespace for r in rules} <= set(values["workflowNamespaces"])
+    chains = [r.document.spec.source.workflow for r in rules if r.kind == "workflow"]
+    assert chains
+    watched = set(values["workflowSource"]["namespaces"])
+    assert all(c is not None and (c.namespace in watched or "*" in watched) for c in chains)
+
+
 def test_eci_rule_puts_pod_metadata_on_the_workflow() -> None:
     """The guide's ECI rule renders a Workflow whose spec carries the overlay's podMetadata
     (ECI label and sizing annotations) beside trigger's template reference and arguments."""
