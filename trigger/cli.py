@@ -498,59 +498,53 @@ async def _backfill_dry(rule: Rule, start: Any, end: Any, settings: Settings, ou
 
 
 async def _backfill(rule: Rule, start: Any, end: Any, settings: Settings, parallel: int) -> int:
-    from prometheus_client import CollectorRegistry
-
     from trigger.clock import SystemClock
-    from trigger.core.metrics import Metrics
     from trigger.daemon import backfill as bf
-    from trigger.daemon.assembly import dead_letter_sink, flow_for, sink_options
+    from trigger.daemon.assembly import dead_letter_sink
+    from trigger.daemon.runs import Progress, Tally, submission
     from trigger.rules.cronmath import count_fires
     from trigger.rules.schedules import compile_timezone
-    from trigger.submit.sinks import open_sink
-    from trigger.submit.size import SizeLimit
-    from trigger.submit.submitter import Submitter
 
     clock = SystemClock()
     total = None
     if rule.kind == "cron":
         tz = compile_timezone(rule.cron.timezone)
         total = count_fires(rule.schedules, tz, start - bf.JUST_BEFORE, end, 10**9)
-    sink = await open_sink(settings.sink, **sink_options(settings, os.environ))
     dead_letters = dead_letter_sink(settings.dead_letter)
-    progress = bf.Progress(total)
-    submitter = Submitter(
-        sink,
-        dead_letters,
-        clock,
-        max_in_flight=max(parallel, 1),
-        size_limit=SizeLimit(settings.submit.max_workflow_bytes),
-        flow=flow_for(settings, sink, Metrics(CollectorRegistry()), clock),
-    )
-    job = bf.Backfill(rule, submitter, dead_letters, clock, parallel=parallel, progress=progress)
+    progress = Progress(total)
+    job = None
     interrupted, broken = False, None
     try:
-        await job.run(_backfill_events(rule, start, end, settings))
+        async with submission(settings, RuleSet((rule,)), dead_letters, clock, parallel) as sub:
+            job = bf.Backfill(rule, sub, dead_letters, clock, parallel=parallel, progress=progress)
+            await job.run(_backfill_events(rule, start, end, settings))
     except asyncio.CancelledError:  # Ctrl-C: asyncio.run cancels this task
         interrupted = True
     except SourceError as exc:  # listing the bucket failed: say so after what was done
         broken = str(exc)
     finally:
         progress.close()
-        await sink.close()
         await dead_letters.close()
-    tally = job.tally
+    tally = job.tally if job is not None else Tally()
+    return _summarize(f"backfill {rule.name}", tally, interrupted=interrupted, broken=broken)
+
+
+def _summarize(what: str, tally: Any, *, interrupted: bool, broken: str | None = None) -> int:
+    """The end of a batch command (backfill, replay): the failure reasons on stderr, then
+    the summary; exit 130 when interrupted, 1 when anything failed or `broken` says the
+    run could not go on."""
     for error in tally.errors:
         print(f"trigger: failed: {error}", file=sys.stderr)
     if interrupted:
         print(
-            f"backfill {rule.name}: interrupted: {tally.summary()}; run it again to "
+            f"{what}: interrupted: {tally.summary()}; run it again to "
             "resume (what was created will be a duplicate)",
             file=sys.stderr,
         )
         raise _Exit(130)
     if broken is not None:
         print(f"trigger: error: {broken}; run it again to resume", file=sys.stderr)
-    print(f"backfill {rule.name}: {tally.summary()}")
+    print(f"{what}: {tally.summary()}")
     return 1 if tally.failed or broken is not None else 0
 
 
