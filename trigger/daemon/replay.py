@@ -22,10 +22,11 @@ the old one or the new one, and a rerun finds what was created as duplicates.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -37,13 +38,14 @@ from prometheus_client import CollectorRegistry
 from trigger.clock import Clock
 from trigger.core.metrics import Metrics
 from trigger.core.pipeline import Pipeline
-from trigger.daemon.runs import Tally
-from trigger.decoders.kafka import decode_kafka_file
-from trigger.errors import DecodeError, RenderError, SubmitError
+from trigger.daemon.runs import Tally, drive
+from trigger.decoders.kafka import decode_kafka_file, decode_kafka_record
+from trigger.errors import ConfigError, DecodeError, RenderError, SubmitError
 from trigger.events import Event, parse_time
 from trigger.rules.render import render
 from trigger.rules.router import RuleSet
 from trigger.submit.deadletter import DeadLetter, encode, lock_current
+from trigger.submit.deadletter_kafka import HEADER_PREFIX, KafkaOrigin, KafkaTopicWriter
 from trigger.submit.submitter import Submitter
 
 COMMON: Final = frozenset({"id", "source", "type", "subject", "time", "data"})
@@ -123,6 +125,10 @@ class ReplayTally(Tally):
     bad: int = 0  # lines that are not records, or records holding no event
     skipped: int = 0  # records --rule / --since did not select
 
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.bad
+
     def summary(self) -> str:
         return (
             f"{self.created} created, {self.duplicate} duplicate, {self.failed} failed again"
@@ -184,7 +190,18 @@ class Replay:
         self._metrics = Metrics(CollectorRegistry())
         self._pipelines: dict[str | None, Pipeline] = {}
 
-    async def handle(self, letters: list[Letter]) -> None:
+    async def run(self, letters: Sequence[Letter], chosen: Sequence[Letter], parallel: int) -> None:
+        """Count `letters` read, report the bad ones, replay those `chosen`."""
+        taken = {id(letter) for letter in chosen}
+        self.tally.total += len(letters)
+        for letter in letters:
+            if letter.problem is not None:
+                self.count(letter)
+            elif id(letter) not in taken:
+                self.tally.skipped += 1
+        await drive(iter(chosen), self.handle, parallel=parallel)
+
+    async def handle(self, letters: Sequence[Letter]) -> None:
         """Replay each letter (a `drive` handler) and count how it ended."""
         for letter in letters:
             assert letter.record is not None and letter.event is not None
@@ -197,8 +214,7 @@ class Replay:
         if result is None:
             tally.bad += 1
         elif result.kind == "failed":
-            tally.failed += 1
-            tally.note_error(result.reason)
+            tally.failed += 1  # its reason is on its own line: not again in the summary
         elif result.kind == "filtered":
             tally.filtered += 1
         else:
@@ -227,7 +243,7 @@ class Replay:
         if caught:
             first = caught[0]
             return self._failed(
-                record, first.error, first.message, first.attempts, first.workflow
+                record, first.error, first.message, attempts=first.attempts, workflow=first.workflow
             )
         if not outcomes:
             return Result("filtered")
@@ -240,6 +256,7 @@ class Replay:
         record: DeadLetter,
         error: str,
         message: str,
+        *,
         attempts: int,
         workflow: str | None = None,
     ) -> Result:
@@ -263,6 +280,11 @@ class Replay:
             pipeline = Pipeline(rules, self._submitter, sink, self._metrics, self._clock)
             self._pipelines[rule] = pipeline
         return pipeline
+
+
+def chosen(letters: Sequence[Letter], select: Selection) -> list[Letter]:
+    """The letters a replay takes: records holding an event, selected."""
+    return [x for x in letters if x.record is not None and x.problem is None and select(x.record)]
 
 
 def plan(rules: RuleSet, letter: Letter, cluster: str = "default") -> list[dict[str, Any]]:
@@ -331,6 +353,16 @@ def letter_of(where: str, line: bytes) -> Letter:
     return letter
 
 
+async def replay_file(path: Path, replay: Replay, select: Selection, parallel: int) -> None:
+    """Replay a dead-letter file's selected records and rewrite it — also when stopped
+    (Ctrl-C): what was replayed by then leaves the file, the rest stays."""
+    snapshot = await asyncio.to_thread(read_file, path)
+    try:
+        await replay.run(snapshot.letters, chosen(snapshot.letters, select), parallel)
+    finally:
+        await asyncio.shield(asyncio.to_thread(rewrite, snapshot))
+
+
 class FileChanged(Exception):
     """The file was replaced or truncated (rotated, another replay) while replaying."""
 
@@ -390,3 +422,140 @@ def _replace(path: Path, content: bytes, mode: int) -> None:
         os.fsync(directory)
     finally:
         os.close(directory)
+
+
+# --- the Kafka dead-letter topic ----------------------------------------------------------
+
+
+def group_for(topic: str) -> str:
+    """The consumer group a replay of `topic` reads and commits with."""
+    return f"trigger-replay.{topic}"
+
+
+@dataclass
+class KafkaLetter(Letter):
+    """A letter from the dead-letter topic, with the record as consumed (kept when left
+    alone) and the original record it stands for (to produce it again when it fails)."""
+
+    key: bytes | None = None
+    headers: list[tuple[str, bytes | None]] = field(default_factory=list)
+    origin: KafkaOrigin | None = None
+
+
+def kafka_letter(cluster: str, message: Any) -> KafkaLetter:
+    """A letter from one consumed dead-letter record (trigger.deadletter_kafka's form)."""
+    headers = [(name, value) for name, value in message.headers]
+    letter = KafkaLetter(
+        f"{message.topic}/{message.partition}/{message.offset}",
+        message.value or b"",
+        key=message.key,
+        headers=headers,
+    )
+    ours = {name[len(HEADER_PREFIX) :]: (value or b"").decode("utf-8", "replace")
+            for name, value in headers if name.startswith(HEADER_PREFIX)}  # fmt: skip
+    originals = tuple((n, v) for n, v in headers if not n.startswith(HEADER_PREFIX))
+    try:
+        stamp = ours.get("original.timestamp")
+        origin = KafkaOrigin(
+            cluster,
+            ours["original.topic"],
+            int(ours["original.partition"]),
+            int(ours["original.offset"]),
+            message.key,
+            message.value,
+            originals,
+            int(stamp) if stamp else None,
+        )
+        time = parse_time(ours["time"]) if ours.get("time") else parse_time(message.timestamp)
+    except (KeyError, ValueError, DecodeError) as exc:
+        letter.problem = f"not a trigger dead letter (its trigger.* headers): {exc!r}"
+        return letter
+    letter.origin = origin
+    try:
+        event = decode_kafka_record(
+            origin.topic, origin.partition, origin.offset, origin.timestamp,
+            origin.key, origin.value, originals,
+        )  # fmt: skip
+    except DecodeError as exc:
+        letter.problem = f"the record cannot be decoded: {exc}"
+        return letter
+    letter.event = event
+    letter.record = DeadLetter.of(
+        event,
+        rule=ours.get("rule") or None,
+        error=ours.get("error.class", ""),
+        message=ours.get("error.message", ""),
+        time=time,
+    )
+    letter.record = replace(letter.record, replays=int(ours.get("replays") or 0))
+    return letter
+
+
+@dataclass
+class TopicReplay:
+    """Reads a dead-letter topic up to its end at the start, in the group `group_for`,
+    batch by batch: each batch's selected letters are replayed, then what is to stay —
+    failing again (updated headers), not selected, bad (as they were) — is produced to the
+    topic's end, then the batch's offsets are committed. Records produced by this run lie
+    beyond the end it reads to."""
+
+    cluster: str
+    topic: str
+    options: dict[str, Any]
+    select: Selection
+    parallel: int = 4
+
+    async def run(self, replay: Replay | None, emit: Callable[[Letter], None]) -> None:
+        """Replay (or with `replay` None, a dry run: `emit` each letter, commit nothing)."""
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        consumer = AIOKafkaConsumer(
+            group_id=group_for(self.topic),
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            **self.options,
+        )
+        await consumer.start()
+        writer = KafkaTopicWriter(self.topic, self.options)
+        try:
+            await consumer.topics()  # the cluster's metadata, topics and partitions
+            partitions = consumer.partitions_for_topic(self.topic)
+            if not partitions:
+                raise ConfigError(f"Kafka topic {self.topic!r} does not exist")
+            tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+            consumer.assign(tps)  # the group's committed offsets, else the earliest
+            ends = await consumer.end_offsets(tps)
+            while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+                fetched = await consumer.getmany(timeout_ms=1000, max_records=500)
+                for tp, got in fetched.items():
+                    messages = [m for m in got if m.offset < ends[tp]]
+                    if not messages:
+                        continue
+                    await self._batch(replay, writer, [kafka_letter(self.cluster, m)
+                                                        for m in messages], emit)  # fmt: skip
+                    if replay is not None:
+                        await consumer.commit({tp: messages[-1].offset + 1})
+                    consumer.seek(tp, messages[-1].offset + 1)
+        finally:
+            await writer.close()
+            await consumer.stop()
+
+    async def _batch(
+        self,
+        replay: Replay | None,
+        writer: KafkaTopicWriter,
+        letters: list[KafkaLetter],
+        emit: Callable[[Letter], None],
+    ) -> None:
+        taken = chosen(letters, self.select)
+        if replay is None:
+            for letter in taken:
+                emit(letter)
+            return
+        await replay.run(letters, taken, self.parallel)
+        for letter in letters:
+            result = letter.result
+            if result is None:
+                await writer.send(letter.key, letter.raw, letter.headers)
+            elif result.updated is not None and letter.origin is not None:
+                await writer.write(result.updated, letter.origin)

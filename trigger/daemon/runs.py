@@ -56,6 +56,11 @@ class Tally:
             f" ({self.filtered} filtered out, {self.total} in range)"
         )
 
+    @property
+    def ok(self) -> bool:
+        """Nothing failed."""
+        return not self.failed
+
     def note_error(self, reason: str) -> None:
         """Keep `reason` for the summary: the first MAX_ERRORS distinct ones."""
         if reason and reason not in self.errors and len(self.errors) < MAX_ERRORS:
@@ -197,6 +202,15 @@ class Progress:
             print(
                 f"{self._label}: {tally.done} done: {tally.summary()}", file=self._out, flush=True
             )
+
+    def note(self, line: str) -> None:
+        """One line of output (stdout), above the bar when there is one."""
+        if self._bar is not None:
+            from tqdm import tqdm
+
+            tqdm.write(line, file=sys.stdout)
+        else:
+            print(line, flush=True)
 
     def close(self) -> None:
         if self._bar is not None:

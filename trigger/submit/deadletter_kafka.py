@@ -107,13 +107,14 @@ class KafkaTopicWriter:
         self._lock = asyncio.Lock()
 
     async def write(self, record: DeadLetter, origin: KafkaOrigin) -> None:
+        await self.send(origin.key, origin.value, dead_letter_headers(record, origin))
+
+    async def send(
+        self, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes | None]]
+    ) -> None:
+        """Produce one record as given (a dead letter `trigger replay` leaves as it was)."""
         producer = await self._started()
-        await producer.send_and_wait(
-            self.topic,
-            value=origin.value,
-            key=origin.key,
-            headers=dead_letter_headers(record, origin),
-        )
+        await producer.send_and_wait(self.topic, value=value, key=key, headers=headers)
 
     async def _started(self) -> Any:
         async with self._lock:
