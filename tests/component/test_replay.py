@@ -22,17 +22,25 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.component.test_kafka_source import committed, read_topic
 from tests.daemon import wait_for
 from trigger.cli import main
 from trigger.clock import SystemClock
-from trigger.daemon.replay import Replay, Selection, replay_file
+from trigger.daemon.replay import Replay, Selection, group_for, replay_file
 from trigger.decoders.kafka import decode_kafka_record
 from trigger.events import Event
 from trigger.rules.loader import load_rules
 from trigger.rules.render import render
 from trigger.submit.deadletter import DeadLetter, FileDeadLetterSink
+from trigger.submit.deadletter_kafka import (
+    KafkaDeadLetterSink,
+    KafkaOrigin,
+    KafkaTopicWriter,
+    origin_scope,
+)
 from trigger.submit.local import LocalSink
 from trigger.submit.submitter import Submitter
+from trigger.testing.kafka import KafkaBroker
 
 
 def rule(name: str, parameter: str, extra: str = "", template: str = "process") -> str:
@@ -259,3 +267,127 @@ def test_killed_half_way_then_rerun_creates_each_once(
         valid_workflow(yaml.safe_load(path.read_text()))
     assert [r["rule"] for r in records(dead)] == ["gone"]
     assert os.listdir(tmp_path).count("dead.jsonl") == 1
+
+
+async def kafka_dead_letters(broker: KafkaBroker, tmp_path: Path, events: list[Event]) -> None:
+    """Dead-letter `events` the daemon's way: its Submitter, inside the consumed record's
+    origin scope, into the cluster's dead-letter topic `dlq`; plus one foreign record."""
+    source = tmp_path / "first-rules.yaml"
+    source.write_text(rule("ingest", "orderId") + rule("report", "missing"))
+    rules = load_rules([str(source)])
+    writer = KafkaTopicWriter("dlq", {"bootstrap_servers": broker.bootstrap})
+    sink = LocalSink(tmp_path / "unused")
+    letters = KafkaDeadLetterSink(FileDeadLetterSink(tmp_path / "fallback.jsonl"), {"default": writer})
+    submitter = Submitter(sink, letters, SystemClock())
+    try:
+        for event in events:
+            f = event.fields
+            origin = KafkaOrigin("default", "orders", f["partition"], f["offset"], b"k",
+                                 event.raw, (), f["timestamp"])  # fmt: skip
+            with origin_scope(origin):
+                for match in rules.route(event).matches:
+                    await submitter.submit(match.rule, match.event, on_exhausted="dead-letter")
+        await writer.send(b"x", b"not one of ours", [])
+    finally:
+        await sink.close()
+        await letters.close()
+    assert not (tmp_path / "fallback.jsonl").exists()
+
+
+def test_kafka_topic_replay_commits_and_produces_what_stays(
+    tmp_path: Path,
+    broker: KafkaBroker,
+    capsys: pytest.CaptureFixture[str],
+    valid_workflow: Callable[[dict[str, Any]], None],
+) -> None:
+    """kafka:TOPIC: fixed records are created with the daemon's names, a failing one is
+    produced again (trigger.replays 1) with the foreign one as it was, the group commits
+    the end read to, and a rerun reads only what was produced again."""
+    out, fixed = tmp_path / "wf", tmp_path / "rules.yaml"
+    fixed.write_text(rule("ingest", "id") + rule("report", "missing"))
+    events = [order(i, id=f"o-{i}") for i in range(2)]
+    asyncio.run(broker.create_topics({"dlq": 1}))
+    asyncio.run(kafka_dead_letters(broker, tmp_path, events))
+    args = ["kafka:dlq", "--kafka-bootstrap", broker.bootstrap, "--rules", str(fixed),
+            "--sink", f"local:{out}"]  # fmt: skip
+
+    code, text = replay(capsys, *args, "--dry-run")
+    assert code == 1 and "rule report" in text, text
+    assert asyncio.run(committed(broker.bootstrap, group_for("dlq"), "dlq", 1)) == {0: -1}
+
+    code, text = replay(capsys, *args)
+    assert code == 1, text
+    assert "2 created, 0 duplicate, 2 failed again (0 filtered out, 1 bad, 0 not selected, 5 read)" in text
+    ingest = load_rules([str(fixed)]).by_name["ingest"]
+    made = workflows(out)
+    assert sorted(made) == sorted(render(ingest, e)["metadata"]["name"] for e in events)
+    for workflow in made.values():
+        valid_workflow(workflow)
+    assert asyncio.run(committed(broker.bootstrap, group_for("dlq"), "dlq", 1)) == {0: 5}
+    again = asyncio.run(read_topic(broker.bootstrap, "dlq", 8))[5:]
+    assert [m.value for m in again] == [events[0].raw, events[1].raw, b"not one of ours"]
+    heads = [dict(m.headers) for m in again]
+    assert [h.get("trigger.replays") for h in heads] == [b"1", b"1", None]
+    assert heads[0]["trigger.original.timestamp"] == str(events[0].fields["timestamp"]).encode()
+
+    code, text = replay(capsys, *args)
+    assert "0 created, 0 duplicate, 2 failed again (0 filtered out, 1 bad, 0 not selected, 3 read)" in text
+    assert len(workflows(out)) == 2
+
+
+def template(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "WorkflowTemplate",
+        "metadata": {"name": name, "namespace": "data"},
+        "spec": {"arguments": {"parameters": [{"name": "order"}]}},
+    }
+
+
+async def test_a_template_created_since_lets_its_records_through(
+    tmp_path: Path, valid_workflow: Callable[[dict[str, Any]], None]
+) -> None:
+    """Against the API emulator: records dead-lettered for a missing WorkflowTemplate are
+    created once it exists; those whose template is still missing fail again."""
+    from trigger.submit.checked import CheckedSink
+    from trigger.submit.kubernetes import KubernetesOptions, KubernetesSink
+    from trigger.submit.templates import TemplateCatalog
+    from trigger.testing.kubeapi import KubeEmulator
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(rule("ingest", "id", template="ingest") + rule("report", "id", template="report"))
+    dead = tmp_path / "dead.jsonl"
+    events = [order(i, id=f"o-{i}") for i in range(2)]
+    async with KubeEmulator(namespaces=["data"]) as kube:
+        kubeconfig = kube.kubeconfig(tmp_path / "kubeconfig")
+        sink = await KubernetesSink.connect(KubernetesOptions(kubeconfig=str(kubeconfig)))
+        catalog = TemplateCatalog(sink.api_client, namespaces=["data"], cluster_templates=False)
+        await catalog.load()
+        letters = FileDeadLetterSink(dead)
+        checked = CheckedSink(sink, catalog, SystemClock(), grace=0.0)
+        submitter = Submitter(checked, letters, SystemClock())
+        loaded = load_rules([str(rules)])
+        for event in events:
+            for match in loaded.route(event).matches:
+                await submitter.submit(match.rule, match.event, on_exhausted="dead-letter")
+        await sink.close()
+        await letters.close()
+        assert {r["error"] for r in records(dead)} == {"PermanentSubmitError"}
+        assert len(records(dead)) == 4
+        kube.put_object("argoproj.io", "v1alpha1", "workflowtemplates", template("ingest"))
+
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "trigger.cli", "replay", str(dead), "--rules", str(rules),
+            "--sink", "kubernetes", stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            cwd=tmp_path, env={**os.environ, "KUBECONFIG": str(kubeconfig)},
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(process.communicate(), 60)
+        text = out.decode() + err.decode()
+        assert process.returncode == 1, text
+        assert "2 created, 0 duplicate, 2 failed again" in text
+        assert "failed again: PermanentSubmitError: WorkflowTemplate data/report not found" in text
+        created = kube.objects("argoproj.io", "v1alpha1", "workflows")
+        assert sorted(w["metadata"]["labels"]["trigger.dev/rule"] for w in created) == ["ingest"] * 2
+        for workflow in created:
+            valid_workflow(workflow)
+    assert [r["rule"] for r in records(dead)] == ["report", "report"]
