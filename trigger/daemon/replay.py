@@ -39,7 +39,8 @@ from trigger.clock import Clock
 from trigger.core.metrics import Metrics
 from trigger.core.pipeline import Pipeline
 from trigger.daemon.runs import Tally, drive
-from trigger.decoders.kafka import decode_kafka_file, decode_kafka_record
+from trigger.decoders._common import compact_json, parse_json
+from trigger.decoders.kafka import decode_kafka_record
 from trigger.errors import ConfigError, DecodeError, RenderError, SubmitError
 from trigger.events import Event, parse_time
 from trigger.rules.render import render
@@ -65,7 +66,7 @@ def rebuild(record: DeadLetter) -> Event:
         raise Unreplayable(f"the record holds no event ({why}: {record.error}: {record.message})")
     try:
         if doc.get("source") == "kafka":
-            return decode_kafka_file({"kafka": {k: doc.get(k) for k in _KAFKA_FIELDS}})
+            return _kafka_event(doc)
         fields = {k: v for k, v in doc.items() if k not in COMMON}
         return Event(
             id=str(doc["id"]),
@@ -80,7 +81,32 @@ def rebuild(record: DeadLetter) -> Event:
         raise Unreplayable(f"the record's event cannot be rebuilt: {exc!r}") from exc
 
 
-_KAFKA_FIELDS: Final = ("topic", "partition", "offset", "timestamp", "key", "headers", "value")
+def _kafka_event(doc: dict[str, Any]) -> Event:
+    """A Kafka event from its document: the record's bytes are gone, so the value is given
+    bytes whose "auto" decoding is the value recorded (what the daemon decoded)."""
+    value, key = doc.get("value"), doc.get("key")
+    headers = doc.get("headers") or {}
+    return decode_kafka_record(
+        str(doc["topic"]),
+        int(doc["partition"]),
+        int(doc["offset"]),
+        doc.get("timestamp"),
+        None if key is None else str(key).encode(),
+        None if value is None else _value_bytes(value),
+        [(str(name), str(text).encode()) for name, text in headers.items()],
+    )
+
+
+def _value_bytes(value: Any) -> bytes:
+    """JSON as compact JSON; text as its UTF-8 bytes — unless that text would parse as JSON
+    (the value was a JSON string, `"1234"`), then as the JSON string it was."""
+    if not isinstance(value, str):
+        return compact_json(value, where="value")
+    try:
+        parse_json(value, where="value")
+    except DecodeError:
+        return value.encode()
+    return json.dumps(value, ensure_ascii=False).encode()
 
 
 @dataclass
