@@ -42,6 +42,8 @@ from trigger.submit.local import LocalSink
 from trigger.submit.submitter import Submitter
 from trigger.testing.kafka import KafkaBroker
 
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
+
 
 def rule(name: str, parameter: str, extra: str = "", template: str = "process") -> str:
     return f"""
@@ -391,3 +393,64 @@ async def test_a_template_created_since_lets_its_records_through(
         for workflow in created:
             valid_workflow(workflow)
     assert [r["rule"] for r in records(dead)] == ["report", "report"]
+
+
+def test_ctrl_c_stops_cleanly_and_keeps_only_what_is_left(tmp_path: Path) -> None:
+    """SIGINT half-way: exit 130 with the summary marked interrupted; the file already
+    lacks what was created, and the rerun creates the rest."""
+    dead, out = tmp_path / "dead.jsonl", tmp_path / "wf"
+    count = 40
+    broken = rule("ingest", "orderId", "rateLimit: {perSecond: 20, burst: 1}")
+    asyncio.run(dead_letters_of(broken, [order(i, id=f"o-{i}") for i in range(count)], dead,
+                                tmp_path))  # fmt: skip
+    fixed = tmp_path / "rules.yaml"
+    fixed.write_text(broken.replace("orderId", "id"))
+    argv = [sys.executable, "-m", "trigger.cli", "replay", str(dead), "--rules", str(fixed),
+            "--sink", f"local:{out}"]  # fmt: skip
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=tmp_path)  # fmt: skip
+    try:
+        wait_for(lambda: len(list(out.rglob("*.yaml"))) >= 5, what="5 Workflows replayed")
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stdout + stderr
+    assert "interrupted:" in stderr
+    made, left = len(list(out.rglob("*.yaml"))), len(records(dead))
+    # A create the stop cut short after the sink wrote it keeps its record (at most one per
+    # worker): the rerun finds that Workflow as a duplicate.
+    in_flight = left - (count - made)
+    assert 0 <= in_flight <= 4 and made < count
+    rerun = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                           check=False)  # fmt: skip
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert f"{count - made} created, {in_flight} duplicate, 0 failed again" in rerun.stdout
+    assert len(list(out.rglob("*.yaml"))) == count
+    assert records(dead) == []
+
+
+def test_a_filter_that_rejects_drops_and_one_that_fails_keeps(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A record its rule's filter now rejects ends filtered out and leaves the file; one
+    whose filter expression fails on it ends failed again and stays."""
+    dead, out = tmp_path / "dead.jsonl", tmp_path / "wf"
+    sink = FileDeadLetterSink(dead)
+    for name, offset in (("skip", 0), ("broken", 1)):
+        asyncio.run(sink.write(DeadLetter.of(order(offset, id="x"), rule=name, error="E",
+                                             message="m", time=T0)))  # fmt: skip
+    asyncio.run(sink.close())
+    fixed = tmp_path / "rules.yaml"
+    fixed.write_text(
+        rule("skip", "id", "filter: {pattern: {value: {id: [nothing-like-it]}}}")
+        + rule("broken", "id", "filter: {expr: 'event.value.absent > 1'}")
+    )
+    code, text = replay(capsys, str(dead), "--rules", str(fixed), "--sink", f"local:{out}")
+    assert code == 1, text
+    assert "(rule skip, event orders/0/0): filtered out" in text
+    assert "(rule broken, event orders/0/1): failed again: ExpressionError:" in text
+    assert "0 created, 0 duplicate, 1 failed again (1 filtered out," in text
+    assert [r["rule"] for r in records(dead)] == ["broken"]
+    assert not out.exists() or not list(out.rglob("*.yaml"))

@@ -4,8 +4,9 @@ A dead letter holds its event: the event document (file records) or the consumed
 bytes (the Kafka dead-letter topic). The event is built again as the daemon built it — a
 Kafka event by the Kafka decoder, from the original record's coordinates, timestamp, key,
 headers and value, so its id and idempotency key, hence its Workflow names, are the ones
-the daemon gave it; other events from their document — and goes through the rule the
-record names (or, for a record naming none, every rule, as a new event would), that
+the daemon gave it (a file holds the value decoded, not its bytes: it is given bytes that
+decode to the same value); other events from their document — and goes through the rule
+the record names (or, for a record naming none, every rule, as a new event would), that
 rule's filter, rate limit and retries, and the sink. A record ends `created`, `duplicate`
 (the Workflow exists: a replay run twice creates nothing twice), `filtered out` (the rule
 no longer matches it: nothing is to be created), or `failed again` with the new reason.
@@ -18,6 +19,9 @@ read the file (a running daemon's) are carried over — under the `flock` the fi
 takes for each append (trigger.submit.deadletter). The new file is written beside the old,
 fsynced and renamed over it, and the directory fsynced: killed at any point, the file is
 the old one or the new one, and a rerun finds what was created as duplicates.
+
+A Kafka dead-letter topic is read by `TopicReplay` in its own consumer group; what is to
+stay in the topic is produced to it again before the offsets are committed.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ from trigger.submit.submitter import Submitter
 
 COMMON: Final = frozenset({"id", "source", "type", "subject", "time", "data"})
 RULE_MISSING: Final = "RuleMissing"
+EXPRESSION_FAILED: Final = "ExpressionError"
 Kind = Literal["created", "duplicate", "filtered", "failed"]
 
 
@@ -62,8 +67,8 @@ def rebuild(record: DeadLetter) -> Event:
     """The event of a file record, built as the daemon built it (see the module doc)."""
     doc = record.event
     if doc is None:
-        why = "its payload could not be decoded" if record.payload is not None else "none"
-        raise Unreplayable(f"the record holds no event ({why}: {record.error}: {record.message})")
+        why = "its payload could not be decoded: " if record.payload is not None else ""
+        raise Unreplayable(f"the record holds no event ({why}{record.error}: {record.message})")
     try:
         if doc.get("source") == "kafka":
             return _kafka_event(doc)
@@ -272,10 +277,19 @@ class Replay:
                 record, first.error, first.message, attempts=first.attempts, workflow=first.workflow
             )
         if not outcomes:
-            return Result("filtered")
+            return self._unmatched(record, event, cluster or self._cluster)
         workflows = tuple((str(o.kind), o.workflow or "") for o in outcomes)
         kind: Kind = "created" if any(k == "created" for k, _ in workflows) else "duplicate"
         return Result(kind, workflows)
+
+    def _unmatched(self, record: DeadLetter, event: Event, cluster: str) -> Result:
+        """Filtered out — unless the filter's expression failed on the event (the daemon
+        only counts that): then it failed again, and stays."""
+        routed = self._pipeline(record.rule).rules.route(event, cluster=cluster)
+        for failure in routed.failures:
+            if failure.kind == "expression":
+                return self._failed(record, EXPRESSION_FAILED, failure.message, attempts=0)
+        return Result("filtered")
 
     def _failed(
         self,
@@ -464,6 +478,7 @@ class KafkaLetter(Letter):
     alone) and the original record it stands for (to produce it again when it fails)."""
 
     key: bytes | None = None
+    value: bytes | None = None  # `raw` is b"" for a tombstone; this stays None
     headers: list[tuple[str, bytes | None]] = field(default_factory=list)
     origin: KafkaOrigin | None = None
 
@@ -475,6 +490,7 @@ def kafka_letter(cluster: str, message: Any) -> KafkaLetter:
         f"{message.topic}/{message.partition}/{message.offset}",
         message.value or b"",
         key=message.key,
+        value=message.value,
         headers=headers,
     )
     ours = {name[len(HEADER_PREFIX) :]: (value or b"").decode("utf-8", "replace")
@@ -582,6 +598,6 @@ class TopicReplay:
         for letter in letters:
             result = letter.result
             if result is None:
-                await writer.send(letter.key, letter.raw, letter.headers)
+                await writer.send(letter.key, letter.value, letter.headers)
             elif result.updated is not None and letter.origin is not None:
                 await writer.write(result.updated, letter.origin)
