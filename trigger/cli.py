@@ -669,6 +669,10 @@ async def _replay_dry(rules: RuleSet, source: Any, select: Any, out: str, cluste
 
     def emit(letter: rp.Letter) -> None:
         nonlocal status
+        if letter.problem is not None:
+            print(f"{letter.describe()}: bad: {letter.problem}", file=sys.stderr)
+            status = 1
+            return
         try:
             for workflow in rp.plan(rules, letter, cluster):
                 _emit(workflow, out)
@@ -678,12 +682,10 @@ async def _replay_dry(rules: RuleSet, source: Any, select: Any, out: str, cluste
 
     if isinstance(source, Path):
         snapshot = await asyncio.to_thread(rp.read_file, source)
+        taken = {id(letter) for letter in rp.chosen(snapshot.letters, select)}
         for letter in snapshot.letters:
-            if letter.problem is not None:
-                print(f"{letter.describe()}: bad: {letter.problem}", file=sys.stderr)
-                status = 1
-        for letter in rp.chosen(snapshot.letters, select):
-            emit(letter)
+            if letter.problem is not None or id(letter) in taken:
+                emit(letter)
     else:
         await source.run(None, emit)
     return status

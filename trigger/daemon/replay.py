@@ -590,9 +590,11 @@ class TopicReplay:
         emit: Callable[[Letter], None],
     ) -> None:
         taken = chosen(letters, self.select)
-        if replay is None:
-            for letter in taken:
-                emit(letter)
+        if replay is None:  # a dry run: the bad letters and those chosen
+            ids = {id(letter) for letter in taken}
+            for letter in letters:
+                if letter.problem is not None or id(letter) in ids:
+                    emit(letter)
             return
         await replay.run(letters, taken, self.parallel)
         for letter in letters:
