@@ -8,15 +8,24 @@ dead-letter file's JSON and back.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import EXAMPLE_EVENTS
-from trigger.daemon.replay import Selection, Unreplayable, letter_of, rebuild
+from trigger.daemon.replay import (
+    Result,
+    Selection,
+    Unreplayable,
+    letter_of,
+    read_file,
+    rebuild,
+    rewrite,
+)
 from trigger.decoders.detect import decode_file
 from trigger.decoders.kafka import decode_kafka_record
 from trigger.events import Event, default_idempotency_key
@@ -109,3 +118,40 @@ def test_selection_by_rule_and_since() -> None:
     assert Selection(rule="a", since=T0)(record)
     assert not Selection(rule="b")(record)
     assert not Selection(since=datetime(2025, 1, 2, tzinfo=UTC))(record)
+
+
+outcomes = st.sampled_from([None, "created", "duplicate", "filtered", "failed", "bad"])
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(kinds=st.lists(outcomes, max_size=12), tail=st.lists(st.text(max_size=10), max_size=3))
+def test_a_rewrite_keeps_exactly_what_did_not_succeed(
+    tmp_path: Path, kinds: list[str | None], tail: list[str]
+) -> None:
+    """Whatever the mix: successes leave, failures stay updated in place, untouched and bad
+    lines stay byte for byte, and lines appended after the read are carried over."""
+    path = tmp_path / "dead.jsonl"
+    lines = []
+    for n, kind in enumerate(kinds):
+        event = decode_kafka_record("t", 0, n, None, None, b"{}", [])
+        record = DeadLetter.of(event, rule="r", error="E", message=str(n), time=T0)
+        lines.append(b"bad line %d" % n if kind == "bad" else encode(record))
+    path.write_bytes(b"".join(line + b"\n" for line in lines))
+    snapshot = read_file(path)
+    appended = b"".join(json.dumps({"late": t}).encode() + b"\n" for t in tail)
+    with path.open("ab") as handle:
+        handle.write(appended)
+    expected = []
+    for letter, kind in zip(snapshot.letters, kinds, strict=True):
+        if kind in (None, "bad"):
+            expected.append(letter.raw)
+            continue
+        assert letter.record is not None
+        updated = replace(letter.record, replays=1) if kind == "failed" else None
+        letter.result = Result(kind, updated=updated)  # type: ignore[arg-type]
+        if updated is not None:
+            expected.append(encode(updated))
+    changed = rewrite(snapshot)
+    want = b"".join(line + b"\n" for line in expected) + appended
+    assert path.read_bytes() == (want if changed else b"".join(x + b"\n" for x in lines) + appended)
+    assert changed == any(k not in (None, "bad") for k in kinds)
