@@ -222,6 +222,8 @@ HELP_FLAGS = {
     "match": {"--rules", "-o", "--explain", "--cluster"},
     "fire": {"-p", "--config", "--rules", "--sink", "--dead-letter"},
     "schedule": {"--rules", "--from", "-n"},
+    "replay": {"--rule", "--since", "--dry-run", "-o", "--parallel", "--cluster",
+               "--kafka-bootstrap", "--config", "--rules", "--sink"},
 }  # fmt: skip
 
 
