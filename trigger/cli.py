@@ -205,6 +205,7 @@ def _parser() -> argparse.ArgumentParser:
     finish.set_defaults(handler=cmd_finish)
 
     _backfill_parser(commands)
+    _convert_parser(commands)
 
     schedule = commands.add_parser(
         "schedule",
@@ -265,6 +266,22 @@ def _backfill_parser(commands: Any) -> None:
     _config_flags(backfill)
     _sink_flags(backfill)
     backfill.set_defaults(handler=cmd_backfill)
+
+
+def _convert_parser(commands: Any) -> None:
+    convert = commands.add_parser(
+        "convert",
+        help="convert CronWorkflows, CronJobs and Argo Events Sensors into rules",
+        description="Read Kubernetes/Argo YAML (Argo CronWorkflow, Kubernetes CronJob, Argo "
+        "Events Sensor with its EventSources) and write trigger rules and the "
+        "WorkflowTemplates they need: to stdout, or with -o into DIR/rules/, "
+        "DIR/workflowtemplates/ and DIR/REPORT.md. What could not be carried over, and why, "
+        "is reported on stderr per object and field. Exit 0 when rules were made, 1 when a "
+        "file cannot be read or nothing converts.",
+    )
+    convert.add_argument("files", nargs="+", metavar="FILE")
+    convert.add_argument("-o", "--output", metavar="DIR", help="write files here")
+    convert.set_defaults(handler=cmd_convert)
 
 
 # Each command takes the flags of the settings it uses, and no others.
@@ -616,6 +633,12 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     for line in lines:
         print(line)
     return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from trigger.rules.convert.command import run
+
+    return run(args.files, args.output, sys.stdout, sys.stderr)
 
 
 def _key_value(text: str) -> tuple[str, str]:

@@ -1,0 +1,87 @@
+"""`trigger convert`: job definitions written for something else → trigger rules.
+
+One reader per kind of input (DESIGN §9) — `cronworkflow` (Argo CronWorkflow), `cronjob`
+(Kubernetes CronJob), `sensor` with `eventsources` (Argo Events) — each producing the same
+intermediate (`result.Conversion`: WorkflowTemplates, rules, a report), and one writer
+(`writer`). Pure: the caller reads the files; nothing here touches a network or a disk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import yaml
+
+from trigger.rules.convert import cronjob, cronworkflow, sensor
+from trigger.rules.convert.result import Conversion, Note, Origin
+
+__all__ = ["Conversion", "InputError", "Note", "Origin", "convert", "read_objects"]
+
+_PASSED_THROUGH = ("WorkflowTemplate", "ClusterWorkflowTemplate")
+
+
+class InputError(ValueError):
+    """A file that is not YAML, or a document that is not an object."""
+
+
+def read_objects(text: str, file: str) -> list[tuple[dict[str, Any], Origin]]:
+    """The Kubernetes objects in one YAML text (a `List`'s items too), with their origin."""
+    try:
+        documents = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as exc:
+        raise InputError(f"{file}: not YAML: {exc}") from exc
+    objects: list[tuple[dict[str, Any], Origin]] = []
+    for document in documents:
+        items = (
+            document.get("items")
+            if isinstance(document, dict) and document.get("kind") == "List"
+            else [document]
+        )
+        for item in items or []:
+            if not isinstance(item, dict):
+                raise InputError(f"{file}: a document is not a Kubernetes object")
+            meta = item.get("metadata") or {}
+            origin = Origin(
+                file,
+                str(item.get("kind")),
+                str(meta.get("name") or "unnamed"),
+                meta.get("namespace"),
+            )
+            objects.append((item, origin))
+    return objects
+
+
+def convert(objects: Iterable[tuple[dict[str, Any], Origin]]) -> Conversion:
+    """Convert every object it has a reader for; the others are in the report."""
+    objects = list(objects)
+    sources: sensor.Sources = {
+        (o.namespace or "", o.name): (obj, o) for obj, o in objects if o.kind == "EventSource"
+    }
+    used: set[str] = set()
+    out = Conversion()
+    for obj, origin in objects:
+        if origin.kind == "CronWorkflow":
+            out.extend(cronworkflow.convert(obj, origin))
+        elif origin.kind == "CronJob":
+            out.extend(cronjob.convert(obj, origin))
+        elif origin.kind == "Sensor":
+            out.extend(sensor.convert(obj, origin, sources))
+            used.update(
+                str(d.get("eventSourceName"))
+                for d in (obj.get("spec") or {}).get("dependencies") or []
+            )
+        elif origin.kind in _PASSED_THROUGH:
+            out.note(origin, "", "manual", "already a WorkflowTemplate: apply it as it is")
+        elif origin.kind != "EventSource":
+            out.note(origin, "", "dropped", f"no reader for kind {origin.kind}")
+            out.skipped.append(origin)
+    for _, origin in sources.values():
+        if origin.name not in used:
+            out.note(
+                origin,
+                "",
+                "dropped",
+                "no Sensor among the inputs uses it; give the Sensor's file too",
+            )
+    return out

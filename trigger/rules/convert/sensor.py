@@ -1,0 +1,576 @@
+"""Argo Events `Sensor` (with its `EventSource`s) → rules, and the WorkflowTemplates they need.
+
+Each trigger that creates an Argo Workflow (`argoWorkflow` with `operation: submit`, or
+`k8s` creating a `Workflow`) becomes one rule per dependency that can fire it alone: the
+only dependency, or each side of an `||` in `conditions`. Dependencies that must all have
+happened (`&&`, the default for several) need a gate, which trigger does not have yet:
+such triggers are reported, not converted. The inline Workflow's spec becomes a
+WorkflowTemplate; the trigger's `parameters` become the rule's templated parameters.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass
+from typing import Any, Final
+
+from trigger.rules.convert.eventdata import (
+    Condition,
+    DataMap,
+    Mapped,
+    cel_path,
+    data_condition,
+    gjson_path,
+    go_template_to_jinja,
+    govaluate_to_cel,
+    value_of,
+)
+from trigger.rules.convert.eventsources import SourcePlan, plan
+from trigger.rules.convert.result import (
+    Conversion,
+    Origin,
+    dns_name,
+    go_duration_seconds,
+    literal,
+    rule_document,
+    seconds_text,
+    workflow_template,
+)
+from trigger.rules.model import DNS1123_SUBDOMAIN, GENERATE_NAME_MAX
+
+Sources = dict[tuple[str, str], tuple[dict[str, Any], Origin]]
+_ARGUMENT_DEST: Final = re.compile(r"^spec\.arguments\.parameters\.(\d+)\.value$")
+_UNIT_SECONDS: Final = {"Second": 1.0, "Minute": 60.0, "Hour": 3600.0}
+_CONTEXT: Final = ("id", "type", "source", "subject", "time")
+
+
+@dataclass
+class _Target:
+    """Where one trigger parameter lands: a Workflow parameter, with its original value."""
+
+    parameter: str
+    original: str
+
+
+def convert(sensor: dict[str, Any], origin: Origin, sources: Sources) -> Conversion:
+    out = Conversion()
+    spec: dict[str, Any] = sensor.get("spec") or {}
+    deps = {str(d.get("name")): d for d in spec.get("dependencies") or []}
+    plans: dict[str, tuple[SourcePlan, Origin] | None] = {}
+    for index, trigger in enumerate(spec.get("triggers") or []):
+        _trigger(trigger, f"spec.triggers[{index}]", deps, plans, sources, origin=origin, out=out)
+    if out.rules:
+        out.converted.append(origin)
+    else:
+        out.skipped.append(origin)
+    return out
+
+
+def _plan_for(
+    dep: dict[str, Any], sources: Sources, origin: Origin, out: Conversion
+) -> tuple[SourcePlan, Origin] | None:
+    es_name, event = str(dep.get("eventSourceName")), str(dep.get("eventName"))
+    found = sources.get((origin.namespace or "", es_name)) or next(
+        (v for (_, n), v in sources.items() if n == es_name), None
+    )
+    if found is None:
+        out.note(
+            origin,
+            f"dependencies.{dep.get('name')}",
+            "dropped",
+            f"EventSource {es_name} is not among the files converted: give its file too",
+        )
+        return None
+    es, es_origin = found
+    for kind, entries in (es.get("spec") or {}).items():
+        if isinstance(entries, dict) and isinstance(entries.get(event), dict):
+            result = plan(kind, event, entries[event], out, es_origin)
+            return None if result is None else (result, es_origin)
+    out.note(
+        origin,
+        f"dependencies.{dep.get('name')}",
+        "dropped",
+        f"EventSource {es_name} has no event {event}",
+    )
+    return None
+
+
+def _trigger(
+    trigger: dict[str, Any],
+    where: str,
+    deps: dict[str, dict[str, Any]],
+    plans: dict[str, tuple[SourcePlan, Origin] | None],
+    sources: Sources,
+    *,
+    origin: Origin,
+    out: Conversion,
+) -> None:
+    template: dict[str, Any] = trigger.get("template") or {}
+    action = _workflow_action(template, f"{where}.template", origin, out)
+    if action is None:
+        return
+    resource, parameters, action_where = action
+    branches = _branches(template.get("conditions"), list(deps), f"{where}.template", origin, out)
+    tname = str(template.get("name") or "trigger")
+    base_name = dns_name(origin.name, tname)
+    workflow, targets = _workflow(
+        resource, parameters, base_name, action_where, origin=origin, out=out
+    )
+    for key in ("conditionsReset", "parameters"):
+        if template.get(key):
+            out.note(
+                origin,
+                f"{where}.template.{key}",
+                "dropped",
+                "not converted: trigger rules have no trigger-level parameters or condition resets",
+            )
+    extra = _policies(trigger, where, origin, out)
+    for dep_name in branches:
+        dep = deps.get(dep_name)
+        if dep is None:
+            out.note(origin, f"{where}.template.conditions", "dropped", f"no dependency {dep_name}")
+            continue
+        if dep_name not in plans:
+            plans[dep_name] = _plan_for(dep, sources, origin, out)
+        found = plans[dep_name]
+        if found is None:
+            continue
+        source_plan, _ = found
+        name = base_name if len(branches) == 1 else dns_name(origin.name, tname, dep_name)
+        rule_workflow = copy.deepcopy(workflow)
+        values = _values(
+            parameters, targets, dep_name, source_plan.data, action_where, origin=origin, out=out
+        )
+        if values:
+            rule_workflow["parameters"] = {**rule_workflow.get("parameters", {}), **values}
+        filter_ = _filter(dep, source_plan, f"dependencies.{dep_name}.filters", origin, out)
+        rule_extra = dict(extra)
+        if source_plan.rate_limit and "rateLimit" not in rule_extra:
+            rule_extra["rateLimit"] = source_plan.rate_limit
+        out.rules.append(
+            rule_document(
+                name, source_plan.source, rule_workflow, filter_=filter_, extra=rule_extra
+            )
+        )
+
+
+def _workflow_action(
+    template: dict[str, Any], where: str, origin: Origin, out: Conversion
+) -> tuple[dict[str, Any], list[dict[str, Any]], str] | None:
+    """The Workflow the trigger creates, its parameters and its field path; None if none."""
+    if "argoWorkflow" in template:
+        action = template["argoWorkflow"] or {}
+        where = f"{where}.argoWorkflow"
+        operation = action.get("operation", "submit")
+        if operation != "submit":
+            out.note(
+                origin,
+                f"{where}.operation",
+                "dropped",
+                f"{operation}: trigger only creates Workflows",
+            )
+            return None
+        if action.get("args"):
+            out.note(origin, f"{where}.args", "dropped", "argo CLI arguments have no equivalent")
+    elif "k8s" in template:
+        action = template["k8s"] or {}
+        where = f"{where}.k8s"
+        if action.get("operation", "create") != "create":
+            out.note(origin, f"{where}.operation", "dropped", "trigger only creates Workflows")
+            return None
+    else:
+        kinds = ", ".join(k for k in template if k not in ("name", "conditions"))
+        out.note(
+            origin,
+            where,
+            "dropped",
+            f"{kinds} triggers have no equivalent: trigger creates Argo Workflows",
+        )
+        return None
+    resource = (action.get("source") or {}).get("resource")
+    if not isinstance(resource, dict) or resource.get("kind") != "Workflow":
+        out.note(
+            origin,
+            f"{where}.source",
+            "dropped",
+            "only an inline Workflow resource "
+            "converts (not a file, URL, ConfigMap, Git or S3 source, nor other kinds)",
+        )
+        return None
+    return resource, list(action.get("parameters") or []), where
+
+
+def _branches(
+    conditions: Any, names: list[str], where: str, origin: Origin, out: Conversion
+) -> list[str]:
+    """The dependencies that each fire the trigger alone; [] when several must all happen."""
+    if not conditions:
+        if len(names) > 1:
+            out.note(
+                origin,
+                where,
+                "dropped",
+                f"all of {', '.join(names)} must happen (AND): "
+                "trigger has no gates to join events yet; not converted",
+            )
+            return []
+        return names
+    alternatives = [a.strip().strip("()").strip() for a in str(conditions).split("||")]
+    if any(re.search(r"&&|[()]", a) or not a for a in alternatives):
+        out.note(
+            origin,
+            f"{where}.conditions",
+            "dropped",
+            f"{conditions!r} needs several "
+            "dependencies together (AND): trigger has no gates to join events yet; "
+            "not converted",
+        )
+        return []
+    return alternatives
+
+
+def _workflow(
+    resource: dict[str, Any],
+    parameters: list[dict[str, Any]],
+    name: str,
+    where: str,
+    *,
+    origin: Origin,
+    out: Conversion,
+) -> tuple[dict[str, Any], dict[int, _Target]]:
+    """The rule's `workflow` block (making a WorkflowTemplate when the Workflow is inline)
+    and, per trigger parameter, the Workflow parameter it sets."""
+    meta: dict[str, Any] = resource.get("metadata") or {}
+    spec: dict[str, Any] = copy.deepcopy(resource.get("spec") or {})
+    namespace = str(meta.get("namespace") or origin.namespace or "default")
+    workflow: dict[str, Any] = {"template": name, "namespace": namespace}
+    prefix = meta.get("generateName")
+    if meta.get("name"):
+        prefix = f"{meta['name']}-"
+        out.note(
+            origin,
+            f"{where}.source.resource.metadata.name",
+            "changed",
+            "a fixed name "
+            "let Argo Events create one Workflow, ever; trigger names one per event "
+            f"({prefix}<hash>)",
+        )
+    if isinstance(prefix, str) and DNS1123_SUBDOMAIN.match(f"{prefix[:GENERATE_NAME_MAX]}a"):
+        workflow["generateName"] = prefix[:GENERATE_NAME_MAX]
+    for key in ("labels", "annotations"):
+        if meta.get(key):
+            workflow[key] = {str(k): str(v) for k, v in meta[key].items()}
+    arguments = list((spec.get("arguments") or {}).get("parameters") or [])
+    targets: dict[int, _Target] = {}
+    for index, parameter in enumerate(parameters):
+        dest = str(parameter.get("dest") or "")
+        target = _target(
+            dest, arguments, spec, index, f"{where}.parameters[{index}]", origin=origin, out=out
+        )
+        if target is not None:
+            targets[index] = target
+    ref = spec.pop("workflowTemplateRef", None)
+    if isinstance(ref, dict) and ref.get("name"):
+        workflow["template"] = str(ref["name"])
+        if ref.get("clusterScope"):
+            workflow["clusterScope"] = True
+        spec.pop("arguments", None)
+        fixed = {str(p["name"]): literal(p["value"]) for p in arguments if "value" in p}
+        if fixed:
+            workflow["parameters"] = fixed
+        if spec:
+            workflow["spec"] = spec
+    else:
+        if arguments:
+            spec.setdefault("arguments", {})["parameters"] = arguments
+        out.templates.append(workflow_template(name, namespace, spec))
+    return workflow, targets
+
+
+def _target(
+    dest: str,
+    arguments: list[dict[str, Any]],
+    spec: dict[str, Any],
+    index: int,
+    where: str,
+    *,
+    origin: Origin,
+    out: Conversion,
+) -> _Target | None:
+    match = _ARGUMENT_DEST.match(dest)
+    if match and int(match[1]) < len(arguments):
+        argument = arguments[int(match[1])]
+        return _Target(str(argument["name"]), str(argument.get("value", "")))
+    path = gjson_path(dest)
+    if path and path[:2] == ("spec", "templates") and "workflowTemplateRef" not in spec:
+        parent: Any = spec
+        for seg in path[1:-1]:
+            try:
+                parent = parent[seg]
+            except (KeyError, IndexError, TypeError):
+                parent = None
+                break
+        leaf: Any = path[-1]
+        if (isinstance(parent, dict) and isinstance(leaf, str)) or (
+            isinstance(parent, list) and isinstance(leaf, int) and leaf < len(parent)
+        ):
+            slot = str(leaf) if isinstance(parent, dict) else int(leaf)
+            original = parent.get(slot, "") if isinstance(parent, dict) else parent[int(slot)]
+            if not isinstance(original, dict | list):
+                name = f"param-{index}"
+                parent[slot] = "{{workflow.parameters." + name + "}}"
+                arguments.append({"name": name, "value": str(original)})
+                out.note(
+                    origin,
+                    f"{where}.dest",
+                    "changed",
+                    f"{dest} is set through the new Workflow parameter {name}",
+                )
+                return _Target(name, str(original))
+    out.note(
+        origin,
+        f"{where}.dest",
+        "dropped",
+        f"{dest}: only Workflow arguments and "
+        "values inside an inline spec.templates convert (trigger names Workflows itself "
+        "and its labels are fixed)",
+    )
+    return None
+
+
+def _values(
+    parameters: list[dict[str, Any]],
+    targets: dict[int, _Target],
+    dep: str,
+    data: DataMap,
+    where: str,
+    *,
+    origin: Origin,
+    out: Conversion,
+) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for index, parameter in enumerate(parameters):
+        target = targets.get(index)
+        if target is None:
+            continue
+        src: dict[str, Any] = parameter.get("src") or {}
+        here = f"{where}.parameters[{index}].src"
+        if src.get("dependencyName") != dep:
+            if "value" in src:  # Argo Events' default when the dependency did not fire
+                values[target.parameter] = literal(src["value"])
+            continue
+        value = _value(src, data, here, origin, out)
+        if value is None:
+            continue
+        operation = parameter.get("operation", "overwrite")
+        if operation == "append":
+            value = literal(target.original) + value
+        elif operation == "prepend":
+            value = value + literal(target.original)
+        values[target.parameter] = value
+    return values
+
+
+def _value(
+    src: dict[str, Any], data: DataMap, where: str, origin: Origin, out: Conversion
+) -> str | None:
+    if src.get("useRawData"):
+        out.note(
+            origin,
+            f"{where}.useRawData",
+            "changed",
+            "objects render as compact JSON, strings as their text",
+        )
+    if src.get("dataTemplate"):
+        rendered, why = go_template_to_jinja(str(src["dataTemplate"]), data)
+        key = "dataTemplate"
+    elif src.get("dataKey"):
+        rendered, why = value_of(str(src["dataKey"]), data)
+        key = "dataKey"
+        if rendered is not None and "value" in src and rendered.startswith("{{ "):
+            rendered = rendered[:-3] + f" | default({_jinja_string(src['value'])}) }}}}"
+    elif src.get("contextKey") in _CONTEXT:
+        rendered, key = "{{ event." + str(src["contextKey"]) + " }}", "contextKey"
+        why = (
+            "the CloudEvent context is trigger's own event's (its id, type, source, subject, time)"
+        )
+    elif "value" in src:
+        return literal(src["value"])
+    elif src.get("contextKey") or src.get("contextTemplate"):
+        rendered, why, key = None, "this context field has no equivalent", "contextKey"
+    else:
+        rendered, key = "{{ " + data.whole + " | tojson }}", "dependencyName"
+        why = f"the whole event became {data.whole} as JSON"
+    if rendered is None:
+        out.note(
+            origin, f"{where}.{key}", "dropped", f"{why}; the Workflow keeps the original value"
+        )
+        return None
+    if why:
+        out.note(origin, f"{where}.{key}", "changed", why)
+    return rendered
+
+
+def _jinja_string(value: Any) -> str:
+    text = value if isinstance(value, str) else str(value)
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _filter(
+    dep: dict[str, Any], source_plan: SourcePlan, where: str, origin: Origin, out: Conversion
+) -> dict[str, Any] | None:
+    filters: dict[str, Any] = dep.get("filters") or {}
+    for key in ("context", "time", "script"):
+        if filters.get(key):
+            out.note(
+                origin,
+                f"{where}.{key}",
+                "dropped",
+                f"{key} filters are not converted; the rule matches more events than the original",
+            )
+    if dep.get("transform"):
+        out.note(
+            origin,
+            f"dependencies.{dep.get('name')}.transform",
+            "dropped",
+            "jq and Lua transforms have no equivalent",
+        )
+    data = source_plan.data
+    conditions = _data_conditions(filters.get("data") or [], data, f"{where}.data", origin, out)
+    exprs = _expr_conditions(filters.get("exprs") or [], data, f"{where}.exprs", origin, out)
+    either = str(dep.get("filtersLogicalOperator") or "and").lower() == "or"
+    data_or = str(filters.get("dataLogicalOperator") or "and").lower() == "or"
+    expr_or = str(filters.get("exprLogicalOperator") or "and").lower() == "or"
+    pattern: dict[str, Any] = {}
+    cel_data: list[str] = []
+    for condition in conditions:
+        if either or data_or or not _add_to_pattern(pattern, condition):
+            cel_data.append(condition.cel)
+    groups = []
+    if cel_data:
+        groups.append(_join(cel_data, data_or))
+    if exprs:
+        groups.append(_join(exprs, expr_or))
+    cel = _join(groups, either) if groups else ""
+    cel = _join([c for c in [*source_plan.conditions, cel] if c], False)
+    result: dict[str, Any] = {}
+    if pattern:
+        result["pattern"] = pattern
+    if cel:
+        result["expr"] = cel
+    return result or None
+
+
+def _join(parts: list[str], either: bool) -> str:
+    if len(parts) == 1:
+        return parts[0]
+    return (" || " if either else " && ").join(
+        f"({p})" if not p.startswith("(") else p for p in parts
+    )
+
+
+def _add_to_pattern(pattern: dict[str, Any], condition: Condition) -> bool:
+    """Put the condition in the pattern when it maps exactly and its leaf is still free."""
+    if condition.path is None or condition.alternatives is None:
+        return False
+    if any(isinstance(seg, int) for seg in condition.path):
+        return False
+    node = pattern
+    for seg in condition.path[:-1]:
+        child = node.setdefault(str(seg), {})
+        if not isinstance(child, dict):
+            return False
+        node = child
+    leaf = str(condition.path[-1])
+    if leaf in node:
+        return False
+    node[leaf] = condition.alternatives
+    return True
+
+
+def _data_conditions(
+    filters: list[dict[str, Any]], data: DataMap, where: str, origin: Origin, out: Conversion
+) -> list[Condition]:
+    found: list[Condition] = []
+    for index, spec in enumerate(filters):
+        here = f"{where}[{index}]"
+        path = gjson_path(str(spec.get("path") or ""))
+        mapped = data.translate(path) if path else None
+        if not isinstance(mapped, Mapped):
+            out.note(
+                origin,
+                f"{here}.path",
+                "dropped",
+                f"{spec.get('path')!r} has no "
+                "equivalent in trigger's event; the rule matches more events",
+            )
+            continue
+        condition, why = data_condition(spec, mapped.path)
+        if condition is None:
+            out.note(origin, here, "dropped", f"{why}; the rule matches more events")
+            continue
+        found.append(condition)
+    return found
+
+
+def _expr_conditions(
+    exprs: list[dict[str, Any]], data: DataMap, where: str, origin: Origin, out: Conversion
+) -> list[str]:
+    found: list[str] = []
+    for index, spec in enumerate(exprs):
+        here = f"{where}[{index}]"
+        fields: dict[str, str] = {}
+        for field in spec.get("fields") or []:
+            path = gjson_path(str(field.get("path") or ""))
+            mapped = data.translate(path) if path else None
+            if isinstance(mapped, Mapped):
+                fields[str(field.get("name"))] = cel_path(mapped.path)
+        cel, why = govaluate_to_cel(str(spec.get("expr") or ""), fields)
+        if cel is None:
+            out.note(origin, f"{here}.expr", "dropped", f"{why}; the rule matches more events")
+            continue
+        found.append(cel)
+    return found
+
+
+def _policies(
+    trigger: dict[str, Any], where: str, origin: Origin, out: Conversion
+) -> dict[str, Any]:
+    extra: dict[str, Any] = {}
+    rate = trigger.get("rateLimit")
+    if isinstance(rate, dict) and rate.get("requestsPerUnit"):
+        unit = _UNIT_SECONDS.get(str(rate.get("unit") or "Second"), 1.0)
+        extra["rateLimit"] = {"perSecond": float(rate["requestsPerUnit"]) / unit, "burst": 1}
+    retry = trigger.get("retryStrategy")
+    if isinstance(retry, dict):
+        steps = int(retry.get("steps") or 1)
+        backoff: dict[str, Any] = {}
+        seconds = go_duration_seconds(str(retry.get("duration") or ""))
+        if seconds:
+            backoff["initial"] = seconds_text(seconds)
+        if retry.get("factor"):
+            backoff["factor"] = max(float(retry["factor"]), 1.0)
+        extra["retry"] = {"limit": max(steps - 1, 0), **({"backoff": backoff} if backoff else {})}
+        out.note(
+            origin,
+            f"{where}.retryStrategy",
+            "changed",
+            "trigger retries only "
+            "temporary failures (5xx, 429, timeouts); a rejected Workflow is dead-lettered",
+        )
+    for key, why in (
+        ("policy", "trigger does not watch the created Workflow's labels"),
+        ("dlqTrigger", "failed events go to trigger's dead-letter sink (--dead-letter)"),
+    ):
+        if trigger.get(key):
+            out.note(origin, f"{where}.{key}", "dropped", why)
+    if "atLeastOnce" in trigger:
+        out.note(
+            origin,
+            f"{where}.atLeastOnce",
+            "changed",
+            "trigger is always at least "
+            "once, and the Workflow's deterministic name makes it exactly once",
+        )
+    return extra
