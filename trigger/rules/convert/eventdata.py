@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final
 
 from trigger.rules.convert.result import literal
@@ -74,8 +74,8 @@ class DataMap:
     """One event source kind's translation of payload paths (`None`: no equivalent)."""
 
     translate: Translator
+    shape: str  # what the original event's data holds, for the report
     whole: str = "event.data"  # what "the whole event" is when no key is given
-    notes: list[str] = field(default_factory=list)
 
 
 def gjson_path(path: str) -> FieldPath | None:
@@ -282,7 +282,7 @@ def value_of(key: str, data: DataMap) -> tuple[str | None, str | None]:
         return None, f"{key!r} uses gjson query syntax, which has no equivalent"
     mapped = data.translate(path)
     if mapped is None:
-        return None, f"{key!r} has no equivalent in trigger's event"
+        return None, f"{key!r} has no equivalent in trigger's event ({data.shape})"
     if isinstance(mapped, Constant):
         return literal(mapped.value), None
     return "{{ " + jinja_path(mapped.path) + " }}", mapped.caveat

@@ -122,7 +122,9 @@ def _calendar(
             return Constant(metadata[path[1]])
         return None
 
-    return SourcePlan({"cron": cron}, DataMap(translate), conditions)
+    return SourcePlan(
+        {"cron": cron}, DataMap(translate, "calendar data is eventTime and metadata"), conditions
+    )
 
 
 def interval_schedule(interval: Any) -> str | None:
@@ -204,7 +206,10 @@ def _webhook(
             return Mapped(("headers", path[1].lower()), caveat)
         return None
 
-    return SourcePlan({"webhook": source}, DataMap(translate, whole="event.body"))
+    return SourcePlan(
+        {"webhook": source},
+        DataMap(translate, "webhook data is header and body", whole="event.body"),
+    )
 
 
 # -- kafka ------------------------------------------------------------------------------------
@@ -269,7 +274,16 @@ def _kafka(event: str, entry: dict[str, Any], out: Conversion, origin: Origin) -
             return Mapped(path, caveat)
         return None
 
-    return SourcePlan({"kafka": source}, DataMap(translate, whole="event.value"), [], rate)
+    return SourcePlan(
+        {"kafka": source},
+        DataMap(
+            translate,
+            "Kafka data is topic, key, partition, body, headers, timestamp",
+            whole="event.value",
+        ),
+        [],
+        rate,
+    )
 
 
 # -- minio → OSS ------------------------------------------------------------------------------
@@ -335,7 +349,14 @@ def _minio(event: str, entry: dict[str, Any], out: Conversion, origin: Origin) -
         )
         return Mapped(target, caveat)
 
-    return SourcePlan({"oss": source}, DataMap(translate))
+    return SourcePlan(
+        {"oss": source},
+        DataMap(
+            translate,
+            "MinIO data converts at notification.0.s3.bucket.name, "
+            ".s3.object.key, .s3.object.size, .s3.object.eTag, .eventName, .eventTime",
+        ),
+    )
 
 
 # -- resource on workflows → workflow ---------------------------------------------------------
@@ -401,7 +422,10 @@ def _resource(
             return Mapped((str(inner[1]), inner[2]))
         return Mapped(("data", *inner))
 
-    return SourcePlan({"workflow": source}, DataMap(translate, whole="event.data"))
+    return SourcePlan(
+        {"workflow": source},
+        DataMap(translate, "resource data converts below body", whole="event.data"),
+    )
 
 
 def _label_filters(

@@ -58,12 +58,15 @@ class Conversion:
     skipped: list[Origin] = field(default_factory=list)
 
     def note(self, origin: Origin, path: str, severity: Severity, message: str) -> None:
-        self.notes.append(Note(origin, path, severity, message))
+        note = Note(origin, path, severity, message)
+        if note not in self.notes:  # an EventSource used by several triggers says it once
+            self.notes.append(note)
 
     def extend(self, other: Conversion) -> None:
         self.templates.extend(other.templates)
         self.rules.extend(other.rules)
-        self.notes.extend(other.notes)
+        for note in other.notes:
+            self.note(note.origin, note.path, note.severity, note.message)
         self.converted.extend(other.converted)
         self.skipped.extend(other.skipped)
 

@@ -114,7 +114,8 @@ def _trigger(
     branches = _branches(template.get("conditions"), list(deps), f"{where}.template", origin, out)
     tname = str(template.get("name") or "trigger")
     base_name = dns_name(origin.name, tname)
-    workflow, targets = _workflow(
+    made = len(out.rules)
+    workflow, targets, new_template = _workflow(
         resource, parameters, base_name, action_where, origin=origin, out=out
     )
     for key in ("conditionsReset", "parameters"):
@@ -125,7 +126,16 @@ def _trigger(
                 "dropped",
                 "not converted: trigger rules have no trigger-level parameters or condition resets",
             )
-    extra = _policies(trigger, where, origin, out)
+    built = _Built(
+        tname,
+        base_name,
+        workflow,
+        targets,
+        parameters,
+        action_where,
+        _policies(trigger, where, origin, out),
+        len(branches) > 1,
+    )
     for dep_name in branches:
         dep = deps.get(dep_name)
         if dep is None:
@@ -134,25 +144,61 @@ def _trigger(
         if dep_name not in plans:
             plans[dep_name] = _plan_for(dep, sources, origin, out)
         found = plans[dep_name]
-        if found is None:
-            continue
-        source_plan, _ = found
-        name = base_name if len(branches) == 1 else dns_name(origin.name, tname, dep_name)
-        rule_workflow = copy.deepcopy(workflow)
-        values = _values(
-            parameters, targets, dep_name, source_plan.data, action_where, origin=origin, out=out
+        rule = None if found is None else _rule(built, dep, found[0], origin, out)
+        if rule is not None:
+            out.rules.append(rule)
+    if new_template is not None and len(out.rules) > made:
+        out.templates.append(new_template)
+
+
+@dataclass
+class _Built:
+    """What one Sensor trigger makes, before it is split per dependency."""
+
+    name: str
+    rule_name: str
+    workflow: dict[str, Any]
+    targets: dict[int, _Target]
+    parameters: list[dict[str, Any]]
+    where: str
+    extra: dict[str, Any]
+    several: bool
+
+
+def _rule(
+    built: _Built, dep: dict[str, Any], source_plan: SourcePlan, origin: Origin, out: Conversion
+) -> dict[str, Any] | None:
+    """The rule for one dependency of a trigger; None when its filters do not carry over."""
+    dep_name = str(dep.get("name"))
+    filter_, complete = _filter(dep, source_plan, f"dependencies.{dep_name}", origin, out)
+    if not complete:
+        out.note(
+            origin,
+            f"dependencies.{dep_name}.filters",
+            "dropped",
+            f"trigger "
+            f"{built.name}: not converted for this dependency, because a filter above "
+            "could not be carried over and the rule would fire for events the original "
+            "skipped; write that condition by hand",
         )
-        if values:
-            rule_workflow["parameters"] = {**rule_workflow.get("parameters", {}), **values}
-        filter_ = _filter(dep, source_plan, f"dependencies.{dep_name}.filters", origin, out)
-        rule_extra = dict(extra)
-        if source_plan.rate_limit and "rateLimit" not in rule_extra:
-            rule_extra["rateLimit"] = source_plan.rate_limit
-        out.rules.append(
-            rule_document(
-                name, source_plan.source, rule_workflow, filter_=filter_, extra=rule_extra
-            )
-        )
+        return None
+    name = dns_name(origin.name, built.name, dep_name) if built.several else built.rule_name
+    workflow = copy.deepcopy(built.workflow)
+    values = _values(
+        built.parameters,
+        built.targets,
+        dep_name,
+        source_plan.data,
+        built.where,
+        origin=origin,
+        out=out,
+    )
+    if values:
+        workflow["parameters"] = {**workflow.get("parameters", {}), **values}
+    extra = dict(built.extra)
+    if source_plan.rate_limit and "rateLimit" not in extra:
+        extra["rateLimit"] = source_plan.rate_limit
+    return rule_document(name, source_plan.source, workflow, filter_=filter_, extra=extra)
 
 
 def _workflow_action(
@@ -238,7 +284,7 @@ def _workflow(
     *,
     origin: Origin,
     out: Conversion,
-) -> tuple[dict[str, Any], dict[int, _Target]]:
+) -> tuple[dict[str, Any], dict[int, _Target], dict[str, Any] | None]:
     """The rule's `workflow` block (making a WorkflowTemplate when the Workflow is inline)
     and, per trigger parameter, the Workflow parameter it sets."""
     meta: dict[str, Any] = resource.get("metadata") or {}
@@ -270,6 +316,7 @@ def _workflow(
         )
         if target is not None:
             targets[index] = target
+    template: dict[str, Any] | None = None
     ref = spec.pop("workflowTemplateRef", None)
     if isinstance(ref, dict) and ref.get("name"):
         workflow["template"] = str(ref["name"])
@@ -284,8 +331,8 @@ def _workflow(
     else:
         if arguments:
             spec.setdefault("arguments", {})["parameters"] = arguments
-        out.templates.append(workflow_template(name, namespace, spec))
-    return workflow, targets
+        template = workflow_template(name, namespace, spec)
+    return workflow, targets, template
 
 
 def _target(
@@ -315,8 +362,8 @@ def _target(
         if (isinstance(parent, dict) and isinstance(leaf, str)) or (
             isinstance(parent, list) and isinstance(leaf, int) and leaf < len(parent)
         ):
-            slot = str(leaf) if isinstance(parent, dict) else int(leaf)
-            original = parent.get(slot, "") if isinstance(parent, dict) else parent[int(slot)]
+            slot: Any = str(leaf) if isinstance(parent, dict) else int(leaf)
+            original = parent.get(slot, "") if isinstance(parent, dict) else parent[slot]
             if not isinstance(original, dict | list):
                 name = f"param-{index}"
                 parent[slot] = "{{workflow.parameters." + name + "}}"
@@ -418,47 +465,71 @@ def _jinja_string(value: Any) -> str:
 
 
 def _filter(
-    dep: dict[str, Any], source_plan: SourcePlan, where: str, origin: Origin, out: Conversion
-) -> dict[str, Any] | None:
+    dep: dict[str, Any], source_plan: SourcePlan, base: str, origin: Origin, out: Conversion
+) -> tuple[dict[str, Any] | None, bool]:
+    """The rule's filter, and whether every filter of the dependency was carried over."""
     filters: dict[str, Any] = dep.get("filters") or {}
+    where = f"{base}.filters"
+    complete = True
     for key in ("context", "time", "script"):
         if filters.get(key):
-            out.note(
-                origin,
-                f"{where}.{key}",
-                "dropped",
-                f"{key} filters are not converted; the rule matches more events than the original",
-            )
+            complete = False
+            out.note(origin, f"{where}.{key}", "dropped", f"{key} filters are not converted")
     if dep.get("transform"):
         out.note(
             origin,
-            f"dependencies.{dep.get('name')}.transform",
+            f"{base}.transform",
             "dropped",
-            "jq and Lua transforms have no equivalent",
+            "jq and Lua transforms have no "
+            "equivalent; filters and parameters see the event as it arrived",
         )
     data = source_plan.data
-    conditions = _data_conditions(filters.get("data") or [], data, f"{where}.data", origin, out)
-    exprs = _expr_conditions(filters.get("exprs") or [], data, f"{where}.exprs", origin, out)
-    either = str(dep.get("filtersLogicalOperator") or "and").lower() == "or"
-    data_or = str(filters.get("dataLogicalOperator") or "and").lower() == "or"
-    expr_or = str(filters.get("exprLogicalOperator") or "and").lower() == "or"
+    conditions: list[Condition] = []
+    for index, spec in enumerate(filters.get("data") or []):
+        condition, why = _data_condition(spec, data)
+        if condition is None:
+            complete = False
+            out.note(origin, f"{where}.data[{index}]", "dropped", str(why))
+        else:
+            conditions.append(condition)
+    exprs: list[str] = []
+    for index, spec in enumerate(filters.get("exprs") or []):
+        cel, why = _expr_condition(spec, data)
+        if cel is None:
+            complete = False
+            out.note(origin, f"{where}.exprs[{index}]", "dropped", str(why))
+        else:
+            exprs.append(cel)
+    operators = {
+        k: str(v or "and").lower() == "or"
+        for k, v in (
+            ("filters", dep.get("filtersLogicalOperator")),
+            ("data", filters.get("dataLogicalOperator")),
+            ("exprs", filters.get("exprLogicalOperator")),
+        )
+    }
+    return _combine(conditions, exprs, operators, source_plan.conditions), complete
+
+
+def _combine(
+    conditions: list[Condition], exprs: list[str], either: dict[str, bool], always: list[str]
+) -> dict[str, Any] | None:
+    """Data conditions in the pattern where they map and everything is ANDed; the rest,
+    and the expressions, in one CEL expression with Argo Events' operators."""
     pattern: dict[str, Any] = {}
-    cel_data: list[str] = []
-    for condition in conditions:
-        if either or data_or or not _add_to_pattern(pattern, condition):
-            cel_data.append(condition.cel)
+    conjunctive = not either["filters"] and not either["data"]
+    cel_data = [c.cel for c in conditions if not conjunctive or not _add_to_pattern(pattern, c)]
     groups = []
     if cel_data:
-        groups.append(_join(cel_data, data_or))
+        groups.append(_join(cel_data, either["data"]))
     if exprs:
-        groups.append(_join(exprs, expr_or))
-    cel = _join(groups, either) if groups else ""
-    cel = _join([c for c in [*source_plan.conditions, cel] if c], False)
+        groups.append(_join(exprs, either["exprs"]))
+    parts = [*always, _join(groups, either["filters"])] if groups else list(always)
     result: dict[str, Any] = {}
     if pattern:
         result["pattern"] = pattern
-    if cel:
-        result["expr"] = cel
+    if parts:
+        result["expr"] = _join(parts, False)
     return result or None
 
 
@@ -466,7 +537,7 @@ def _join(parts: list[str], either: bool) -> str:
     if len(parts) == 1:
         return parts[0]
     return (" || " if either else " && ").join(
-        f"({p})" if not p.startswith("(") else p for p in parts
+        p if p.startswith("(") and p.endswith(")") else f"({p})" for p in parts
     )
 
 
@@ -489,49 +560,28 @@ def _add_to_pattern(pattern: dict[str, Any], condition: Condition) -> bool:
     return True
 
 
-def _data_conditions(
-    filters: list[dict[str, Any]], data: DataMap, where: str, origin: Origin, out: Conversion
-) -> list[Condition]:
-    found: list[Condition] = []
-    for index, spec in enumerate(filters):
-        here = f"{where}[{index}]"
-        path = gjson_path(str(spec.get("path") or ""))
+def _data_condition(spec: dict[str, Any], data: DataMap) -> tuple[Condition | None, str | None]:
+    path = gjson_path(str(spec.get("path") or ""))
+    mapped = data.translate(path) if path else None
+    if not isinstance(mapped, Mapped):
+        return None, (
+            f"path {spec.get('path')!r} has no equivalent in trigger's event ({data.shape})"
+        )
+    return data_condition(spec, mapped.path)
+
+
+def _expr_condition(spec: dict[str, Any], data: DataMap) -> tuple[str | None, str | None]:
+    fields: dict[str, str] = {}
+    for field in spec.get("fields") or []:
+        path = gjson_path(str(field.get("path") or ""))
         mapped = data.translate(path) if path else None
         if not isinstance(mapped, Mapped):
-            out.note(
-                origin,
-                f"{here}.path",
-                "dropped",
-                f"{spec.get('path')!r} has no "
-                "equivalent in trigger's event; the rule matches more events",
+            return None, (
+                f"field {field.get('name')}: path {field.get('path')!r} has no equivalent in "
+                f"trigger's event ({data.shape})"
             )
-            continue
-        condition, why = data_condition(spec, mapped.path)
-        if condition is None:
-            out.note(origin, here, "dropped", f"{why}; the rule matches more events")
-            continue
-        found.append(condition)
-    return found
-
-
-def _expr_conditions(
-    exprs: list[dict[str, Any]], data: DataMap, where: str, origin: Origin, out: Conversion
-) -> list[str]:
-    found: list[str] = []
-    for index, spec in enumerate(exprs):
-        here = f"{where}[{index}]"
-        fields: dict[str, str] = {}
-        for field in spec.get("fields") or []:
-            path = gjson_path(str(field.get("path") or ""))
-            mapped = data.translate(path) if path else None
-            if isinstance(mapped, Mapped):
-                fields[str(field.get("name"))] = cel_path(mapped.path)
-        cel, why = govaluate_to_cel(str(spec.get("expr") or ""), fields)
-        if cel is None:
-            out.note(origin, f"{here}.expr", "dropped", f"{why}; the rule matches more events")
-            continue
-        found.append(cel)
-    return found
+        fields[str(field.get("name"))] = cel_path(mapped.path)
+    return govaluate_to_cel(str(spec.get("expr") or ""), fields)
 
 
 def _policies(
