@@ -396,25 +396,28 @@ def _values(
     origin: Origin,
     out: Conversion,
 ) -> dict[str, str]:
+    # Argo Events applies the parameters in order onto the resource, so two that name
+    # the same destination build on each other.
     values: dict[str, str] = {}
     for index, parameter in enumerate(parameters):
         target = targets.get(index)
         if target is None:
             continue
         src: dict[str, Any] = parameter.get("src") or {}
-        here = f"{where}.parameters[{index}].src"
-        if src.get("dependencyName") != dep:
-            if "value" in src:  # Argo Events' default when the dependency did not fire
-                values[target.parameter] = literal(src["value"])
+        if src.get("dependencyName") == dep:
+            value = _value(src, data, f"{where}.parameters[{index}].src", origin, out)
+        elif "value" in src:  # Argo Events' default when the dependency did not fire
+            value = literal(src["value"])
+        else:
             continue
-        value = _value(src, data, here, origin, out)
         if value is None:
             continue
+        current = values.get(target.parameter, literal(target.original))
         operation = parameter.get("operation", "overwrite")
         if operation == "append":
-            value = literal(target.original) + value
+            value = current + value
         elif operation == "prepend":
-            value = value + literal(target.original)
+            value = value + current
         values[target.parameter] = value
     return values
 
