@@ -29,7 +29,7 @@ def schedules_of(spec: dict[str, Any], out: Conversion, origin: Origin) -> list[
         found.extend(str(s) for s in listed)
     single = spec.get("schedule")
     if isinstance(single, str) and single.strip():
-        found.extend(s.strip() for s in single.split(",") if s.strip())
+        found.append(single.strip())  # one schedule: a comma belongs to a field (`0,30`)
     kept: list[str] = []
     for index, schedule in enumerate(found):
         if schedule.startswith(("@every", "CRON_TZ=", "TZ=")):
