@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from tests.conftest import WorkflowChecker
 from tests.convert_helpers import convert_fixtures, load, notes, original, resolve, workflows
 from trigger.rules.convert import Origin, cronworkflow
-from trigger.rules.loader import load_rules
 from trigger.rules.convert.writer import files
+from trigger.rules.loader import load_rules
 
 MULTIPLE = "argo-cron-workflow-multiple-schedules.yaml"
 
@@ -120,7 +120,7 @@ def test_cronjob_pod_fields_land_on_the_workflow(
     assert spec["templates"][0]["podSpecPatch"] == '{"terminationGracePeriodSeconds": 60}'
     assert workflow["metadata"]["namespace"] == "data"
     assert workflow["metadata"]["labels"]["team"] == "data"
-    cron = [r for r in conversion.rules if r["metadata"]["name"] == "nightly-export"][0]
+    cron = next(r for r in conversion.rules if r["metadata"]["name"] == "nightly-export")
     assert cron["spec"]["source"]["cron"] == {
         "schedules": ["30 2 * * *"],
         "timezone": "Asia/Shanghai",
