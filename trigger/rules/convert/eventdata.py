@@ -221,8 +221,12 @@ _TOKEN: Final = re.compile(
 
 def govaluate_to_cel(expr: str, fields: dict[str, str]) -> tuple[str | None, str | None]:
     """A govaluate expression over named fields → CEL over `event`; None and why when it
-    uses what has no CEL twin here (regex operators, ternaries, `in`, functions)."""
-    out: list[str] = []
+    uses what has no CEL twin here (regex operators, ternaries, `in`, functions).
+
+    govaluate computes in float64; CEL does not mix int and double in arithmetic, so
+    number literals become doubles and a field that is an operand of arithmetic is read
+    with `double()`."""
+    tokens: list[tuple[str, str]] = []
     pos = 0
     text = expr.strip()
     while pos < len(text):
@@ -230,22 +234,39 @@ def govaluate_to_cel(expr: str, fields: dict[str, str]) -> tuple[str | None, str
         if not match or match.end() == pos:
             return None, f"{text[pos:]!r}: only comparisons, arithmetic, && || ! are converted"
         pos = match.end()
-        if match["number"]:
-            number = match["number"]
-            out.append(number if "." in number else f"{number}.0")  # govaluate: all float64
-        elif match["string"]:
-            out.append(cel_string(match["string"][1:-1]))
-        elif match["name"]:
-            name = match["name"]
-            if name in ("true", "false"):
-                out.append(name)
-            elif name in fields:
-                out.append(fields[name])
-            else:
-                return None, f"{name!r} is neither a field nor a literal"
+        kind = next(k for k in ("number", "string", "name", "op") if match[k] is not None)
+        tokens.append((kind, match[kind]))
+    out: list[str] = []
+    for index, (kind, token) in enumerate(tokens):
+        if kind == "number":
+            out.append(token if "." in token else f"{token}.0")
+        elif kind == "string":
+            out.append(cel_string(token[1:-1]))
+        elif kind == "op" or token in ("true", "false"):
+            out.append(token)
+        elif token in fields:
+            numeric = _arithmetic_operand(tokens, index)
+            out.append(f"double({fields[token]})" if numeric else fields[token])
         else:
-            out.append(match["op"])
-    return " ".join(out).replace("( ", "(").replace(" )", ")"), None
+            return None, f"{token!r} is neither a field nor a literal"
+    return " ".join(out).replace("( ", "(").replace(" )", ")").replace("! ", "!"), None
+
+
+def _arithmetic_operand(tokens: list[tuple[str, str]], index: int) -> bool:
+    """Whether the token at `index` is an operand of - * / %, or of + with a number."""
+    for step in (-1, 1):
+        near = index + step
+        if not 0 <= near < len(tokens) or tokens[near] not in _ARITHMETIC:
+            continue
+        if tokens[near][1] != "+":
+            return True
+        other = near + step
+        if 0 <= other < len(tokens) and tokens[other][0] == "number":
+            return True
+    return False
+
+
+_ARITHMETIC: Final = {("op", o) for o in "+-*/%"}
 
 
 # -- parameter values -------------------------------------------------------------------------
