@@ -13,7 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.conftest import EXAMPLE_EVENTS, WorkflowChecker
-from tests.convert_helpers import convert_fixtures, load, original, resolve, workflows
+from tests.convert_helpers import CONVERT, convert_fixtures, load, original, resolve, workflows
+from trigger.rules.convert import Origin, convert, read_objects
 from trigger.rules.convert.eventdata import data_condition, govaluate_to_cel
 from trigger.rules.convert.eventsources import interval_schedule
 from trigger.rules.expressions import compile_expression
@@ -142,8 +143,9 @@ def test_and_dependencies_are_reported_not_converted() -> None:
         ES.format("webhook"), ES.format("calendar"), SENSOR.format("multi-dependencies")
     )
     assert conversion.rules == [] and conversion.templates == []
-    (note,) = [n for n in conversion.notes if n.origin.kind == "Sensor"]
+    (note,) = [n for n in conversion.notes if n.path == "spec.triggers[0].template"]
     assert note.severity == "dropped" and "(AND)" in note.message and "gates" in note.message
+    assert any(n.path == "spec.template" for n in conversion.notes)  # the Sensor's pod
 
 
 def test_filters_on_paths_a_webhook_never_has_keep_the_rule_back() -> None:
@@ -332,3 +334,34 @@ def test_govaluate_regex_operator_is_refused() -> None:
 def test_calendar_intervals_become_schedules(interval: str, schedule: str | None) -> None:
     """Intervals that divide a minute, hour or day become cron fields; others are refused."""
     assert interval_schedule(interval) == schedule
+
+
+def test_source_side_filter_keeps_the_rule_back() -> None:
+    """An EventSource's own filter expression cannot be dropped silently: not converted."""
+    conversion = convert_fixtures(ES.format("webhook"), SENSOR.format("webhook"))
+    assert len(conversion.rules) == 1
+    objects = read_objects((CONVERT / ES.format("webhook")).read_text(), "es.yaml")
+    objects[0][0]["spec"]["webhook"]["example"]["filter"] = {"expression": "body.a == 'x'"}
+    sensor = read_objects((CONVERT / SENSOR.format("webhook")).read_text(), "sensor.yaml")
+    conversion = convert([*objects, *sensor])
+    assert conversion.rules == []
+    (note,) = [n for n in conversion.notes if n.path == "spec.webhook.example.filter"]
+    assert note.severity == "dropped" and "not converted" in note.message
+
+
+def test_fields_no_reader_knows_are_reported() -> None:
+    """Kafka's connectionBackoff is read by nobody: the report names it."""
+    conversion = convert_fixtures(ES.format("kafka"), SENSOR.format("kafka"))
+    paths = {n.path: n.severity for n in conversion.notes}
+    assert paths["spec.kafka.example.connectionBackoff"] == "dropped"
+
+
+def test_repeated_rule_names_are_made_unique() -> None:
+    """Two Sensors of one name in two namespaces give two rules of different names."""
+    objects = read_objects((CONVERT / ES.format("webhook")).read_text(), "es.yaml")
+    for namespace in ("team-a", "team-b"):
+        (sensor,) = read_objects((CONVERT / SENSOR.format("webhook")).read_text(), "s.yaml")
+        sensor[0]["metadata"]["namespace"] = namespace
+        objects.append((sensor[0], Origin("s.yaml", "Sensor", "webhook", namespace)))
+    names = [r["metadata"]["name"] for r in convert(objects).rules]
+    assert names == ["webhook-webhook-workflow-trigger", "webhook-webhook-workflow-trigger-team-b"]

@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from trigger.rules.convert import cronjob, cronworkflow, sensor
-from trigger.rules.convert.result import Conversion, Note, Origin
+from trigger.rules.convert.result import Conversion, Note, Origin, unique_rule_names
 
 __all__ = ["Conversion", "InputError", "Note", "Origin", "convert", "read_objects"]
 
@@ -84,4 +84,5 @@ def convert(objects: Iterable[tuple[dict[str, Any], Origin]]) -> Conversion:
                 "dropped",
                 "no Sensor among the inputs uses it; give the Sensor's file too",
             )
+    unique_rule_names(out)
     return out

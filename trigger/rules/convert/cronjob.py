@@ -17,6 +17,7 @@ from trigger.rules.convert.result import (
     Conversion,
     Origin,
     dns_name,
+    namespace_of,
     rule_document,
     workflow_template,
 )
@@ -77,7 +78,7 @@ def convert(obj: dict[str, Any], origin: Origin) -> Conversion:
         out.skipped.append(origin)
         return out
     name = dns_name(origin.name)
-    namespace = origin.namespace or "default"
+    namespace = namespace_of(origin, out)
     # A CronJob with no deadline starts the latest missed run, as catchUp: latest does.
     cron = cron_source(
         spec, schedules, out, origin, timezone_key="timeZone", missed_default="latest"

@@ -20,6 +20,7 @@ from trigger.rules.convert.result import (
     Origin,
     dns_name,
     literal,
+    namespace_of,
     rule_document,
     workflow_template,
 )
@@ -58,7 +59,7 @@ def convert(obj: dict[str, Any], origin: Origin) -> Conversion:
         out.skipped.append(origin)
         return out
     name = dns_name(origin.name)
-    namespace = origin.namespace or "default"
+    namespace = namespace_of(origin, out)
     cron = cron_source(spec, schedules, out, origin, timezone_key="timezone", missed_default="none")
     workflow: dict[str, Any] = {"template": name, "namespace": namespace}
     _metadata(spec.get("workflowMetadata") or {}, workflow, out, origin)

@@ -52,9 +52,53 @@ def plan(
             f"{where}.filter",
             "dropped",
             "source-side expr-lang filters are not "
-            "converted; write the condition as the rule's filter.expr (CEL)",
+            "converted, and a rule without it would fire for events the original "
+            "skipped: not converted; write the condition as the rule's filter.expr (CEL)",
         )
+        return None
+    for key in sorted(set(entry) - _KNOWN[kind]):
+        out.note(origin, f"{where}.{key}", "dropped", "has no equivalent in a rule")
     return reader(event, entry, out, origin)
+
+
+# What each reader reads (or reports itself); any other field is reported as dropped.
+_KNOWN: Final = {
+    "calendar": {
+        "schedule",
+        "interval",
+        "timezone",
+        "persistence",
+        "exclusionDates",
+        "metadata",
+        "filter",
+    },
+    "webhook": {
+        "endpoint",
+        "method",
+        "port",
+        "authSecret",
+        "serverCertSecret",
+        "serverKeySecret",
+        "filter",
+    },
+    "kafka": {
+        "url",
+        "topic",
+        "partition",
+        "consumerGroup",
+        "jsonBody",
+        "limitEventsPerSecond",
+        "sasl",
+        "tls",
+        "schemaRegistry",
+        "config",
+        "version",
+        "awsMskIamAuth",
+        "filter",
+    },
+    "minio": {"bucket", "endpoint", "events", "filter", "insecure", "accessKey", "secretKey"},
+    "resource": {"namespace", "group", "version", "resource", "eventTypes", "filter"},
+}
 
 
 # -- calendar ---------------------------------------------------------------------------------

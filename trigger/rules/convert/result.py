@@ -71,6 +71,36 @@ class Conversion:
         self.skipped.extend(other.skipped)
 
 
+def namespace_of(origin: Origin, out: Conversion, path: str = "metadata.namespace") -> str:
+    """The object's namespace; `default`, said in the report, when the file has none."""
+    if origin.namespace:
+        return origin.namespace
+    out.note(
+        origin,
+        path,
+        "changed",
+        "not set: the rule creates Workflows in namespace "
+        "default; set workflow.namespace to where the original ran",
+    )
+    return "default"
+
+
+def unique_rule_names(conversion: Conversion) -> None:
+    """Rule names are unique in a rule set: a repeated one (two namespaces' CronWorkflows
+    of one name) takes its namespace, then a number."""
+    seen: set[str] = set()
+    for rule in conversion.rules:
+        name = original = rule["metadata"]["name"]
+        if name in seen:
+            name = dns_name(original, rule["spec"]["workflow"]["namespace"])
+        number = 2
+        while name in seen:
+            name = dns_name(original, str(number))
+            number += 1
+        rule["metadata"]["name"] = name
+        seen.add(name)
+
+
 def dns_name(*parts: str, limit: int = MAX_NAME) -> str:
     """A DNS-1123 label made of `parts`; a long one is cut and keeps a short hash of the
     whole, so two long names that share a beginning stay distinct."""

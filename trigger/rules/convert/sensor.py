@@ -33,6 +33,7 @@ from trigger.rules.convert.result import (
     dns_name,
     go_duration_seconds,
     literal,
+    namespace_of,
     rule_document,
     seconds_text,
     workflow_template,
@@ -60,6 +61,15 @@ def convert(sensor: dict[str, Any], origin: Origin, sources: Sources) -> Convers
     plans: dict[str, tuple[SourcePlan, Origin] | None] = {}
     for index, trigger in enumerate(spec.get("triggers") or []):
         _trigger(trigger, f"spec.triggers[{index}]", deps, plans, sources, origin=origin, out=out)
+    for key in sorted(set(spec) - {"dependencies", "triggers"}):
+        out.note(
+            origin,
+            f"spec.{key}",
+            "dropped",
+            "the Sensor's own deployment settings "
+            "belong to trigger's deployment (the Helm chart: replicas, service account "
+            "and RBAC to create Workflows)",
+        )
     if out.rules:
         out.converted.append(origin)
     else:
@@ -289,7 +299,7 @@ def _workflow(
     and, per trigger parameter, the Workflow parameter it sets."""
     meta: dict[str, Any] = resource.get("metadata") or {}
     spec: dict[str, Any] = copy.deepcopy(resource.get("spec") or {})
-    namespace = str(meta.get("namespace") or origin.namespace or "default")
+    namespace = str(meta.get("namespace") or namespace_of(origin, out, f"{where}.source"))
     workflow: dict[str, Any] = {"template": name, "namespace": namespace}
     prefix = meta.get("generateName")
     if meta.get("name"):
