@@ -94,7 +94,7 @@ def test_cronjob_becomes_one_container_template(
     container = dict(pod["containers"][0])
     del container["name"]
     assert template["container"] == container
-    assert template["retryStrategy"]["limit"] == 6  # the Job's default backoffLimit
+    assert template["retryStrategy"]["limit"] == "6"  # the Job's default backoffLimit
     assert rules.by_name["hello"].cron.schedules == ["* * * * *"]
     restart = [n for n in conversion.notes if n.path.endswith("restartPolicy")]
     assert restart and restart[0].severity == "changed"

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.conftest import EXAMPLE_EVENTS, WorkflowChecker
+from tests.conftest import EXAMPLE_EVENTS, SHARED_SCHEMA, WorkflowChecker
 from tests.convert_helpers import CONVERT, convert_fixtures, load, original, resolve, workflows
 from trigger.rules.convert import Origin, convert, read_objects
 from trigger.rules.convert.eventdata import data_condition, govaluate_to_cel
@@ -365,3 +365,26 @@ def test_repeated_rule_names_are_made_unique() -> None:
         objects.append((sensor[0], Origin("s.yaml", "Sensor", "webhook", namespace)))
     names = [r["metadata"]["name"] for r in convert(objects).rules]
     assert names == ["webhook-webhook-workflow-trigger", "webhook-webhook-workflow-trigger-team-b"]
+
+
+def test_every_fixture_converts_together_into_valid_objects(tmp_path: Path) -> None:
+    """All fixtures at once: one rule set that loads, and templates valid for Argo's schema."""
+    conversion = convert_fixtures(*sorted(p.name for p in CONVERT.glob("*.yaml")))
+    rules = load(conversion, tmp_path)
+    assert len(rules) == len(conversion.rules) >= 14
+    if not SHARED_SCHEMA.exists():
+        pytest.skip("../shared/argo/schema.json is absent")
+    from hera.workflows.models import WorkflowTemplate
+    from jsonschema import Draft202012Validator
+
+    definitions = json.loads(SHARED_SCHEMA.read_text())["definitions"]
+    schema = Draft202012Validator(
+        {
+            "$ref": "#/definitions/io.argoproj.workflow.v1alpha1.WorkflowTemplate",
+            "definitions": definitions,
+        }
+    )
+    for template in conversion.templates:
+        WorkflowTemplate.model_validate(template)
+        errors = [f"{list(e.path)}: {e.message}" for e in schema.iter_errors(template)]
+        assert not errors, (template["metadata"]["name"], errors)

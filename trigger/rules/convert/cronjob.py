@@ -180,11 +180,12 @@ def _retry(
 ) -> None:
     limit = job.get("backoffLimit", JOB_BACKOFF_LIMIT)
     if isinstance(limit, int) and limit > 0:
-        # The Job controller's own backoff: 10 s, doubling, at most 6 minutes.
+        # The Job controller's own backoff: 10 s, doubling, at most 6 minutes. Argo's
+        # schema types limit and factor as IntOrString, written as strings.
         template["retryStrategy"] = {
-            "limit": limit,
+            "limit": str(limit),
             "retryPolicy": "OnFailure",
-            "backoff": {"duration": "10s", "factor": 2, "cap": "6m"},
+            "backoff": {"duration": "10s", "factor": "2", "cap": "6m"},
         }
     if pod.get("restartPolicy") == "OnFailure":
         out.note(
