@@ -388,3 +388,77 @@ def test_every_fixture_converts_together_into_valid_objects(tmp_path: Path) -> N
         WorkflowTemplate.model_validate(template)
         errors = [f"{list(e.path)}: {e.message}" for e in schema.iter_errors(template)]
         assert not errors, (template["metadata"]["name"], errors)
+
+
+def test_calendar_details_carry_over(tmp_path: Path) -> None:
+    """Exclusion dates filter ticks, metadata is a constant, catch-up replays every tick."""
+    calendar = {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "EventSource",
+        "metadata": {"name": "calendar"},
+        "spec": {
+            "calendar": {
+                "example-with-interval": {
+                    "schedule": "30 * * * *",
+                    "timezone": "America/New_York",
+                    "metadata": {"hello": "world"},
+                    "exclusionDates": ["EXDATE:20250102T150405Z"],
+                    "persistence": {
+                        "catchup": {"enabled": True, "maxDuration": "5m"},
+                        "configMap": {"name": "cm", "createIfNotExist": True},
+                    },
+                }
+            }
+        },
+    }
+    sensor = original(SENSOR.format("calendar"))
+    sensor["spec"]["triggers"][0]["template"]["k8s"]["parameters"][0]["src"]["dataKey"] = (
+        "metadata.hello"
+    )
+    conversion = convert(
+        [
+            (calendar, Origin("es.yaml", "EventSource", "calendar")),
+            (sensor, Origin("s.yaml", "Sensor", "calendar")),
+        ]
+    )
+    rules = load(conversion, tmp_path)
+    (rule,) = conversion.rules
+    assert rule["spec"]["source"]["cron"] == {
+        "schedules": ["30 * * * *"],
+        "timezone": "America/New_York",
+        "catchUp": "all",
+        "startingDeadline": "5m",
+    }
+    assert rule["spec"]["workflow"]["parameters"] == {"message": "world"}
+    name = rule["metadata"]["name"]
+    assert workflows(rules, {"cron": {"rule": name, "scheduledTime": "2025-01-02T15:30:00Z"}}) == []
+    (created,) = workflows(rules, {"cron": {"rule": name, "scheduledTime": "2025-01-03T15:30:00Z"}})
+    assert created["spec"]["arguments"]["parameters"] == [{"name": "message", "value": "world"}]
+
+
+def test_webhook_secret_and_unconvertible_template_are_reported() -> None:
+    """authSecret becomes a bearer token variable to set; a Go template with functions is refused."""
+    (es,) = read_objects((CONVERT / ES.format("webhook")).read_text(), "es.yaml")
+    es[0]["spec"]["webhook"]["example"]["authSecret"] = {"name": "hook-token", "key": "token"}
+    (sensor,) = read_objects((CONVERT / SENSOR.format("webhook")).read_text(), "s.yaml")
+    parameter = sensor[0]["spec"]["triggers"][0]["template"]["k8s"]["parameters"][0]
+    parameter["src"] = {"dependencyName": "test-dep", "dataTemplate": "{{ .Input.body | toJson }}"}
+    conversion = convert([es, sensor])
+    (rule,) = conversion.rules
+    assert rule["spec"]["source"]["webhook"]["auth"] == {"bearerTokenEnv": "HOOK_TOKEN_TOKEN"}
+    assert "parameters" not in rule["spec"]["workflow"]  # the template's default stays
+    severities = {n.path: n.severity for n in conversion.notes}
+    assert severities["spec.webhook.example.authSecret"] == "manual"
+    assert severities["spec.triggers[0].template.k8s.parameters[0].src.dataTemplate"] == "dropped"
+
+
+def test_cronjob_with_two_containers_reports_the_second() -> None:
+    """A container template runs one container: the others are in the report."""
+    (job,) = read_objects((CONVERT / "k8s-cronjob.yaml").read_text(), "job.yaml")[:1]
+    pod = job[0]["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    pod["containers"].append({"name": "sidecar", "image": "busybox"})
+    conversion = convert([job])
+    assert conversion.templates[0]["spec"]["templates"][0]["container"]["image"] == "busybox:1.28"
+    assert any(
+        n.path.endswith("containers[1:]") and n.severity == "dropped" for n in conversion.notes
+    )
