@@ -299,7 +299,10 @@ def _workflow(
     and, per trigger parameter, the Workflow parameter it sets."""
     meta: dict[str, Any] = resource.get("metadata") or {}
     spec: dict[str, Any] = copy.deepcopy(resource.get("spec") or {})
-    namespace = str(meta.get("namespace") or namespace_of(origin, out, f"{where}.source"))
+    namespace = str(
+        meta.get("namespace")
+        or namespace_of(origin, out, f"{where}.source.resource.metadata.namespace")
+    )
     workflow: dict[str, Any] = {"template": name, "namespace": namespace}
     prefix = meta.get("generateName")
     if meta.get("name"):

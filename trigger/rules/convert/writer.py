@@ -16,6 +16,9 @@ _SEVERITY = {
 }
 
 
+_ORDER = ("dropped", "manual", "changed")  # what is lost first, what differs last
+
+
 class _Dumper(yaml.SafeDumper):
     """Multi-line strings (scripts, podSpecPatch) as literal blocks, as people write them."""
 
@@ -67,7 +70,7 @@ def report(conversion: Conversion) -> str:
     ]
     for origin, notes in _by_origin(conversion.notes).items():
         lines += ["", f"## {origin}", ""]
-        for note in notes:
+        for note in sorted(notes, key=lambda n: _ORDER.index(n.severity)):
             where = f"`{note.path}`: " if note.path else ""
             lines.append(f"- {_SEVERITY[note.severity]}: {where}{note.message}")
     return "\n".join(lines) + "\n"
