@@ -462,3 +462,15 @@ def test_cronjob_with_two_containers_reports_the_second() -> None:
     assert any(
         n.path.endswith("containers[1:]") and n.severity == "dropped" for n in conversion.notes
     )
+
+
+def test_webhook_endpoint_a_rule_cannot_have_is_reported() -> None:
+    """An endpoint with characters a rule's path refuses is reported, not written invalid."""
+    (es,) = read_objects((CONVERT / ES.format("webhook")).read_text(), "es.yaml")
+    es[0]["spec"]["webhook"]["example"]["endpoint"] = "/hooks/{id}"
+    sensor = read_objects((CONVERT / SENSOR.format("webhook")).read_text(), "s.yaml")
+    conversion = convert([es, *sensor])
+    assert conversion.rules == []
+    assert {n.path: n.severity for n in conversion.notes}[
+        "spec.webhook.example.endpoint"
+    ] == "dropped"

@@ -15,7 +15,7 @@ from typing import Any, Final
 from trigger.rules.convert.eventdata import Constant, DataMap, FieldPath, Mapped, Translation
 from trigger.rules.convert.result import Conversion, Origin, go_duration_seconds, seconds_text
 
-FORMAT_CHANGED: Final = "the value is trigger's"
+_URL_PATH: Final = re.compile(r"^/[A-Za-z0-9._~/-]*$")  # what a webhook rule's path allows
 
 
 @dataclass
@@ -195,7 +195,17 @@ def _webhook(
 ) -> SourcePlan | None:
     where = f"spec.webhook.{event}"
     endpoint = str(entry.get("endpoint") or f"/{event}")
-    source: dict[str, Any] = {"path": endpoint if endpoint.startswith("/") else f"/{endpoint}"}
+    path = endpoint if endpoint.startswith("/") else f"/{endpoint}"
+    if not _URL_PATH.match(path) or "//" in path:
+        out.note(
+            origin,
+            f"{where}.endpoint",
+            "dropped",
+            f"{endpoint!r}: a webhook rule's "
+            "path uses only URL path characters (A-Z a-z 0-9 . _ ~ / -): not converted",
+        )
+        return None
+    source: dict[str, Any] = {"path": path}
     method = str(entry.get("method") or "POST").upper()
     if method in ("POST", "PUT", "GET"):
         source["methods"] = [method]
