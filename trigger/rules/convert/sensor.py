@@ -87,7 +87,7 @@ def _plan_for(
     if found is None:
         out.note(
             origin,
-            f"dependencies.{dep.get('name')}",
+            f"spec.dependencies[{dep.get('name')}]",
             "dropped",
             f"EventSource {es_name} is not among the files converted: give its file too",
         )
@@ -99,7 +99,7 @@ def _plan_for(
             return None if result is None else (result, es_origin)
     out.note(
         origin,
-        f"dependencies.{dep.get('name')}",
+        f"spec.dependencies[{dep.get('name')}]",
         "dropped",
         f"EventSource {es_name} has no event {event}",
     )
@@ -122,6 +122,8 @@ def _trigger(
         return
     resource, parameters, action_where = action
     branches = _branches(template.get("conditions"), list(deps), f"{where}.template", origin, out)
+    if not branches:
+        return
     tname = str(template.get("name") or "trigger")
     base_name = dns_name(origin.name, tname)
     made = len(out.rules)
@@ -180,11 +182,11 @@ def _rule(
 ) -> dict[str, Any] | None:
     """The rule for one dependency of a trigger; None when its filters do not carry over."""
     dep_name = str(dep.get("name"))
-    filter_, complete = _filter(dep, source_plan, f"dependencies.{dep_name}", origin, out)
+    filter_, complete = _filter(dep, source_plan, f"spec.dependencies[{dep_name}]", origin, out)
     if not complete:
         out.note(
             origin,
-            f"dependencies.{dep_name}.filters",
+            f"spec.dependencies[{dep_name}].filters",
             "dropped",
             f"trigger "
             f"{built.name}: not converted for this dependency, because a filter above "
