@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from tests.conftest import WorkflowChecker
 from tests.convert_helpers import convert_fixtures, load, notes, original, resolve, workflows
-from trigger.rules.convert import Origin, cronworkflow
+from trigger.rules.convert import Origin, cronjob, cronworkflow
 from trigger.rules.convert.writer import files
 from trigger.rules.loader import load_rules
 
@@ -141,15 +141,21 @@ SCHEDULE = st.builds(
 
 
 @st.composite
-def cron_workflows(draw: st.DrawFn) -> dict[str, Any]:
-    spec: dict[str, Any] = {"workflowSpec": {"entrypoint": "m", "templates": [{"name": "m"}]}}
-    schedules = draw(st.lists(SCHEDULE, min_size=1, max_size=3, unique=True))
-    if len(schedules) > 1 or draw(st.booleans()):
+def cron_objects(draw: st.DrawFn) -> dict[str, Any]:
+    """A CronWorkflow or a CronJob with any combination of the fields a cron rule carries."""
+    job = draw(st.booleans())
+    spec: dict[str, Any] = (
+        {"jobTemplate": {"spec": {"template": {"spec": {"containers": [{"image": "x"}]}}}}}
+        if job
+        else {"workflowSpec": {"entrypoint": "m", "templates": [{"name": "m"}]}}
+    )
+    schedules = draw(st.lists(SCHEDULE, min_size=1, max_size=1 if job else 3, unique=True))
+    if not job and (len(schedules) > 1 or draw(st.booleans())):
         spec["schedules"] = schedules
     else:
-        spec["schedule"] = schedules[0]  # the field before Argo 3.6
+        spec["schedule"] = schedules[0]  # a CronJob's, and a CronWorkflow's before Argo 3.6
     for key, strategy in (
-        ("timezone", ZONES),
+        ("timeZone" if job else "timezone", ZONES),
         ("concurrencyPolicy", st.sampled_from(["Allow", "Forbid", "Replace", None])),
         ("startingDeadlineSeconds", st.sampled_from([0, 30, 600, 7200, None])),
         ("suspend", st.sampled_from([True, False, None])),
@@ -158,24 +164,21 @@ def cron_workflows(draw: st.DrawFn) -> dict[str, Any]:
         if value is not None:
             spec[key] = value
     name = draw(st.text(string.ascii_lowercase, min_size=1, max_size=20))
-    return {
-        "apiVersion": "argoproj.io/v1alpha1",
-        "kind": "CronWorkflow",
-        "metadata": {"name": name},
-        "spec": spec,
-    }
+    kind = "CronJob" if job else "CronWorkflow"
+    return {"kind": kind, "metadata": {"name": name}, "spec": spec}
 
 
 @settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(cron_workflows())
-def test_any_cron_workflow_converts_to_a_valid_equivalent_rule(
+@given(cron_objects())
+def test_any_cron_object_converts_to_a_valid_equivalent_rule(
     tmp_path_factory: Any, cron: dict[str, Any]
 ) -> None:
     """Every schedule/zone/policy/deadline/suspend combination validates and keeps its meaning."""
-    origin = Origin("gen.yaml", "CronWorkflow", cron["metadata"]["name"])
-    conversion = cronworkflow.convert(cron, origin)
+    origin = Origin("gen.yaml", cron["kind"], cron["metadata"]["name"])
+    job = cron["kind"] == "CronJob"
+    conversion = (cronjob if job else cronworkflow).convert(cron, origin)
     directory = tmp_path_factory.mktemp("cron")
     for name, text in files(conversion).items():
         (directory / name).parent.mkdir(parents=True, exist_ok=True)
@@ -184,9 +187,12 @@ def test_any_cron_workflow_converts_to_a_valid_equivalent_rule(
     spec = cron["spec"]
     source = rule.cron
     assert source.schedules == spec.get("schedules", [spec.get("schedule")])
-    assert source.timezone == spec.get("timezone", "UTC")
+    assert source.timezone == spec.get("timeZone" if job else "timezone", "UTC")
     assert source.concurrencyPolicy == spec.get("concurrencyPolicy", "Allow")
     assert source.suspend is spec.get("suspend", False)
     deadline = spec.get("startingDeadlineSeconds") or 0
-    assert source.catchUp == ("latest" if deadline else "none")
+    # Missed runs: a CronWorkflow with no deadline runs none, a CronJob the latest; a
+    # deadline of 0 lets neither start a late run.
+    unset = "startingDeadlineSeconds" not in spec
+    assert source.catchUp == ("latest" if deadline or (job and unset) else "none")
     assert source.startingDeadline == (float(deadline) if deadline else None)

@@ -71,8 +71,8 @@ def cron_source(
     if isinstance(deadline, int) and deadline > 0:
         cron["startingDeadline"] = seconds_text(deadline)
         cron["catchUp"] = "latest"
-    else:
-        cron["catchUp"] = missed_default
+    else:  # a deadline of 0 lets no late run start, in either
+        cron["catchUp"] = "none" if deadline == 0 else missed_default
     policy = spec.get("concurrencyPolicy")
     if policy in POLICIES:
         cron["concurrencyPolicy"] = policy
