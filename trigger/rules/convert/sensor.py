@@ -15,18 +15,9 @@ import re
 from dataclasses import dataclass
 from typing import Any, Final
 
-from trigger.rules.convert.eventdata import (
-    Condition,
-    DataMap,
-    Mapped,
-    cel_path,
-    data_condition,
-    gjson_path,
-    go_template_to_jinja,
-    govaluate_to_cel,
-    value_of,
-)
 from trigger.rules.convert.eventsources import SourcePlan, plan
+from trigger.rules.convert.filters import dependency_filter
+from trigger.rules.convert.parameters import Target, target_of, values_for
 from trigger.rules.convert.result import (
     Conversion,
     Origin,
@@ -41,17 +32,7 @@ from trigger.rules.convert.result import (
 from trigger.rules.model import DNS1123_SUBDOMAIN, GENERATE_NAME_MAX
 
 Sources = dict[tuple[str, str], tuple[dict[str, Any], Origin]]
-_ARGUMENT_DEST: Final = re.compile(r"^spec\.arguments\.parameters\.(\d+)\.value$")
 _UNIT_SECONDS: Final = {"Second": 1.0, "Minute": 60.0, "Hour": 3600.0}
-_CONTEXT: Final = ("id", "type", "source", "subject", "time")
-
-
-@dataclass
-class _Target:
-    """Where one trigger parameter lands: a Workflow parameter, with its original value."""
-
-    parameter: str
-    original: str
 
 
 def convert(sensor: dict[str, Any], origin: Origin, sources: Sources) -> Conversion:
@@ -170,7 +151,7 @@ class _Built:
     name: str
     rule_name: str
     workflow: dict[str, Any]
-    targets: dict[int, _Target]
+    targets: dict[int, Target]
     parameters: list[dict[str, Any]]
     where: str
     extra: dict[str, Any]
@@ -182,7 +163,9 @@ def _rule(
 ) -> dict[str, Any] | None:
     """The rule for one dependency of a trigger; None when its filters do not carry over."""
     dep_name = str(dep.get("name"))
-    filter_, complete = _filter(dep, source_plan, f"spec.dependencies[{dep_name}]", origin, out)
+    filter_, complete = dependency_filter(
+        dep, source_plan, f"spec.dependencies[{dep_name}]", origin, out
+    )
     if not complete:
         out.note(
             origin,
@@ -196,7 +179,7 @@ def _rule(
         return None
     name = dns_name(origin.name, built.name, dep_name) if built.several else built.rule_name
     workflow = copy.deepcopy(built.workflow)
-    values = _values(
+    values = values_for(
         built.parameters,
         built.targets,
         dep_name,
@@ -296,7 +279,7 @@ def _workflow(
     *,
     origin: Origin,
     out: Conversion,
-) -> tuple[dict[str, Any], dict[int, _Target], dict[str, Any] | None]:
+) -> tuple[dict[str, Any], dict[int, Target], dict[str, Any] | None]:
     """The rule's `workflow` block (making a WorkflowTemplate when the Workflow is inline)
     and, per trigger parameter, the Workflow parameter it sets."""
     meta: dict[str, Any] = resource.get("metadata") or {}
@@ -323,10 +306,10 @@ def _workflow(
         if meta.get(key):
             workflow[key] = {str(k): str(v) for k, v in meta[key].items()}
     arguments = list((spec.get("arguments") or {}).get("parameters") or [])
-    targets: dict[int, _Target] = {}
+    targets: dict[int, Target] = {}
     for index, parameter in enumerate(parameters):
         dest = str(parameter.get("dest") or "")
-        target = _target(
+        target = target_of(
             dest, arguments, spec, index, f"{where}.parameters[{index}]", origin=origin, out=out
         )
         if target is not None:
@@ -348,258 +331,6 @@ def _workflow(
             spec.setdefault("arguments", {})["parameters"] = arguments
         template = workflow_template(name, namespace, spec)
     return workflow, targets, template
-
-
-def _target(
-    dest: str,
-    arguments: list[dict[str, Any]],
-    spec: dict[str, Any],
-    index: int,
-    where: str,
-    *,
-    origin: Origin,
-    out: Conversion,
-) -> _Target | None:
-    match = _ARGUMENT_DEST.match(dest)
-    if match and int(match[1]) < len(arguments):
-        argument = arguments[int(match[1])]
-        return _Target(str(argument["name"]), str(argument.get("value", "")))
-    path = gjson_path(dest)
-    if path and path[:2] == ("spec", "templates") and "workflowTemplateRef" not in spec:
-        parent: Any = spec
-        for seg in path[1:-1]:
-            try:
-                parent = parent[seg]
-            except (KeyError, IndexError, TypeError):
-                parent = None
-                break
-        leaf: Any = path[-1]
-        if (isinstance(parent, dict) and isinstance(leaf, str)) or (
-            isinstance(parent, list) and isinstance(leaf, int) and leaf < len(parent)
-        ):
-            slot: Any = str(leaf) if isinstance(parent, dict) else int(leaf)
-            original = parent.get(slot, "") if isinstance(parent, dict) else parent[slot]
-            if not isinstance(original, dict | list):
-                name = f"param-{index}"
-                parent[slot] = "{{workflow.parameters." + name + "}}"
-                arguments.append({"name": name, "value": str(original)})
-                out.note(
-                    origin,
-                    f"{where}.dest",
-                    "changed",
-                    f"{dest} is set through the new Workflow parameter {name}",
-                )
-                return _Target(name, str(original))
-    out.note(
-        origin,
-        f"{where}.dest",
-        "dropped",
-        f"{dest}: only Workflow arguments and "
-        "values inside an inline spec.templates convert (trigger names Workflows itself "
-        "and its labels are fixed)",
-    )
-    return None
-
-
-def _values(
-    parameters: list[dict[str, Any]],
-    targets: dict[int, _Target],
-    dep: str,
-    data: DataMap,
-    where: str,
-    *,
-    origin: Origin,
-    out: Conversion,
-) -> dict[str, str]:
-    # Argo Events applies the parameters in order onto the resource, so two that name
-    # the same destination build on each other.
-    values: dict[str, str] = {}
-    for index, parameter in enumerate(parameters):
-        target = targets.get(index)
-        if target is None:
-            continue
-        src: dict[str, Any] = parameter.get("src") or {}
-        if src.get("dependencyName") == dep:
-            value = _value(src, data, f"{where}.parameters[{index}].src", origin, out)
-        elif "value" in src:  # Argo Events' default when the dependency did not fire
-            value = literal(src["value"])
-        else:
-            continue
-        if value is None:
-            continue
-        current = values.get(target.parameter, literal(target.original))
-        operation = parameter.get("operation", "overwrite")
-        if operation == "append":
-            value = current + value
-        elif operation == "prepend":
-            value = value + current
-        values[target.parameter] = value
-    return values
-
-
-def _value(
-    src: dict[str, Any], data: DataMap, where: str, origin: Origin, out: Conversion
-) -> str | None:
-    if src.get("useRawData"):
-        out.note(
-            origin,
-            f"{where}.useRawData",
-            "changed",
-            "objects render as compact JSON, strings as their text",
-        )
-    if src.get("dataTemplate"):
-        rendered, why = go_template_to_jinja(str(src["dataTemplate"]), data)
-        key = "dataTemplate"
-    elif src.get("dataKey"):
-        rendered, why = value_of(str(src["dataKey"]), data)
-        key = "dataKey"
-        if rendered is not None and "value" in src and rendered.startswith("{{ "):
-            rendered = rendered[:-3] + f" | default({_jinja_string(src['value'])}) }}}}"
-    elif src.get("contextKey") in _CONTEXT:
-        rendered, key = "{{ event." + str(src["contextKey"]) + " }}", "contextKey"
-        why = (
-            "the CloudEvent context is trigger's own event's (its id, type, source, subject, time)"
-        )
-    elif "value" in src:
-        return literal(src["value"])
-    elif src.get("contextKey") or src.get("contextTemplate"):
-        rendered, why, key = None, "this context field has no equivalent", "contextKey"
-    else:
-        rendered, key = "{{ " + data.whole + " | tojson }}", "dependencyName"
-        why = f"the whole event became {data.whole} as JSON"
-    if rendered is None:
-        out.note(
-            origin, f"{where}.{key}", "dropped", f"{why}; the Workflow keeps the original value"
-        )
-        return None
-    if why:
-        out.note(origin, f"{where}.{key}", "changed", why)
-    return rendered
-
-
-def _jinja_string(value: Any) -> str:
-    text = value if isinstance(value, str) else str(value)
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _filter(
-    dep: dict[str, Any], source_plan: SourcePlan, base: str, origin: Origin, out: Conversion
-) -> tuple[dict[str, Any] | None, bool]:
-    """The rule's filter, and whether every filter of the dependency was carried over."""
-    filters: dict[str, Any] = dep.get("filters") or {}
-    where = f"{base}.filters"
-    complete = True
-    for key in ("context", "time", "script"):
-        if filters.get(key):
-            complete = False
-            out.note(origin, f"{where}.{key}", "dropped", f"{key} filters are not converted")
-    if dep.get("transform"):
-        out.note(
-            origin,
-            f"{base}.transform",
-            "dropped",
-            "jq and Lua transforms have no "
-            "equivalent; filters and parameters see the event as it arrived",
-        )
-    data = source_plan.data
-    conditions: list[Condition] = []
-    for index, spec in enumerate(filters.get("data") or []):
-        condition, why = _data_condition(spec, data)
-        if condition is None:
-            complete = False
-            out.note(origin, f"{where}.data[{index}]", "dropped", str(why))
-        else:
-            conditions.append(condition)
-    exprs: list[str] = []
-    for index, spec in enumerate(filters.get("exprs") or []):
-        cel, why = _expr_condition(spec, data)
-        if cel is None:
-            complete = False
-            out.note(origin, f"{where}.exprs[{index}]", "dropped", str(why))
-        else:
-            exprs.append(cel)
-    operators = {
-        k: str(v or "and").lower() == "or"
-        for k, v in (
-            ("filters", dep.get("filtersLogicalOperator")),
-            ("data", filters.get("dataLogicalOperator")),
-            ("exprs", filters.get("exprLogicalOperator")),
-        )
-    }
-    return _combine(conditions, exprs, operators, source_plan.conditions), complete
-
-
-def _combine(
-    conditions: list[Condition], exprs: list[str], either: dict[str, bool], always: list[str]
-) -> dict[str, Any] | None:
-    """Data conditions in the pattern where they map and everything is ANDed; the rest,
-    and the expressions, in one CEL expression with Argo Events' operators."""
-    pattern: dict[str, Any] = {}
-    conjunctive = not either["filters"] and not either["data"]
-    cel_data = [c.cel for c in conditions if not conjunctive or not _add_to_pattern(pattern, c)]
-    groups = []
-    if cel_data:
-        groups.append(_join(cel_data, either["data"]))
-    if exprs:
-        groups.append(_join(exprs, either["exprs"]))
-    parts = [*always, _join(groups, either["filters"])] if groups else list(always)
-    result: dict[str, Any] = {}
-    if pattern:
-        result["pattern"] = pattern
-    if parts:
-        result["expr"] = _join(parts, False)
-    return result or None
-
-
-def _join(parts: list[str], either: bool) -> str:
-    if len(parts) == 1:
-        return parts[0]
-    return (" || " if either else " && ").join(
-        p if p.startswith("(") and p.endswith(")") else f"({p})" for p in parts
-    )
-
-
-def _add_to_pattern(pattern: dict[str, Any], condition: Condition) -> bool:
-    """Put the condition in the pattern when it maps exactly and its leaf is still free."""
-    if condition.path is None or condition.alternatives is None:
-        return False
-    if any(isinstance(seg, int) for seg in condition.path):
-        return False
-    node = pattern
-    for seg in condition.path[:-1]:
-        child = node.setdefault(str(seg), {})
-        if not isinstance(child, dict):
-            return False
-        node = child
-    leaf = str(condition.path[-1])
-    if leaf in node:
-        return False
-    node[leaf] = condition.alternatives
-    return True
-
-
-def _data_condition(spec: dict[str, Any], data: DataMap) -> tuple[Condition | None, str | None]:
-    path = gjson_path(str(spec.get("path") or ""))
-    mapped = data.translate(path) if path else None
-    if not isinstance(mapped, Mapped):
-        return None, (
-            f"path {spec.get('path')!r} has no equivalent in trigger's event ({data.shape})"
-        )
-    return data_condition(spec, mapped.path)
-
-
-def _expr_condition(spec: dict[str, Any], data: DataMap) -> tuple[str | None, str | None]:
-    fields: dict[str, str] = {}
-    for field in spec.get("fields") or []:
-        path = gjson_path(str(field.get("path") or ""))
-        mapped = data.translate(path) if path else None
-        if not isinstance(mapped, Mapped):
-            return None, (
-                f"field {field.get('name')}: path {field.get('path')!r} has no equivalent in "
-                f"trigger's event ({data.shape})"
-            )
-        fields[str(field.get("name"))] = cel_path(mapped.path)
-    return govaluate_to_cel(str(spec.get("expr") or ""), fields)
 
 
 def _policies(
