@@ -8,8 +8,8 @@ intermediate (`result.Conversion`: WorkflowTemplates, rules, a report), and one 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, Final
 
 import yaml
 
@@ -52,30 +52,37 @@ def read_objects(text: str, file: str) -> list[tuple[dict[str, Any], Origin]]:
     return objects
 
 
+# One reader per kind of input; a new kind is a module and a line here.
+Reader = Callable[[dict[str, Any], Origin, sensor.Sources], Conversion]
+READERS: Final[dict[str, Reader]] = {
+    "CronWorkflow": lambda obj, origin, _: cronworkflow.convert(obj, origin),
+    "CronJob": lambda obj, origin, _: cronjob.convert(obj, origin),
+    "Sensor": sensor.convert,
+}
+
+
 def convert(objects: Iterable[tuple[dict[str, Any], Origin]]) -> Conversion:
     """Convert every object it has a reader for; the others are in the report."""
     objects = list(objects)
     sources: sensor.Sources = {
         (o.namespace or "", o.name): (obj, o) for obj, o in objects if o.kind == "EventSource"
     }
-    used: set[str] = set()
     out = Conversion()
     for obj, origin in objects:
-        if origin.kind == "CronWorkflow":
-            out.extend(cronworkflow.convert(obj, origin))
-        elif origin.kind == "CronJob":
-            out.extend(cronjob.convert(obj, origin))
-        elif origin.kind == "Sensor":
-            out.extend(sensor.convert(obj, origin, sources))
-            used.update(
-                str(d.get("eventSourceName"))
-                for d in (obj.get("spec") or {}).get("dependencies") or []
-            )
+        reader = READERS.get(origin.kind)
+        if reader is not None:
+            out.extend(reader(obj, origin, sources))
         elif origin.kind in _PASSED_THROUGH:
             out.note(origin, "", "manual", "already a WorkflowTemplate: apply it as it is")
-        elif origin.kind != "EventSource":
+        elif origin.kind != "EventSource":  # read through the Sensors that use them
             out.note(origin, "", "dropped", f"no reader for kind {origin.kind}")
             out.skipped.append(origin)
+    used = {
+        str(dep.get("eventSourceName"))
+        for obj, origin in objects
+        if origin.kind == "Sensor"
+        for dep in (obj.get("spec") or {}).get("dependencies") or []
+    }
     for _, origin in sources.values():
         if origin.name not in used:
             out.note(
