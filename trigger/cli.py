@@ -207,7 +207,13 @@ def _parser() -> argparse.ArgumentParser:
 
     _backfill_parser(commands)
     _replay_parser(commands)
+    _convert_parser(commands)
 
+    _schedule_parser(commands)
+    return parser
+
+
+def _schedule_parser(commands: Any) -> None:
     schedule = commands.add_parser(
         "schedule",
         help="print the next fire times of a cron rule",
@@ -223,7 +229,6 @@ def _parser() -> argparse.ArgumentParser:
         "--rules", action="append", metavar="PATH", help=f"default {DEFAULT_RULES}"
     )
     schedule.set_defaults(handler=cmd_schedule)
-    return parser
 
 
 def _backfill_parser(commands: Any) -> None:
@@ -318,6 +323,20 @@ def _replay_parser(commands: Any) -> None:
     _config_flags(replay)
     replay.add_argument("--sink", help="local:DIR | stdout | kubernetes | argo-server:URL")
     replay.set_defaults(handler=cmd_replay)
+def _convert_parser(commands: Any) -> None:
+    convert = commands.add_parser(
+        "convert",
+        help="convert CronWorkflows, CronJobs and Argo Events Sensors into rules",
+        description="Read Kubernetes/Argo YAML (Argo CronWorkflow, Kubernetes CronJob, Argo "
+        "Events Sensor with its EventSources) and write trigger rules and the "
+        "WorkflowTemplates they need: to stdout, or with -o into DIR/rules/, "
+        "DIR/workflowtemplates/ and DIR/REPORT.md. What could not be carried over, and why, "
+        "is reported on stderr per object and field. Exit 0 when rules were made, 1 when a "
+        "file cannot be read or nothing converts.",
+    )
+    convert.add_argument("files", nargs="+", metavar="FILE")
+    convert.add_argument("-o", "--output", metavar="DIR", help="write files here")
+    convert.set_defaults(handler=cmd_convert)
 
 
 # Each command takes the flags of the settings it uses, and no others.
@@ -791,6 +810,12 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     for line in lines:
         print(line)
     return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from trigger.rules.convert.command import run
+
+    return run(args.files, args.output, sys.stdout, sys.stderr)
 
 
 def _key_value(text: str) -> tuple[str, str]:
