@@ -664,6 +664,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     print(
         f"ok: {len(rules)} rule(s) in {len(rules.files)} file(s): "
         f"{len(verdicts.active)} active, {len(verdicts.idle)} idle"
+        + (f"; {len(rules.queues)} queue(s)" if rules.queues else "")
     )
     return 0
 
