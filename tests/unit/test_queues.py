@@ -3,6 +3,7 @@ compile to (Argo's semaphore and priority)."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from tests.conftest import WorkflowChecker
 from trigger.core.queues import declared_limits
@@ -17,8 +19,10 @@ from trigger.decoders.cron import cron_tick
 from trigger.errors import RuleError
 from trigger.events import Event
 from trigger.rules.loader import load_rules
+from trigger.rules.model import WorkflowSpec
 from trigger.rules.queue import LABEL_QUEUE, QUEUE_CONFIGMAP
 from trigger.rules.render import render
+from trigger.rules.rule import Rule
 
 QUEUE = """\
 apiVersion: trigger/v1
@@ -47,6 +51,18 @@ spec:
     parameters:
       day: "{{ event.scheduledTime }}"
 """
+
+
+def _loaded() -> Rule:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "rules.yaml"
+        path.write_text(QUEUE + "---\n" + RULE)
+        return load_rules([path]).by_name["nightly-report"]
+
+
+LOADED = _loaded()
 
 
 def problems(write: Callable[..., Path], text: str) -> list[str]:
@@ -115,29 +131,38 @@ def test_no_queue_no_synchronization(write_rules: Callable[..., Path]) -> None:
     assert LABEL_QUEUE not in workflow["metadata"]["labels"]
 
 
-@given(st.integers(min_value=-(2**31), max_value=2**31 - 1))
-def test_any_int32_priority_is_argo_valid(priority: int) -> None:
-    """Every int32 priority loads and lands unchanged in spec.priority."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as directory:
-        path = Path(directory) / "r.yaml"
-        path.write_text(QUEUE + "---\n" + RULE.replace("priority: 10", f"priority: {priority}"))
-        rule = load_rules([path]).by_name["nightly-report"]
+@given(st.integers(min_value=-(2**40), max_value=2**40))
+def test_priority_is_any_int32(priority: int) -> None:
+    """workflow.priority takes exactly the int32 range (Argo's spec.priority) and lands
+    unchanged in the Workflow."""
+    raw = {"template": "daily-report", "queue": "nightly", "priority": priority}
+    if not -(2**31) <= priority < 2**31:
+        with pytest.raises(ValidationError):
+            WorkflowSpec.model_validate(raw)
+        return
+    spec = WorkflowSpec.model_validate(raw)
+    document = LOADED.document.model_copy(
+        update={"spec": LOADED.document.spec.model_copy(update={"workflow": spec})}
+    )
+    rule = dataclasses.replace(LOADED, document=document)
     assert render(rule, tick())["spec"]["priority"] == priority
 
 
 MISTAKES = {
     "unknown queue": (
         RULE.replace("queue: nightly", "queue: nigthly"),
-        ["F:21:12: rule nightly-report: workflow.queue: unknown queue 'nigthly'; "
-         "did you mean 'nightly'?"],
+        [
+            "F:21:12: rule nightly-report: workflow.queue: unknown queue 'nigthly'; "
+            "did you mean 'nightly'?"
+        ],
     ),
     "namespace outside the queue's": (
         RULE.replace("namespace: data", "namespace: ml"),
-        ["F:21:12: rule nightly-report: workflow.queue: queue 'nightly' takes Workflows in "
-         "namespace(s) data, reports, not 'ml' (workflow.namespace): its semaphore lives "
-         "beside the Workflow"],
+        [
+            "F:21:12: rule nightly-report: workflow.queue: queue 'nightly' takes Workflows in "
+            "namespace(s) data, reports, not 'ml' (workflow.namespace): its semaphore lives "
+            "beside the Workflow"
+        ],
     ),
     "priority is a string": (
         RULE.replace("priority: 10", 'priority: "10"'),
@@ -145,14 +170,18 @@ MISTAKES = {
     ),
     "priority beyond int32": (
         RULE.replace("priority: 10", "priority: 2147483648"),
-        ["F:22:15: rule nightly-report: workflow.priority: Input should be less than or "
-         "equal to 2147483647"],
+        [
+            "F:22:15: rule nightly-report: workflow.priority: Input should be less than or "
+            "equal to 2147483647"
+        ],
     ),
     "semaphore in the overlay": (
         RULE + "    spec:\n      synchronization:\n        semaphores: []\n",
-        ["F:19:5: rule nightly-report: workflow: spec.synchronization.semaphores is set by "
-         "workflow.queue; declare the limit as a `kind: Queue` document, or drop "
-         "workflow.queue"],
+        [
+            "F:19:5: rule nightly-report: workflow: spec.synchronization.semaphores is set by "
+            "workflow.queue; declare the limit as a `kind: Queue` document, or drop "
+            "workflow.queue"
+        ],
     ),
 }
 
