@@ -99,6 +99,22 @@ def state(ns: str = NAMESPACE) -> set[Rule]:
     return {("Role", ns, "", "configmaps", ("create", "get", "update"), ())}
 
 
+def queues(ns: str) -> set[Rule]:
+    """The queue keeper's grants: get/update its one ConfigMap by name, create any."""
+    return {
+        ("Role", ns, "", "configmaps", ("get", "update"), ("trigger-queues",)),
+        ("Role", ns, "", "configmaps", ("create",), ()),
+    }
+
+
+QUEUE_FILE = """\
+apiVersion: trigger/v1
+kind: Queue
+metadata: {name: nightly}
+spec: {limit: 2, namespaces: [data]}
+"""
+
+
 CLUSTER_TEMPLATES: Rule = (
     "ClusterRole",
     "",
@@ -163,6 +179,30 @@ SCENARIOS: dict[str, tuple[dict[str, Any], set[Rule]]] = {
             *LEASE,
             *state(),
         },
+    ),
+    "queues declared inline": (
+        {
+            "workflowNamespaces": ["ci", "data"],
+            "rules": {"files": {**BASE["rules"]["files"], "queues.yaml": QUEUE_FILE}},
+        },
+        {
+            workflows("ci"),
+            workflows("data"),
+            templates("ci"),
+            templates("data"),
+            *queues("ci"),
+            *queues("data"),
+            *LEASE,
+            *state(),
+        },
+    ),
+    "queues in an existing rules ConfigMap": (
+        {"rules": {"files": {}, "existingConfigMap": "my-rules"}, "queues": True},
+        {workflows(NAMESPACE), templates(NAMESPACE), *queues(NAMESPACE), *LEASE, *state()},
+    ),
+    "queues turned off": (
+        {"rules": {"files": {"queues.yaml": QUEUE_FILE}}, "queues": False},
+        {workflows(NAMESPACE), templates(NAMESPACE), *LEASE, *state()},
     ),
     "argo-server sink": (
         {

@@ -4,16 +4,18 @@ compile to (Argo's semaphore and priority)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from tests.conftest import WorkflowChecker
+from tests.conftest import SHARED_SCHEMA, WorkflowChecker
 from trigger.core.queues import declared_limits
 from trigger.decoders.cron import cron_tick
 from trigger.errors import RuleError
@@ -109,6 +111,35 @@ def test_workflow_carries_semaphore_priority_and_label(
     }
     assert workflow["spec"]["priority"] == 10
     assert workflow["metadata"]["labels"][LABEL_QUEUE] == "nightly"
+
+
+def undeclared_fields(value: Any, definition: str, definitions: dict[str, Any]) -> list[str]:
+    """The keys of `value` the schema's `definition` does not declare, recursively (Argo's
+    schema allows unknown fields, so validation alone would accept `semaphore` for
+    `semaphores`)."""
+    schema = definitions[definition.removeprefix("#/definitions/")]
+    found = []
+    for key, item in value.items():
+        declared = schema.get("properties", {}).get(key)
+        if declared is None:
+            found.append(f"{definition}: {key}")
+            continue
+        ref = declared.get("$ref") or declared.get("items", {}).get("$ref")
+        for element in item if isinstance(item, list) else [item]:
+            if ref and isinstance(element, dict):
+                found += undeclared_fields(element, ref, definitions)
+    return found
+
+
+@pytest.mark.skipif(not SHARED_SCHEMA.exists(), reason="../shared/argo/schema.json is absent")
+def test_semaphore_and_priority_are_fields_argo_declares() -> None:
+    """spec.synchronization and spec.priority use only fields Argo's schema declares."""
+    definitions = json.loads(SHARED_SCHEMA.read_text())["definitions"]
+    spec = render(LOADED, tick())["spec"]
+    queued = {"synchronization": spec["synchronization"], "priority": spec["priority"]}
+    assert (
+        undeclared_fields(queued, "io.argoproj.workflow.v1alpha1.WorkflowSpec", definitions) == []
+    )
 
 
 def test_queue_keeps_the_overlay_mutexes(
