@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,7 +24,7 @@ from trigger.events import Event
 from trigger.rules.loader import load_rules
 from trigger.rules.model import WorkflowSpec
 from trigger.rules.queue import LABEL_QUEUE, QUEUE_CONFIGMAP
-from trigger.rules.render import render
+from trigger.rules.render import build_workflow, render
 from trigger.rules.rule import Rule
 
 QUEUE = """\
@@ -257,3 +258,22 @@ def test_queue_only_file_is_not_empty(write_rules: Callable[..., Path]) -> None:
     """A file of Queue documents alone loads without the empty-file warning."""
     rules = load_rules([write_rules(QUEUE, name="queues.yaml"), write_rules(RULE)])
     assert rules.warnings == () and set(rules.queues) == {"nightly"}
+
+
+def test_readme_queue_example_loads_and_queues(tmp_path: Path) -> None:
+    """The README's Queue and rule example load together; the rule's Workflows carry the
+    queue's semaphore and priority."""
+    from tests.unit.test_readme import blocks
+
+    documents = [
+        block for block in blocks("yaml") if re.search(r"^kind: (Queue|Rule)$", block, re.M)
+    ]
+    queue = next(d for d in documents if "kind: Queue" in d)
+    rule = next(d for d in documents if "name: nightly-load" in d)
+    (tmp_path / "rules.yaml").write_text(queue + "---\n" + rule)
+    rules = load_rules([tmp_path])
+    (loaded,) = rules.rules
+    assert rules.queues["nightly-batch"].limit == 4
+    spec = build_workflow(loaded, "x", {}, event=None, key="k")["spec"]
+    assert spec["synchronization"]["semaphores"][0]["configMapKeyRef"]["key"] == "nightly-batch"
+    assert spec["priority"] == 100

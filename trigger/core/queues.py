@@ -7,7 +7,7 @@ the keys it owns: those listed in the annotation `trigger.dev/queues` (a JSON li
 written with them. A key someone else wrote (not listed there) is never changed or
 removed; it is reported instead, with the limit it holds, since that is the limit Argo
 uses. Nothing is ever deleted: the key of a queue no longer declared stays (Workflows
-still waiting on it need it; Argo errors a Workflow whose semaphore key is gone). Every
+still waiting on it need it: Argo cannot admit a Workflow whose key is missing). Every
 write carries the resourceVersion it read: a concurrent writer makes it fail with 409, and
 the read-modify-write is tried again.
 
