@@ -237,6 +237,49 @@ async def test_keeper_writes_while_leading_and_again_on_reload(
         await asyncio.gather(task, return_exceptions=True)
 
 
+class Switch(LocalLeader):
+    """A leadership the test turns on and off."""
+
+    def turn(self, leader: bool) -> None:
+        self._set(leader)
+
+
+async def test_keeper_writes_only_while_leading(
+    tmp_path: Path, kube: tuple[KubeEmulator, StatusLog], semaphores: SemaphoreConfigMaps
+) -> None:
+    """A follower writes nothing; leading, the keeper writes; once leadership is lost a
+    reload writes nothing until this replica leads again, which then writes the new limit."""
+    emulator, _ = kube
+    leadership = Switch()
+    leadership.turn(False)
+    keeper = QueueKeeper(
+        semaphores, leadership, SystemClock(), rules_of(tmp_path, queue("nightly", 2, ["data"]))
+    )
+    task = asyncio.ensure_future(keeper.run())
+    try:
+        for _ in range(20):  # a negative check: the keeper gets the loop, and must not write
+            await asyncio.sleep(0)
+        assert emulator.count(path_contains=QUEUE_CONFIGMAP) == 0
+        leadership.turn(True)
+        await until(lambda: keeper.synced, what="the first write")
+        assert (configmap(emulator, "data") or {}).get("data") == {"nightly": "2"}
+        leadership.turn(False)
+        await until(lambda: not keeper.synced, what="the keeper to stop")
+        requests = emulator.count(path_contains=QUEUE_CONFIGMAP)
+        keeper.rules_changed(rules_of(tmp_path, queue("nightly", 7, ["data"])))
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert emulator.count(path_contains=QUEUE_CONFIGMAP) == requests
+        leadership.turn(True)
+        await until(
+            lambda: (configmap(emulator, "data") or {}).get("data") == {"nightly": "7"},
+            what="the new limit once leading again",
+        )
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
 async def test_keeper_reports_a_refusal_and_recovers(
     tmp_path: Path, kube: tuple[KubeEmulator, StatusLog], semaphores: SemaphoreConfigMaps
 ) -> None:
