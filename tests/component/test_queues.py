@@ -18,6 +18,7 @@ from kubernetes_asyncio import client
 
 from tests.daemon import DaemonProcess, until
 from trigger.clock import SystemClock
+from trigger.core.metrics import Metrics
 from trigger.core.queues import ANNOTATION_OWNED, SemaphoreConfigMaps, declared_limits
 from trigger.daemon.leader import LocalLeader
 from trigger.daemon.queues import QueueKeeper
@@ -283,17 +284,33 @@ async def test_keeper_writes_only_while_leading(
 async def test_keeper_reports_a_refusal_and_recovers(
     tmp_path: Path, kube: tuple[KubeEmulator, StatusLog], semaphores: SemaphoreConfigMaps
 ) -> None:
-    """A 403 is shown as the keeper's problem (not retried as a conflict); once the API
-    allows it, the next attempt writes the ConfigMap and clears the problem."""
+    """A 403 is shown as the keeper's problem and counted (not retried as a conflict);
+    once the API allows it, the next attempt writes the ConfigMap and clears the problem.
+    A key of another owner is a problem too, counted as `foreign`."""
     emulator, _ = kube
     emulator.inject(403, count=1, method="GET", path_contains=QUEUE_CONFIGMAP)
-    keeper = QueueKeeper(
-        semaphores, LocalLeader(), SystemClock(), rules_of(tmp_path, queue("nightly", 2, ["data"]))
-    )
+    metrics = Metrics()
+    rules = rules_of(tmp_path, queue("nightly", 2, ["data", "reports"]))
+    keeper = QueueKeeper(semaphores, LocalLeader(), SystemClock(), rules, metrics=metrics)
     assert not await keeper.apply()
     assert keeper.problems and "403" in keeper.problems[0] and not keeper.synced
+    assert errors(metrics) == {"failed": 1.0}
+    seed(emulator, "reports", {"nightly": "1"})
     assert await keeper.apply()
-    assert keeper.problems == [] and configmap(emulator, "data") is not None
+    assert configmap(emulator, "data") is not None
+    assert len(keeper.problems) == 1 and "reports/trigger-queues" in keeper.problems[0]
+    assert errors(metrics) == {"failed": 1.0, "foreign": 1.0}
+
+
+def errors(metrics: Metrics) -> dict[str, float]:
+    """trigger_queue_sync_errors_total by reason."""
+    return {
+        sample.labels["reason"]: sample.value
+        for family in metrics.registry.collect()
+        if family.name == "trigger_queue_sync_errors"
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    }
 
 
 def workflow(name: str, queue_name: str | None, namespace: str = "data") -> dict[str, Any]:

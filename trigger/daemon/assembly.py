@@ -425,7 +425,9 @@ class Daemon:
             timeout = self.settings.kubernetes.timeout
             configmaps = SemaphoreConfigMaps(api_client, clock=self.clock, timeout=timeout)
         rules = ctx.pipeline.rules
-        keeper = QueueKeeper(configmaps, leadership, self.clock, rules, sink_kind=sink.kind)
+        keeper = QueueKeeper(
+            configmaps, leadership, self.clock, rules, sink_kind=sink.kind, metrics=self.metrics
+        )
         self.queue_keeper = keeper
         supervisor.start("queue-keeper", keeper.run, "core")
         ctx.health.queues = QueueStatus(sink, lambda: ctx.pipeline.rules, keeper).describe

@@ -3,11 +3,11 @@
 While this replica leads, `QueueKeeper.run` writes the declared limits
 (trigger.core.queues.SemaphoreConfigMaps) at once, again whenever the rules are
 reloaded (`rules_changed`), and every `RESYNC` seconds (a ConfigMap deleted by hand comes
-back). A failure is logged, shown in /status and tried again with capped backoff; it
-never stops the daemon. Followers write nothing: two replicas of different versions (a
-rollout) would otherwise take turns. Without the kubernetes sink there is no
-connection to write with: the queues are then shown with what the sink can tell, and the
-problem says who must create the ConfigMaps.
+back). A failure is logged, counted (`trigger_queue_sync_errors_total`), shown in /status
+and tried again with capped backoff; it never stops the daemon. Followers write nothing:
+two replicas of different versions (a rollout) would otherwise take turns. Without the
+kubernetes sink there is no connection to write with: the queues are then shown with what
+the sink can tell, and the problem says who must create the ConfigMaps.
 
 `QueueStatus.describe` is the `queues` section of /status: per queue, its limit,
 namespaces, Workflows running and waiting, and the keeper's problems.
@@ -24,6 +24,7 @@ from typing import Any, Final
 import structlog
 
 from trigger.clock import Clock
+from trigger.core.metrics import Metrics
 from trigger.core.queues import (
     Foreign,
     QueueSyncError,
@@ -52,6 +53,7 @@ class QueueKeeper:
     clock: Clock
     rules: RuleSet
     sink_kind: str = "kubernetes"
+    metrics: Metrics | None = None
     problems: list[str] = field(default_factory=list)
     synced: bool = False  # the declared limits are in place (as far as the last write knows)
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -97,6 +99,7 @@ class QueueKeeper:
         except QueueSyncError as err:
             log.warning("cannot keep the queue semaphores; trying again", error=str(err))
             self.problems, self.synced = [str(err)], False
+            self._count("failed")
             return False
         self.problems = [str(f) for f in foreign]
         self._report(foreign)
@@ -115,6 +118,12 @@ class QueueKeeper:
     def _report(self, foreign: list[Foreign]) -> None:
         for found in foreign:
             log.warning("queue semaphore key written by another owner", problem=str(found))
+        if foreign:
+            self._count("foreign")
+
+    def _count(self, reason: str) -> None:
+        if self.metrics is not None:
+            self.metrics.queue_sync_errors.labels(reason).inc()
 
     async def _until_changed(self, seconds: float) -> None:
         changed = asyncio.ensure_future(self._changed.wait())
