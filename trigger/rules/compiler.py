@@ -1,4 +1,5 @@
-"""Compile one rule document, reporting every problem it has, each at its place.
+"""Compile one rule document (or `kind: Queue` document), reporting every problem it has,
+each at its place.
 
 The schema (`model.py`) checks shape; this module compiles what the schema cannot judge —
 the OSS event names and key filter, cron schedules and timezone, the pattern, the CEL
@@ -208,6 +209,8 @@ class DocumentCompiler:
             self.problem(loc, f"unknown field{_nearest_key(loc, self.model)}", key=True)
         elif kind == "missing":
             self.problem(path, "required field is missing", key=bool(path), name=loc)
+        elif loc == ("kind",):
+            self.problem(path, "a document is a Rule or a Queue (kind: Rule, kind: Queue)")
         else:
             self.problem(path, message.removeprefix("Value error, "))
 

@@ -2,7 +2,9 @@
 
 `load_rules` either returns a complete RuleSet or raises RuleError listing every problem as
 `file:line:column: rule NAME: message`, so `trigger validate` shows them all at once and the
-daemon can keep its previous rule set when a reload fails. What is worth a look but does
+daemon can keep its previous rule set when a reload fails. `kind: Queue` documents sit
+beside the rules; every rule's `workflow.queue` is checked against them once all files
+are read. What is worth a look but does
 not stop a load — a rule file with no rules in it — is a warning on the RuleSet.
 """
 

@@ -1,4 +1,4 @@
-"""The rule file schema (DESIGN §3), as strict pydantic models.
+"""The rule file schema (DESIGN §3, and §7's `kind: Queue`), as strict pydantic models.
 
 This is the contract users write against: unknown keys are errors, names are DNS-1123,
 durations are strings such as `90s`, `15m`, `1h30m`. Models here only check shape; patterns,
