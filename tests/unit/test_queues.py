@@ -246,6 +246,14 @@ def test_queue_mistakes(write_rules: Callable[..., Path], queue: str, expected: 
     assert problems(write_rules, queue + "---\n" + RULE) == expected
 
 
+def test_misspelt_kind_names_both_kinds(write_rules: Callable[..., Path]) -> None:
+    """A document whose kind is neither Rule nor Queue is told which kinds there are."""
+    found = problems(write_rules, QUEUE.replace("kind: Queue", "kind: queue"))
+    assert found[0] == (
+        "F:2:7: rule nightly: kind: a document is a Rule or a Queue (kind: Rule, kind: Queue)"
+    )
+
+
 def test_duplicate_queue_names(write_rules: Callable[..., Path]) -> None:
     """A queue name declared twice is an error at the second, pointing at the first."""
     second = QUEUE.replace("limit: 2", "limit: 5")

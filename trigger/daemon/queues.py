@@ -101,6 +101,12 @@ class QueueKeeper:
             self.problems, self.synced = [str(err)], False
             self._count("failed")
             return False
+        except Exception as err:  # a surprise from the client: tried again, never fatal
+            log.exception("cannot keep the queue semaphores; trying again")
+            self.problems = [f"queue semaphores: {type(err).__name__}: {err}"]
+            self.synced = False
+            self._count("failed")
+            return False
         self.problems = [str(f) for f in foreign]
         self._report(foreign)
         self.synced = True
