@@ -420,3 +420,27 @@ async def test_daemon_keeps_the_configmap_and_shows_the_queue(
         }
     finally:
         daemon.stop()
+
+
+def test_trigger_queues_asks_a_running_daemon(tmp_path: Path) -> None:
+    """`trigger queues --server URL` prints the daemon's /status queues; with the local
+    sink a fired Workflow is waiting (its manifest is not finished) and a note says that
+    nothing runs local manifests."""
+    import subprocess
+
+    from tests.daemon import running
+
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "r.yaml").write_text(RULES.format(queue=queue("nightly", 2)))
+    with running(tmp_path, rules) as daemon:
+        assert daemon.post("/hooks/a", b"{}", {"Content-Type": "application/json"}).status == 200
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TRIGGER_")}
+        result = subprocess.run(
+            [sys.executable, "-m", "trigger.cli", "queues", "--server", daemon.url, "-o", "json"],
+            capture_output=True, text=True, env=env, timeout=60, check=False,
+        )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout)["nightly"]
+    assert (found["limit"], found["running"], found["waiting"]) == (2, 0, 1)
+    assert found["namespaces"] == ["data"] and "local sink" in found["note"]
