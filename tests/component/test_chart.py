@@ -319,8 +319,13 @@ def write_like_kubelet(root: Path, data: dict[str, str]) -> None:
 
 @pytest.mark.parametrize(
     "values",
-    [{}, BASE, merged(SCENARIOS["several namespaces, cluster templates"][0])],
-    ids=["chart defaults", "with rules", "everything on"],
+    [
+        {},
+        BASE,
+        merged(SCENARIOS["several namespaces, cluster templates"][0]),
+        merged(SCENARIOS["queues declared inline"][0]),
+    ],
+    ids=["chart defaults", "with rules", "everything on", "queues"],
 )
 def test_lint_is_clean(helm: Any, values: dict[str, Any]) -> None:
     """`helm lint --strict` reports no warning and no error."""
