@@ -1,4 +1,5 @@
-"""The `trigger` command line: run | validate | match | fire | backfill | replay | schedule.
+"""The `trigger` command line: run | validate | match | fire | finish | backfill | replay |
+queues | convert | schedule.
 
 Each command parses its arguments, builds what it needs and calls into the library; exit
 codes are part of the contract (DESIGN §5): 0 success, 1 invalid input (rules or events),
@@ -208,6 +209,7 @@ def _parser() -> argparse.ArgumentParser:
     _backfill_parser(commands)
     _replay_parser(commands)
     _convert_parser(commands)
+    _queues_parser(commands)
 
     _schedule_parser(commands)
     return parser
@@ -337,6 +339,22 @@ def _convert_parser(commands: Any) -> None:
     convert.add_argument("files", nargs="+", metavar="FILE")
     convert.add_argument("-o", "--output", metavar="DIR", help="write files here")
     convert.set_defaults(handler=cmd_convert)
+def _queues_parser(commands: Any) -> None:
+    queues = commands.add_parser(
+        "queues",
+        help="show each queue's limit and its Workflows running and waiting",
+        description="Per `kind: Queue` of the rules: its limit, namespaces, and how many of "
+        "its unfinished Workflows are Running and waiting (phase Pending, or none yet), "
+        "listed by the trigger.dev/queue label through the sink (kubernetes, argo-server; "
+        "local: its manifests, with a note). --server URL asks a running daemon instead "
+        "(its /status, which adds what its queue keeper found). Exit 1 when the Workflows "
+        "could not be counted, 2 for bad arguments or configuration.",
+    )
+    queues.add_argument("--server", metavar="URL", help="a running daemon, e.g. http://trigger:8080")
+    queues.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    _config_flags(queues)
+    queues.add_argument("--sink", help="local:DIR | kubernetes | argo-server:URL")
+    queues.set_defaults(handler=cmd_queues)
 
 
 # Each command takes the flags of the settings it uses, and no others.
@@ -748,6 +766,79 @@ async def _replay(
     return _summarize(f"replay {args.source}", tally, interrupted=interrupted, broken=broken)
 
 
+def cmd_queues(args: argparse.Namespace) -> int:
+    if args.server:
+        if args.config or args.rules or args.sink:
+            print("trigger: error: --server takes no --config, --rules or --sink", file=sys.stderr)
+            return 2
+        found = _server_queues(args.server)
+    else:
+        settings, _ = _settings(args)
+        rules = _load(list(settings.rules), sys.stderr)
+        if rules is None:
+            return 1
+        try:
+            found = asyncio.run(_count_queues(settings, rules))
+        except ConfigError as exc:
+            print(f"trigger: error: {exc}", file=sys.stderr)
+            return 2
+    if args.output == "json":
+        print(json.dumps(found, indent=2))
+    else:
+        _print_queues(found)
+    return 1 if any(q.get("running") is None for q in found.values()) else 0
+
+
+def _server_queues(url: str) -> dict[str, Any]:
+    import urllib.error
+    import urllib.request
+
+    address = url.rstrip("/") + "/status"
+    if not address.startswith(("http://", "https://")):
+        print(f"trigger: error: --server {url!r}: expected http://HOST:PORT", file=sys.stderr)
+        raise _Exit(2)
+    try:
+        with urllib.request.urlopen(address, timeout=15) as answer:  # noqa: S310 (http only)
+            status = json.load(answer)
+    except (OSError, ValueError) as exc:
+        print(f"trigger: error: cannot read {address}: {exc}", file=sys.stderr)
+        raise _Exit(2) from exc
+    queues: dict[str, Any] = status.get("queues") or {}
+    return queues
+
+
+async def _count_queues(settings: Settings, rules: RuleSet) -> dict[str, Any]:
+    from trigger.core.queues import describe_queues
+    from trigger.daemon.assembly import sink_options
+    from trigger.submit.sinks import open_sink
+
+    sink = await open_sink(settings.sink, **sink_options(settings, os.environ))
+    try:
+        return await describe_queues(sink, rules, within=settings.kubernetes.timeout * 3)
+    finally:
+        await sink.close()
+
+
+def _print_queues(found: dict[str, Any]) -> None:
+    if not found:
+        print("no queues: the rules declare no `kind: Queue`")
+        return
+    rows = [["QUEUE", "LIMIT", "RUNNING", "WAITING", "NAMESPACES"]]
+    for name, queue in found.items():
+        counts = ["?" if queue.get(k) is None else str(queue[k]) for k in ("running", "waiting")]
+        rows.append([name, str(queue["limit"]), *counts, ",".join(queue.get("namespaces", []))])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        print("  ".join(cells).rstrip())
+    notes = {note for queue in found.values() if (note := queue.get("note"))}
+    for name, queue in found.items():
+        for problem in queue.get("problems", []):
+            print(f"{name}: {problem}")
+    for note in sorted(notes):
+        print(f"note: {note}")
+
+
 def cmd_finish(args: argparse.Namespace) -> int:
     from trigger.clock import SystemClock
     from trigger.submit.local import LocalSink
@@ -864,6 +955,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     print(
         f"ok: {len(rules)} rule(s) in {len(rules.files)} file(s): "
         f"{len(verdicts.active)} active, {len(verdicts.idle)} idle"
+        + (f"; {len(rules.queues)} queue(s)" if rules.queues else "")
     )
     return 0
 

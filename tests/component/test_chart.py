@@ -99,6 +99,22 @@ def state(ns: str = NAMESPACE) -> set[Rule]:
     return {("Role", ns, "", "configmaps", ("create", "get", "update"), ())}
 
 
+def queues(ns: str) -> set[Rule]:
+    """The queue keeper's grants: get/update its one ConfigMap by name, create any."""
+    return {
+        ("Role", ns, "", "configmaps", ("get", "update"), ("trigger-queues",)),
+        ("Role", ns, "", "configmaps", ("create",), ()),
+    }
+
+
+QUEUE_FILE = """\
+apiVersion: trigger/v1
+kind: Queue
+metadata: {name: nightly}
+spec: {limit: 2, namespaces: [data]}
+"""
+
+
 CLUSTER_TEMPLATES: Rule = (
     "ClusterRole",
     "",
@@ -176,6 +192,30 @@ SCENARIOS: dict[str, tuple[dict[str, Any], set[Rule]]] = {
             *LEASE,
             *state(),
         },
+    ),
+    "queues declared inline": (
+        {
+            "workflowNamespaces": ["ci", "data"],
+            "rules": {"files": {**BASE["rules"]["files"], "queues.yaml": QUEUE_FILE}},
+        },
+        {
+            workflows("ci"),
+            workflows("data"),
+            templates("ci"),
+            templates("data"),
+            *queues("ci"),
+            *queues("data"),
+            *LEASE,
+            *state(),
+        },
+    ),
+    "queues in an existing rules ConfigMap": (
+        {"rules": {"files": {}, "existingConfigMap": "my-rules"}, "queues": True},
+        {workflows(NAMESPACE), templates(NAMESPACE), *queues(NAMESPACE), *LEASE, *state()},
+    ),
+    "queues turned off": (
+        {"rules": {"files": {"queues.yaml": QUEUE_FILE}}, "queues": False},
+        {workflows(NAMESPACE), templates(NAMESPACE), *LEASE, *state()},
     ),
     "argo-server sink": (
         {
@@ -375,8 +415,13 @@ def write_like_kubelet(root: Path, data: dict[str, str]) -> None:
 
 @pytest.mark.parametrize(
     "values",
-    [{}, BASE, merged(FULL)],
-    ids=["chart defaults", "with rules", "everything on"],
+    [
+        {},
+        BASE,
+        merged(FULL),
+        merged(SCENARIOS["queues declared inline"][0]),
+    ],
+    ids=["chart defaults", "with rules", "everything on", "queues"],
 )
 def test_lint_is_clean(helm: Any, values: dict[str, Any]) -> None:
     """`helm lint --strict` reports no warning and no error."""
