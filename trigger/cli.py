@@ -177,6 +177,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="a value for one of the rule's parameters (repeatable)",
     )
+    fire.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="give up (exit 1) when no Workflow is created by then; default 30",
+    )
     _config_flags(fire)
     _sink_flags(fire)
     fire.set_defaults(handler=cmd_fire)
@@ -451,7 +458,7 @@ def cmd_fire(args: argparse.Namespace) -> int:
     if problems:
         return 2
     try:
-        return asyncio.run(_fire(settings, rule, parameters))
+        return asyncio.run(_fire(settings, rule, parameters, args.timeout))
     except ConfigError as exc:
         print(f"trigger: error: {exc}", file=sys.stderr)
         return 2
@@ -483,18 +490,46 @@ def _fire_parameters(rule: Rule, given: dict[str, str]) -> tuple[dict[str, str],
     return {n: given[n] if n in given else t.render({}) for n, t in rule.parameters}, []
 
 
-async def _fire(settings: Settings, rule: Rule, parameters: dict[str, str]) -> int:
+async def _fire(
+    settings: Settings, rule: Rule, parameters: dict[str, str], timeout: float  # noqa: ASYNC109
+) -> int:
+    try:
+        async with asyncio.timeout(timeout):
+            return await _fire_once(settings, rule, parameters)
+    except TimeoutError:
+        print(
+            f"trigger: error: no Workflow created within {timeout:g} s: the backend did not "
+            "answer or kept failing (see the retries above); nothing was dead-lettered",
+            file=sys.stderr,
+        )
+        return 1
+
+
+async def _fire_once(settings: Settings, rule: Rule, parameters: dict[str, str]) -> int:
     from trigger.clock import SystemClock
     from trigger.daemon.assembly import dead_letter_sink, sink_options
     from trigger.submit.sinks import open_sink
     from trigger.submit.size import SizeLimit
-    from trigger.submit.submitter import Submitter
+    from trigger.submit.submitter import NoHooks, Submitter
+
+    class RetriesShown(NoHooks):
+        """One stderr line per retry: a failing backend is not silence."""
+
+        def on_retry(
+            self, rule: Rule, event: Any, attempt: int, delay: float, error: Exception
+        ) -> None:
+            print(
+                f"trigger: attempt {attempt} failed ({error}); retrying in {delay:.1f} s",
+                file=sys.stderr,
+            )
 
     sink = await open_sink(settings.sink, **sink_options(settings, os.environ))
     dead_letters = dead_letter_sink(settings.dead_letter)
     try:
         size = SizeLimit(settings.submit.max_workflow_bytes)
-        submitter = Submitter(sink, dead_letters, SystemClock(), size_limit=size)
+        submitter = Submitter(
+            sink, dead_letters, SystemClock(), size_limit=size, hooks=RetriesShown()
+        )
         outcome = await submitter.fire(rule, parameters, key=f"fire:{uuid.uuid4()}")
     except TemporarySubmitError as exc:
         print(f"trigger: error: submission failing temporarily: {exc}", file=sys.stderr)
