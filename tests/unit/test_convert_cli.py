@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -68,3 +69,30 @@ def test_convert_exit_codes(tmp_path: Path) -> None:
     assert nothing.returncode == 1
     assert "0 rule(s)" in nothing.stderr
     assert trigger("convert").returncode == 2  # usage: FILE is required
+
+
+def test_readme_batch_migration_example_is_what_convert_writes(tmp_path: Path) -> None:
+    """README "From a batch system's job…": the right column is convert's rule for the
+    fixture's nightly-export CronJob plus the two queue lines, and it loads with its Queue;
+    the left column is that CronJob (as far as it is shown)."""
+    from trigger.rules.loader import load_rules
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("### From a batch system's job, queue and schedule", 1)[1]
+    left, right = re.findall(r"```yaml\n(.*?)```", section.split("\n## ", 1)[0], re.S)[:2]
+    cronjob = [d for d in yaml.safe_load_all((CONVERT / "k8s-cronjob.yaml").read_text())][1]
+    shown = yaml.safe_load(left)
+    assert shown["spec"]["schedule"] == cronjob["spec"]["schedule"]
+    assert shown["spec"]["jobTemplate"]["spec"]["backoffLimit"] == 2
+    source = tmp_path / "nightly-export.yaml"
+    source.write_text(yaml.safe_dump(cronjob))
+    result = trigger("convert", str(source), "-o", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    written = yaml.safe_load((tmp_path / "out" / "rules" / "nightly-export.yaml").read_text())
+    rule, queue = yaml.safe_load_all(right)
+    queued = {k: v for k, v in rule["spec"]["workflow"].items() if k not in ("queue", "priority")}
+    assert {**rule, "spec": {**rule["spec"], "workflow": queued}} == written
+    (tmp_path / "rules.yaml").write_text(right)
+    loaded = load_rules([tmp_path / "rules.yaml"])
+    assert loaded.by_name["nightly-export"].name == "nightly-export"
+    assert queue["kind"] == "Queue"
