@@ -24,6 +24,7 @@ from aiohttp import web
 
 from trigger import __version__
 from trigger.clock import Clock, SystemClock
+from trigger.core.decisions import Decisions
 from trigger.core.flowwatch import FlowWatch
 from trigger.core.lograte import LogRate
 from trigger.core.metrics import Metrics
@@ -267,16 +268,19 @@ class Daemon:
         if catalog is not None:
             submit_sink = CheckedSink(sink, catalog, self.clock, s.submit.template_grace)
         flow = flow_for(s, sink, self.metrics, self.clock)
+        decisions = self._decisions()
         submitter = Submitter(
             submit_sink,
             dead_letters,
             self.clock,
             max_in_flight=s.submit.max_in_flight,
-            hooks=MetricsHooks(self.metrics, self.clock),
+            hooks=MetricsHooks(self.metrics, self.clock, decisions),
             size_limit=SizeLimit(s.submit.max_workflow_bytes),
             flow=flow,
         )
-        pipeline = Pipeline(rules, submitter, dead_letters, self.metrics, self.clock)
+        pipeline = Pipeline(
+            rules, submitter, dead_letters, self.metrics, self.clock, decisions=decisions
+        )
         pipeline.swap(rules)
         # Not ready (rules_loaded) until start-up is done and announced.
         health = Health(sink_check=sink.check, leader=False, verdicts=verdicts)
@@ -334,6 +338,13 @@ class Daemon:
         if flow is not None:
             await flow.close()
         return EXIT_CONFIG if failed else code
+
+    def _decisions(self) -> Decisions:
+        """The ring of decision records, its size and drops served as metrics."""
+        options = self.settings.decisions
+        decisions = Decisions(options.size, max_event_bytes=options.max_event_bytes)
+        self.metrics.watch_decisions(lambda: len(decisions), lambda: decisions.dropped)
+        return decisions
 
     async def _drain(
         self, runners: list[web.AppRunner], submitter: Submitter, supervisor: Supervisor
