@@ -11,7 +11,7 @@ The hot path only builds that small record. Why a filtered rule did not match �
 explain tree: which check, on which field, with which value — is computed when someone
 asks (`explain`), against the event kept in the record. The event is kept as it came
 when it is small (its raw payload within `max_event_bytes`, or a source whose events are
-small by construction); a larger one is kept clipped (strings and lists cut, marked), so a
+small by construction: cron, OSS); a larger one is kept clipped (strings and lists cut, marked), so a
 record's memory stays bounded whatever the senders send. An explanation of a clipped event
 says so.
 
@@ -33,8 +33,10 @@ from trigger.events import Event, format_time
 from trigger.rules.router import Routed, RuleSet
 
 CLIPPED: Final = "…[clipped]"
-# Sources whose events are small by construction (a tick: a rule name and a time).
-SMALL_SOURCES: Final = frozenset({"cron"})
+# Sources whose events are small by construction: a tick (a rule name and a time), an OSS
+# notification (one object's fixed set of fields). Kafka and webhook events are judged by
+# their raw payload; a finished Workflow's (labels, parameters, outputs) is always clipped.
+SMALL_SOURCES: Final = frozenset({"cron", "oss"})
 MAX_TEXT: Final = 200  # characters kept of any text in a record (error messages, values)
 
 

@@ -31,6 +31,7 @@ from trigger.core.metrics import Metrics
 from trigger.core.pipeline import MetricsHooks, Pipeline
 from trigger.core.storagewatch import StorageWatch
 from trigger.daemon.connections import Connections, Limits, ServerLog, Site
+from trigger.daemon.console import Console
 from trigger.daemon.http import Health, HttpContext, build_app, metrics_app
 from trigger.daemon.leader import Leadership
 from trigger.daemon.memory import settle_heap
@@ -283,7 +284,9 @@ class Daemon:
         )
         pipeline.swap(rules)
         # Not ready (rules_loaded) until start-up is done and announced.
-        health = Health(sink_check=sink.check, leader=False, verdicts=verdicts)
+        health = Health(
+            sink_check=sink.check, leader=False, verdicts=verdicts, loaded_at=self.clock.now()
+        )
         ctx = HttpContext(
             pipeline,
             self.metrics,
@@ -295,7 +298,8 @@ class Daemon:
         # OSS push receivers (EventBridge, MNS): always mounted at oss.push.*_path.
         assert self._push is not None
         oss_push = OssPush.create(ctx, s.oss.push, self._push)
-        ctx.extra_routes.extend(oss_push.routes())
+        console = Console(pipeline, s, self.clock, health)  # the status page and /api/*
+        ctx.extra_routes.extend([*oss_push.routes(), *console.routes()])
         runners = await self._listen(ctx)
         supervisor = Supervisor(self.clock, self.metrics)
         state = await open_state(s.state, sink, self.metrics, self.storage_watch)
@@ -523,6 +527,7 @@ class Daemon:
             ctx.health.sources = self.sources.health()
         ctx.webhook_auth = dict(verdicts.webhooks)
         ctx.health.verdicts = self._verdicts = verdicts
+        ctx.health.loaded_at = self.clock.now()
         ctx.pipeline.submitter.rate_limiters.retain({r.name for r in verdicts.rules.rules})
         ctx.health.reload_error = []
         self.metrics.reloads.labels("ok").inc()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -37,6 +38,7 @@ class Health:
     leader: bool = False
     template_problems: list[str] = field(default_factory=list)
     verdicts: Verdicts | None = None  # each loaded rule: active or idle, and why
+    loaded_at: datetime | None = None  # when the running rules were loaded
 
 
 @dataclass
