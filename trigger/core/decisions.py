@@ -10,10 +10,10 @@ event is in flight (rate-limited → retrying → created); the record is the sa
 The hot path only builds that small record. Why a filtered rule did not match — the
 explain tree: which check, on which field, with which value — is computed when someone
 asks (`explain`), against the event kept in the record. The event is kept as it came
-when it is small (its raw payload within `max_event_bytes`, or a source whose events are
-small by construction: cron, OSS); a larger one is kept clipped (strings and lists cut, marked), so a
-record's memory stays bounded whatever the senders send. An explanation of a clipped event
-says so.
+when it is small (its raw payload within `max_event_bytes`, or a source whose events
+are small by construction: cron, OSS); a larger one is kept clipped (strings and lists
+cut, marked), so a record's memory stays bounded whatever the senders send. An
+explanation of a clipped event says so.
 
 Gates (waiting for the other members of a group) add their outcome here, as one more
 `Outcome` value set by whoever holds the event; nothing in this module fakes one.

@@ -298,8 +298,10 @@ class Daemon:
         # OSS push receivers (EventBridge, MNS): always mounted at oss.push.*_path.
         assert self._push is not None
         oss_push = OssPush.create(ctx, s.oss.push, self._push)
-        console = Console(pipeline, s, self.clock, health)  # the status page and /api/*
-        ctx.extra_routes.extend([*oss_push.routes(), *console.routes()])
+        # The OSS push receivers, the status page and /api/*.
+        ctx.extra_routes.extend(
+            [*oss_push.routes(), *Console(pipeline, s, self.clock, health).routes()]
+        )
         runners = await self._listen(ctx)
         supervisor = Supervisor(self.clock, self.metrics)
         state = await open_state(s.state, sink, self.metrics, self.storage_watch)
