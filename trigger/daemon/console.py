@@ -79,7 +79,6 @@ class Console:
         self._pages = jinja2.Environment(
             loader=jinja2.PackageLoader("trigger.daemon", "templates"),
             autoescape=True,
-            undefined=jinja2.StrictUndefined,
         )
         self._pages.filters["q"] = lambda value: quote(str(value), safe="")
         self._pages.filters["pretty"] = lambda value: json.dumps(
