@@ -220,7 +220,7 @@ class RuleSet:
             yield "decode", True, f"value is {rule.kafka.format}", []
         if rule.pattern is not None:
             misses = rule.pattern.explain(seen.doc)
-            yield "filter.pattern", not misses, "" if misses else "matches", misses
+            yield "filter.pattern", not misses, "does not match" if misses else "matches", misses
             if misses:
                 return
         if rule.expr is not None:
