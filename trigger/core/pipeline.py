@@ -255,7 +255,7 @@ def _log_decision(decision: Decision) -> None:
         event_id=decision.id,
         source=decision.event.source,
         other_rules=decision.others,
-        rules={name: f"{o}: {d}" if d else str(o) for name, (o, d) in decision.rules.items()},
+        rules=decision.rules,  # rule -> [outcome, detail]; nothing built unless logged
     )
 
 
