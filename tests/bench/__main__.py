@@ -80,9 +80,12 @@ def routing_rows(figures: dict[str, Any], parts: set[str]) -> list[Row]:
         few, many = cost["rules"]
         rows.append(Row("routing", f"route+render cost, {many:,} rules / {few:,}",
                         f"{cost['ratio']:.2f}×", "≤ 1.5×", cost["ratio"] <= 1.5))  # fmt: skip
-        worst = figures["record_overhead"]["worst"]
+        # Judged on route+render with and without the records (interleaved rounds: noisy
+        # on a shared machine); the records' own cost, measured alone, is shown beside it.
+        over = figures["record_overhead"]
         rows.append(Row("routing", "decision records: route+render slower by (worst)",
-                        f"{worst * 100:+.1f} %", "≤ 10 %", worst <= 0.10))  # fmt: skip
+                        f"{over['worst'] * 100:+.1f} % (alone {over['alone'] * 100:+.1f} %)",
+                        "≤ 10 %", over["worst"] <= 0.10))  # fmt: skip
     if "load" in parts:
         load = figures["load"]
         # Wall time on a shared machine is the scheduler's as much as ours: met? is judged

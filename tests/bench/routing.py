@@ -26,7 +26,7 @@ from trigger.decoders.oss import decode_eventbridge
 from trigger.events import Event
 from trigger.rules.loader import load_rules
 from trigger.rules.render import render
-from trigger.rules.router import RuleSet
+from trigger.rules.router import Routed, RuleSet
 
 RESULTS = Path(__file__).parent / "results"
 RULES_PER_KEY = 10  # each bucket and topic has ~5 rules on it, whatever the total
@@ -122,9 +122,12 @@ def events(count: int, spread: int, seed: int = 7) -> list[Event]:
 
 def measure(
     rules: RuleSet, sample: list[Event], rounds: int = 3
-) -> tuple[float, float, int]:
-    """Best time per event of route + render, and of the same with the decision record the
-    pipeline appends per event (trigger.core.decisions), in alternating rounds."""
+) -> tuple[float, float, float, int]:
+    """Best time per event of route + render; of the same with the decision record the
+    pipeline appends per event (trigger.core.decisions), in alternating rounds; and of
+    building the records alone, for events already routed and rendered. On a shared
+    machine the second differs from the first by noise of ±20 %; the third is the cost
+    the records add, measured apart from it."""
     best = {False: float("inf"), True: float("inf")}
     created = 0
     for _ in range(rounds):
@@ -137,7 +140,22 @@ def measure(
             start = time.perf_counter()
             created = _route(rules, fresh, ring if recording else None)
             best[recording] = min(best[recording], time.perf_counter() - start)
-    return best[False] / len(sample), best[True] / len(sample), created
+    routed = [(event, rules.route(event)) for event in sample]
+    alone = float("inf")
+    for _ in range(rounds):
+        ring = Decisions(1000)
+        start = time.perf_counter()
+        _record(ring, len(rules), routed)
+        alone = min(alone, time.perf_counter() - start)
+    size = len(sample)
+    return best[False] / size, best[True] / size, alone / size, created
+
+
+def _record(ring: Decisions, total: int, routed: list[tuple[Event, Routed]]) -> None:
+    for event, found in routed:
+        decision = ring.routed(event, event.time, total, found, None)
+        for match in found.matches:
+            decision.note(match.rule.name, Outcome.CREATED, match.rule.name)
 
 
 def _route(rules: RuleSet, events: list[Event], ring: Decisions | None) -> int:
@@ -171,7 +189,7 @@ def run(
             load_cpu = time.process_time() - cpu
             spread = max(1, count // RULES_PER_KEY)
             sample = events(sample_size, spread)
-            per_event, recorded, created = measure(rules, sample, rounds)
+            per_event, recorded, alone, created = measure(rules, sample, rounds)
             figures["rules"][count] = {
                 "load_seconds": round(load_s, 3),
                 "load_cpu_seconds": round(load_cpu, 3),
@@ -179,13 +197,17 @@ def run(
                 "microseconds_per_event": round(per_event * 1e6, 2),
                 "workflows_per_sample": created,
                 "microseconds_per_event_recorded": round(recorded * 1e6, 2),
-                "record_overhead": round(recorded / per_event - 1, 3),
+                "record_overhead_interleaved": round(recorded / per_event - 1, 3),
+                "record_microseconds": round(alone * 1e6, 2),
+                "record_overhead": round(alone / per_event, 3),
             }
             print(
                 f"{count:>6} rules: load {load_s:6.3f} s   route+render {1 / per_event:>9,.0f} events/s"
                 f"   ({per_event * 1e6:6.2f} µs/event, {created} workflows per {len(sample)} events)"
-                f"   with decision records {recorded * 1e6:6.2f} µs/event"
-                f" ({(recorded / per_event - 1) * 100:+.1f} %)"
+                f"\n{'':>13}decision records: {alone * 1e6:5.2f} µs/event alone"
+                f" (+{alone / per_event * 100:.1f} %); route+render with them"
+                f" {recorded * 1e6:6.2f} µs/event ({(recorded / per_event - 1) * 100:+.1f} %,"
+                " interleaved rounds, noisy)"
             )
     most, fewest = max(counts), min(counts)
     ratio = (
@@ -193,8 +215,9 @@ def run(
         / figures["rules"][fewest]["microseconds_per_event"]
     )
     figures["cost_ratio"] = {"rules": [fewest, most], "ratio": round(ratio, 3), "target": 1.5}
-    worst = max(figures["rules"][n]["record_overhead"] for n in counts)
-    figures["record_overhead"] = {"worst": worst, "target": 0.10}
+    worst = max(figures["rules"][n]["record_overhead_interleaved"] for n in counts)
+    alone = max(figures["rules"][n]["record_overhead"] for n in counts)
+    figures["record_overhead"] = {"worst": worst, "alone": alone, "target": 0.10}
     figures["load"] = {"rules": most, "seconds": figures["rules"][most]["load_seconds"],
                        "cpu_seconds": figures["rules"][most]["load_cpu_seconds"],
                        "target_seconds": 2.0}  # fmt: skip

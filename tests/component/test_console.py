@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.daemon import DaemonProcess
-from tests.statuspage import seeded
+from tests.statuspage import post, seeded
 from trigger.daemon.console import _loopback
 
 
@@ -143,3 +143,23 @@ def test_only_loopback_clients_are_served_without_a_token() -> None:
     """The access rule's address test: loopback v4 and v6 are in, others out."""
     assert _loopback("127.0.0.1") and _loopback("::1") and _loopback(None)
     assert not _loopback("10.0.0.7") and not _loopback("192.168.1.2") and not _loopback("x")
+
+
+def test_trigger_events_follow_prints_new_decisions(tmp_path: Path) -> None:
+    """`trigger events -f` prints what is there, then each new record as it comes."""
+    with seeded(tmp_path) as daemon:
+        follower = subprocess.Popen(
+            [sys.executable, "-m", "trigger.cli", "events", "-f", "-o", "json",
+             "--server", daemon.url],
+            stdout=subprocess.PIPE, text=True,
+        )
+        try:
+            assert follower.stdout is not None
+            seen = [json.loads(follower.stdout.readline())["id"] for _ in range(5)]
+            assert seen[-1] == "order-xss"
+            assert post(daemon, "/orders", "order-late", {"amount": 500}) == 200
+            late = json.loads(follower.stdout.readline())
+            assert (late["id"], late["rules"][0]["outcome"]) == ("order-late", "created")
+        finally:
+            follower.kill()
+            follower.wait()
