@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.daemon import DaemonProcess
-from tests.statuspage import post, seeded
+from tests.statuspage import RULES, post, seeded
 from trigger.daemon.console import _loopback
 
 
@@ -163,3 +163,56 @@ def test_trigger_events_follow_prints_new_decisions(tmp_path: Path) -> None:
         finally:
             follower.kill()
             follower.wait()
+
+
+def routable_address() -> str | None:
+    """This host's address on its default route, if it has one (not loopback)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("10.255.255.255", 9))  # no packet is sent: it picks the route only
+        except OSError:
+            return None
+        address = str(probe.getsockname()[0])
+    return None if _loopback(address) else address
+
+
+def test_beyond_loopback_the_page_needs_a_token(tmp_path: Path) -> None:
+    """Listening on 0.0.0.0 without a token, a client on a routable address gets 403 from
+    the page and the API; with a token it gets 401 without it and 200 with it."""
+    address = routable_address()
+    if address is None:
+        pytest.skip("this host has no routable address to connect from")
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    token = {"TRIGGER_UI__TOKEN_ENV": "UI_TOKEN", "UI_TOKEN": "t0ken"}
+    for name, env in (("open", {}), ("token", token)):
+        daemon = DaemonProcess(tmp_path / name, rules, env=env)
+        daemon.workdir.mkdir()
+        daemon.extra_args = ["--listen", f"0.0.0.0:{daemon.port}"]
+        daemon.start()
+        try:
+            there_url = f"http://{address}:{daemon.port}"
+            codes = [_status(there_url + path) for path in ("/", "/api/events")]
+            if name == "open":
+                assert codes == [403, 403]
+                assert daemon.get("/api/events").status == 200  # loopback still served
+            else:
+                assert codes == [200, 401]  # the page: the login form after a redirect
+                bearer = {"Authorization": "Bearer t0ken"}
+                assert _status(there_url + "/api/events", bearer) == 200
+        finally:
+            daemon.stop()
+
+
+def _status(url: str, headers: dict[str, str] | None = None) -> int:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
