@@ -246,6 +246,7 @@ class Console:
             "leader": self.health.leader,
             "loaded_at": format_time(loaded) if (loaded := self.health.loaded_at) else None,
             "reload_error": self.health.reload_error,
+            "template_problems": self.health.template_problems,
             "now": format_time(self.clock.now()),
             "urlencode": urlencode,
         }
