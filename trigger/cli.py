@@ -1,5 +1,5 @@
 """The `trigger` command line: run | validate | match | fire | finish | backfill | replay |
-queues | convert | schedule.
+queues | convert | schedule | events | why.
 
 Each command parses its arguments, builds what it needs and calls into the library; exit
 codes are part of the contract (DESIGN §5): 0 success, 1 invalid input (rules or events),
@@ -219,6 +219,7 @@ def _parser() -> argparse.ArgumentParser:
     _queues_parser(commands)
 
     _schedule_parser(commands)
+    _inspect_parsers(commands)
     return parser
 
 
@@ -238,6 +239,48 @@ def _schedule_parser(commands: Any) -> None:
         "--rules", action="append", metavar="PATH", help=f"default {DEFAULT_RULES}"
     )
     schedule.set_defaults(handler=cmd_schedule)
+
+
+def _inspect_parsers(commands: Any) -> None:
+    events = commands.add_parser(
+        "events",
+        help="a running daemon's decision records: what happened per rule per event",
+        description="List the newest decision records of a running daemon (oldest first): "
+        "per event, each rule's outcome (filtered, rate-limited, retrying, failed, created, "
+        "duplicate, dead-lettered) and how many rules were not for it. Exit 2 when the "
+        "daemon cannot be reached.",
+    )
+    events.add_argument("--rule", metavar="RULE", help="only records where RULE took part")
+    events.add_argument(
+        "--outcome", metavar="OUTCOME", help="only records with this outcome (or other-source)"
+    )
+    events.add_argument("--source", help="only events of this source (oss, kafka, ...)")
+    events.add_argument("-n", "--limit", type=int, default=50, metavar="N", help="default 50")
+    events.add_argument("-f", "--follow", action="store_true", help="keep printing new ones")
+    _inspect_flags(events)
+    events.set_defaults(handler=cmd_events)
+
+    why = commands.add_parser(
+        "why",
+        help="why a running daemon did (not) fire for an event",
+        description="Show a running daemon's decision record of EVENT_ID: each rule's "
+        "outcome and, for a rule whose filter did not match, the check that failed, the field "
+        "and the value seen; the rules not for the event, grouped by why. Exit 1 when the "
+        "daemon has no record of it (it keeps the last decisions.size), 2 when it cannot be "
+        "reached.",
+    )
+    why.add_argument("event_id", metavar="EVENT_ID")
+    _inspect_flags(why)
+    why.set_defaults(handler=cmd_why)
+
+
+def _inspect_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--server", metavar="URL", help="default: where the settings listen")
+    parser.add_argument("--config", metavar="FILE", help="YAML settings file")
+    parser.add_argument(
+        "-o", "--output", choices=("auto", "table", "json"), default="auto",
+        help="auto (default): a table on a terminal, else JSON lines",
+    )
 
 
 def _backfill_parser(commands: Any) -> None:
@@ -942,6 +985,53 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from trigger.rules.convert.command import run
 
     return run(args.files, args.output, sys.stdout, sys.stderr)
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    from trigger.daemon import inspect
+
+    return _inspecting(
+        lambda settings: inspect.events(
+            settings,
+            server=args.server,
+            rule=args.rule,
+            outcome=args.outcome,
+            source=args.source,
+            limit=args.limit,
+            follow=args.follow,
+            output=args.output,
+        ),
+        args,
+    )
+
+
+def cmd_why(args: argparse.Namespace) -> int:
+    from trigger.daemon import inspect
+
+    return _inspecting(
+        lambda settings: inspect.why(
+            settings, args.event_id, server=args.server, output=args.output
+        ),
+        args,
+    )
+
+
+def _inspecting(command: Any, args: argparse.Namespace) -> int:
+    from trigger.daemon.inspect import NotFound, Unreachable
+
+    try:
+        return int(command(load_settings(args.config)))
+    except ConfigError as exc:
+        print(f"trigger: error: {exc}", file=sys.stderr)
+        return 2
+    except NotFound as exc:
+        print(f"trigger: {exc}", file=sys.stderr)
+        return 1
+    except Unreachable as exc:
+        print(f"trigger: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
 
 
 def _key_value(text: str) -> tuple[str, str]:

@@ -179,6 +179,26 @@ class LogSettings(_Section):
     format: Literal["auto", "json", "console"] = "auto"  # auto: console on a terminal, else JSON
 
 
+class DecisionSettings(_Section):
+    """The ring of decision records: what happened with every rule for each recent event."""
+
+    size: int = Field(default=1000, ge=0)  # records kept, newest first out (0: none)
+    # An event whose raw payload is larger is kept clipped (texts and lists cut) for
+    # `trigger why`; bytes.
+    max_event_bytes: int = Field(default=4096, ge=256, le=1024 * 1024)
+
+
+class UiSettings(_Section):
+    """The status page at / and the /api/* JSON it shares its data with."""
+
+    argo_url: str | None = None  # the Argo UI's base URL: Workflows link to it when set
+    # A token that opens the page and the API to clients beyond loopback (Authorization:
+    # Bearer, or the login form's cookie); without one they are served on loopback only.
+    token_env: str | None = None  # environment variable holding the token
+    token_file: str | None = None  # or a file holding it (re-read when it changes)
+    refresh: Seconds = Field(default=5.0, ge=1)  # the page reloads itself this often
+
+
 class Settings(_Section):
     """Everything `trigger run` reads. See the module docstring for precedence."""
 
@@ -203,6 +223,8 @@ class Settings(_Section):
     kafka: KafkaSettings = KafkaSettings()
     oss: OssSettings = OssSettings()
     log: LogSettings = LogSettings()
+    decisions: DecisionSettings = DecisionSettings()
+    ui: UiSettings = UiSettings()
 
     @field_validator("rules", mode="before")
     @classmethod

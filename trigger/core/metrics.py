@@ -8,12 +8,12 @@ OSS events come.)
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.metrics_core import Metric
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from trigger.events import Event
@@ -222,6 +222,10 @@ class Metrics:
             registry=r,
         )
 
+    def watch_decisions(self, kept: Callable[[], int], dropped: Callable[[], int]) -> None:
+        """Serve the decision ring's size and drops, read when scraped (not per event)."""
+        self.registry.register(_Decisions(kept, dropped))
+
     def child(self, metric: Any, *labels: str) -> Any:
         """`metric.labels(*labels)`, cached: prometheus_client's own lookup takes a lock and
         validates the labels every time, which adds up on the per-event path."""
@@ -252,3 +256,21 @@ class _WithoutCreated(Collector):
             created = f"{family.name}_created"
             family.samples = [s for s in family.samples if s.name != created]
             yield family
+
+
+class _Decisions(Collector):
+    """The decision ring's figures, read at scrape time."""
+
+    def __init__(self, kept: Callable[[], int], dropped: Callable[[], int]) -> None:
+        self._kept = kept
+        self._dropped = dropped
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "trigger_decisions_kept", "Decision records in the ring.", value=self._kept()
+        )
+        yield CounterMetricFamily(
+            "trigger_decisions_dropped",
+            "Decision records pushed out of the full ring (the oldest first).",
+            value=self._dropped(),
+        )

@@ -5,6 +5,9 @@ has its Workflow (created or duplicate) or a dead letter, and the source may ack
 When it raises TemporarySubmitError, the source must not acknowledge (a push answers 503,
 a consumer retries). Per-event logs are bound to the event id and rule; events that match
 nothing are only counted (logging them at INFO is how Argo Events reached 400 GB/day).
+
+Every event handled leaves a decision record (trigger.core.decisions) in `decisions`: what
+happened with each rule, logged at DEBUG only.
 """
 
 from __future__ import annotations
@@ -17,14 +20,16 @@ from typing import Any, Final
 import structlog
 
 from trigger.clock import Clock
+from trigger.core.decisions import Decision, Decisions
+from trigger.core.decisions import Outcome as Decided
 from trigger.core.metrics import Metrics, source_label
 from trigger.errors import DecodeError, RenderError
 from trigger.events import Event
 from trigger.rules.render import render
-from trigger.rules.router import RuleSet
+from trigger.rules.router import Routed, RuleSet
 from trigger.rules.rule import Rule
 from trigger.submit.deadletter import DeadLetter, DeadLetterSink
-from trigger.submit.submitter import NoHooks, OnExhausted, Outcome, Submitter
+from trigger.submit.submitter import NoHooks, OnExhausted, Outcome, OutcomeKind, Submitter
 
 log = structlog.get_logger("trigger.pipeline")
 
@@ -56,6 +61,7 @@ class Pipeline:
     metrics: Metrics
     clock: Clock
     status: dict[str, RuleStatus] = field(default_factory=dict)
+    decisions: Decisions = field(default_factory=lambda: Decisions(DEFAULT_DECISIONS))
 
     def swap(self, rules: RuleSet) -> None:
         """Atomically replace the rule set; in-flight events finish with the old one."""
@@ -69,9 +75,11 @@ class Pipeline:
         rules = self.rules  # one rule set for the whole event, even across a reload
         self.metrics.child(self.metrics.events_received, source_label(event)).inc()
         routed = rules.route(event, cluster=cluster)
+        decision = self._decision(rules, event, routed, cluster)
         poison = []
         for failure in routed.failures:
             if failure.kind == "expression":
+                decision.note(failure.rule.name, Decided.FILTERED, failure.message)
                 self.metrics.child(self.metrics.expression_errors, failure.rule.name).inc()
                 log.warning(
                     "filter.expr failed",
@@ -87,15 +95,41 @@ class Pipeline:
             for match in routed.matches:
                 self._matched(match.rule, event)
             pairs = [(m.rule, m.event) for m in routed.matches]
-            outcomes = await self.submitter.submit_many(pairs, on_exhausted=on_exhausted)
-            for outcome in outcomes:
-                self._record(event, outcome)
-        else:
-            log.debug("no rule matched", event_id=event.id, source=event.source)
+            outcomes = await self._submit(event, decision, pairs, on_exhausted)
         # Poison letters last: while a match fails temporarily the event is redelivered,
         # and a letter written before would be written again by every redelivery.
         for failure in poison:
-            await self._poison(event, failure.rule.name, failure.message)
+            await self._poison(event, failure.rule.name, failure.message, decision)
+        _log_decision(decision)
+        return outcomes
+
+    def _decision(self, rules: RuleSet, event: Event, routed: Routed, cluster: str) -> Decision:
+        kafka_cluster = cluster if event.source == "kafka" else None
+        return self.decisions.routed(event, self.clock.now(), len(rules), routed, kafka_cluster)
+
+    async def _submit(
+        self,
+        event: Event,
+        decision: Decision,
+        pairs: Sequence[tuple[Rule, Event]],
+        on_exhausted: OnExhausted,
+    ) -> list[Outcome]:
+        """submit_many, with the record live (the hooks move its rules on) meanwhile."""
+        live = self.decisions.live
+        live[event.id] = decision
+        try:
+            outcomes = await self.submitter.submit_many(pairs, on_exhausted=on_exhausted)
+        except Exception as exc:
+            for rule, _ in pairs:
+                if decision.rules[rule.name][0] in _UNFINISHED:
+                    decision.note(rule.name, Decided.FAILED, f"{type(exc).__name__}: {exc}")
+            _log_decision(decision)
+            raise
+        finally:
+            if live.get(event.id) is decision:
+                del live[event.id]
+        for outcome in outcomes:
+            self._record(event, outcome, decision)
         return outcomes
 
     @property
@@ -114,37 +148,38 @@ class Pipeline:
         dead letters and retries always happen on the one-event path."""
         rules = self.rules  # one rule set for the whole batch, even across a reload
         results: list[Batched] = []
-        plans: list[tuple[Event, list[tuple[Rule, Event, dict[str, Any]]]]] = []
+        plans: list[tuple[Event, list[tuple[Rule, Event, dict[str, Any]]], Decision]] = []
         for event in events:
-            items = _plan(rules, event, cluster)
-            if items is None:
+            planned = _plan(rules, event, cluster)
+            if planned is None:
                 results.append(SLOW)
                 continue
+            routed, items = planned
             results.append(DONE)  # until a failed item says otherwise
-            plans.append((event, items))
+            plans.append((event, items, self._decision(rules, event, routed, cluster)))
             self.metrics.child(self.metrics.events_received, source_label(event)).inc()
-            if not items:
-                log.debug("no rule matched", event_id=event.id, source=event.source)
             for rule, _, _ in items:
                 self._matched(rule, event)
         if not plans:
             return results
         outcomes = iter(
-            await self.submitter.create_batch([item for _, items in plans for item in items])
+            await self.submitter.create_batch([item for _, items, _ in plans for item in items])
         )
         plan_of = iter(plans)
         for index, result in enumerate(results):
             if result is SLOW:
                 continue
-            event, items = next(plan_of)
+            event, items, decision = next(plan_of)
             failed: list[tuple[Rule, Event]] = []
-            for (rule, routed, _), outcome in zip(items, outcomes, strict=False):
+            for (rule, seen, _), outcome in zip(items, outcomes, strict=False):
                 if isinstance(outcome, Outcome):
-                    self._record(event, outcome)
+                    self._record(event, outcome, decision)
                 else:
-                    failed.append((rule, routed))
+                    failed.append((rule, seen))
             if failed:
-                results[index] = Batched(failed=tuple(failed))
+                results[index] = Batched(failed=tuple(failed), decision=decision)
+            else:
+                _log_decision(decision)
         return results
 
     async def submit_matches(
@@ -153,11 +188,16 @@ class Pipeline:
         pairs: Sequence[tuple[Rule, Event]],
         *,
         on_exhausted: OnExhausted = "raise",
+        decision: Decision | None = None,
     ) -> list[Outcome]:
-        """Submit some of an event's matches (what a batch left over) the one-event way."""
-        outcomes = await self.submitter.submit_many(pairs, on_exhausted=on_exhausted)
-        for outcome in outcomes:
-            self._record(event, outcome)
+        """Submit some of an event's matches (what a batch left over) the one-event way;
+        `decision` is the batch's record of the event (`Batched.decision`)."""
+        if decision is None:  # not from handle_batch: a record of its own
+            decision = self.decisions.record(event, self.clock.now(), 0)
+            for rule, _ in pairs:
+                decision.note(rule.name, Decided.SUBMITTING)
+        outcomes = await self._submit(event, decision, pairs, on_exhausted)
+        _log_decision(decision)
         return outcomes
 
     def _matched(self, rule: Rule, event: Event) -> None:
@@ -167,8 +207,9 @@ class Pipeline:
         status.last_event = event.id
         status.last_event_time = event.doc["time"]
 
-    async def _poison(self, event: Event, rule: str, message: str) -> None:
+    async def _poison(self, event: Event, rule: str, message: str, decision: Decision) -> None:
         """An event one rule can never take (e.g. a Kafka value that is not JSON)."""
+        decision.note(rule, Decided.DEAD_LETTERED, f"{DecodeError.__name__}: {message}")
         record = DeadLetter.of(
             event, rule=rule, error=DecodeError.__name__, message=message, time=self.clock.now()
         )
@@ -179,9 +220,10 @@ class Pipeline:
         status.last_error = message
         log.warning("event is poison for rule", event_id=event.id, rule=rule, error=message)
 
-    def _record(self, event: Event, outcome: Outcome) -> None:
+    def _record(self, event: Event, outcome: Outcome, decision: Decision) -> None:
         status = self.status.setdefault(outcome.rule, RuleStatus())
         ids = {"event_id": event.id, "rule": outcome.rule, "workflow": outcome.workflow}
+        decision.note(outcome.rule, _DECIDED[outcome.kind], outcome.workflow)
         if outcome.kind == "created":
             status.created += 1
             status.last_workflow = outcome.workflow
@@ -193,7 +235,28 @@ class Pipeline:
         else:
             status.dead_letters += 1
             status.last_error = f"{outcome.reason}: {outcome.message}"
+            decision.note(outcome.rule, Decided.DEAD_LETTERED, status.last_error)
             log.error("dead-lettered", reason=outcome.reason, error=outcome.message, **ids)
+
+
+DEFAULT_DECISIONS: Final = 1000
+_UNFINISHED: Final = frozenset({Decided.SUBMITTING, Decided.RATE_LIMITED, Decided.RETRYING})
+_DECIDED: Final = {
+    OutcomeKind.CREATED: Decided.CREATED,
+    OutcomeKind.DUPLICATE: Decided.DUPLICATE,
+    OutcomeKind.DEAD_LETTERED: Decided.DEAD_LETTERED,
+}
+
+
+def _log_decision(decision: Decision) -> None:
+    """One DEBUG line per decision (never INFO: most events match nothing)."""
+    log.debug(
+        "decision",
+        event_id=decision.id,
+        source=decision.event.source,
+        other_rules=decision.others,
+        rules=decision.rules,  # rule -> [outcome, detail]; nothing built unless logged
+    )
 
 
 @dataclass(frozen=True)
@@ -203,6 +266,7 @@ class Batched:
 
     slow: bool = False
     failed: tuple[tuple[Rule, Event], ...] = ()
+    decision: Decision | None = field(default=None, compare=False)  # with `failed`
 
     @property
     def done(self) -> bool:
@@ -215,8 +279,9 @@ DONE: Final = Batched()
 
 def _plan(
     rules: RuleSet, event: Event, cluster: str
-) -> list[tuple[Rule, Event, dict[str, Any]]] | None:
-    """The event's rendered Workflows, or None when it needs the one-event path."""
+) -> tuple[Routed, list[tuple[Rule, Event, dict[str, Any]]]] | None:
+    """How the event routed and its rendered Workflows, or None when it needs the
+    one-event path."""
     routed = rules.route(event, cluster=cluster)
     if routed.failures:
         return None
@@ -229,7 +294,7 @@ def _plan(
         except RenderError:
             return None
         items.append((match.rule, match.event, workflow))
-    return items
+    return routed, items
 
 
 async def gather_cancelling(*aws: Any) -> list[Any]:
@@ -246,9 +311,10 @@ async def gather_cancelling(*aws: Any) -> list[Any]:
 class MetricsHooks(NoHooks):
     """Feeds submitter outcomes into Prometheus."""
 
-    def __init__(self, metrics: Metrics, clock: Clock) -> None:
+    def __init__(self, metrics: Metrics, clock: Clock, decisions: Decisions | None = None) -> None:
         self._metrics = metrics
         self._clock = clock
+        self._decisions = decisions  # whose in-flight records retries and waits move on
 
     def on_created(self, rule: Rule, event: Event | None, workflow: str, latency: float) -> None:
         self._metrics.child(self._metrics.workflows, rule.name, "created", "").inc()
@@ -264,6 +330,9 @@ class MetricsHooks(NoHooks):
         self, rule: Rule, event: Event | None, attempt: int, delay: float, error: Exception
     ) -> None:
         self._metrics.child(self._metrics.retries, rule.name).inc()
+        if self._decisions is not None and event is not None:
+            detail = f"attempt {attempt}: {error}"
+            self._decisions.update(event.id, rule.name, Decided.RETRYING, detail)
         log.warning(
             "submit failed, retrying",
             rule=rule.name,
@@ -272,6 +341,11 @@ class MetricsHooks(NoHooks):
             delay=round(delay, 3),
             error=str(error),
         )
+
+    def on_rate_limited(self, rule: Rule, event: Event | None, delay: float) -> None:
+        if self._decisions is not None and event is not None:
+            detail = f"waiting {delay:.3g} s"
+            self._decisions.update(event.id, rule.name, Decided.RATE_LIMITED, detail)
 
     def on_exhausted(
         self, rule: Rule, event: Event | None, attempts: int, error: Exception

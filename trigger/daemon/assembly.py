@@ -24,6 +24,7 @@ from aiohttp import web
 
 from trigger import __version__
 from trigger.clock import Clock, SystemClock
+from trigger.core.decisions import Decisions
 from trigger.core.flowwatch import FlowWatch
 from trigger.core.lograte import LogRate
 from trigger.core.metrics import Metrics
@@ -31,6 +32,7 @@ from trigger.core.pipeline import MetricsHooks, Pipeline
 from trigger.core.queues import SemaphoreConfigMaps
 from trigger.core.storagewatch import StorageWatch
 from trigger.daemon.connections import Connections, Limits, ServerLog, Site
+from trigger.daemon.console import Console
 from trigger.daemon.http import Health, HttpContext, build_app, metrics_app
 from trigger.daemon.leader import Leadership
 from trigger.daemon.memory import settle_heap
@@ -46,6 +48,7 @@ from trigger.daemon.verdicts import (
 )
 from trigger.errors import ConfigError, RuleError
 from trigger.rules.loader import rule_files
+from trigger.rules.router import RuleSet
 from trigger.settings import Settings
 from trigger.sources.base import SourceContext
 from trigger.sources.kafka import config as kafka_config
@@ -261,28 +264,45 @@ class Daemon:
             await sink.close()
             await dead_letters.close()
 
-    async def _serve(self, verdicts: Verdicts, sink: Sink, dead_letters: DeadLetterSink) -> int:
+    def _pipeline(
+        self,
+        rules: RuleSet,
+        sink: Sink,
+        catalog: TemplateCatalog | None,
+        dead_letters: DeadLetterSink,
+    ) -> tuple[Submitter, Pipeline]:
+        """The submitter (template checks, flow control, size limit, hooks) and the pipeline
+        that feeds it, with the rules in place."""
         s = self.settings
-        rules = verdicts.rules
-        self._verdicts = verdicts
-        catalog = self._catalog(sink)
         submit_sink: Sink = sink
         if catalog is not None:
             submit_sink = CheckedSink(sink, catalog, self.clock, s.submit.template_grace)
-        flow = flow_for(s, sink, self.metrics, self.clock)
+        decisions = self._decisions()
         submitter = Submitter(
             submit_sink,
             dead_letters,
             self.clock,
             max_in_flight=s.submit.max_in_flight,
-            hooks=MetricsHooks(self.metrics, self.clock),
+            hooks=MetricsHooks(self.metrics, self.clock, decisions),
             size_limit=SizeLimit(s.submit.max_workflow_bytes),
-            flow=flow,
+            flow=flow_for(s, sink, self.metrics, self.clock),
         )
-        pipeline = Pipeline(rules, submitter, dead_letters, self.metrics, self.clock)
+        pipeline = Pipeline(
+            rules, submitter, dead_letters, self.metrics, self.clock, decisions=decisions
+        )
         pipeline.swap(rules)
+        return submitter, pipeline
+
+    async def _serve(self, verdicts: Verdicts, sink: Sink, dead_letters: DeadLetterSink) -> int:
+        s = self.settings
+        rules = verdicts.rules
+        self._verdicts = verdicts
+        catalog = self._catalog(sink)
+        submitter, pipeline = self._pipeline(rules, sink, catalog, dead_letters)
         # Not ready (rules_loaded) until start-up is done and announced.
-        health = Health(sink_check=sink.check, leader=False, verdicts=verdicts)
+        health = Health(
+            sink_check=sink.check, leader=False, verdicts=verdicts, loaded_at=self.clock.now()
+        )
         ctx = HttpContext(
             pipeline,
             self.metrics,
@@ -294,7 +314,10 @@ class Daemon:
         # OSS push receivers (EventBridge, MNS): always mounted at oss.push.*_path.
         assert self._push is not None
         oss_push = OssPush.create(ctx, s.oss.push, self._push)
-        ctx.extra_routes.extend(oss_push.routes())
+        # The OSS push receivers, the status page and /api/*.
+        ctx.extra_routes.extend(
+            [*oss_push.routes(), *Console(pipeline, s, self.clock, health).routes()]
+        )
         runners = await self._listen(ctx)
         supervisor = Supervisor(self.clock, self.metrics)
         state = await open_state(s.state, sink, self.metrics, self.storage_watch)
@@ -335,9 +358,16 @@ class Daemon:
         code = await self._drain(runners, submitter, supervisor)
         await oss_push.close()
         await state.close()
-        if flow is not None:
-            await flow.close()
+        if submitter.flow is not None:
+            await submitter.flow.close()
         return EXIT_CONFIG if failed else code
+
+    def _decisions(self) -> Decisions:
+        """The ring of decision records, its size and drops served as metrics."""
+        options = self.settings.decisions
+        decisions = Decisions(options.size, max_event_bytes=options.max_event_bytes)
+        self.metrics.watch_decisions(lambda: len(decisions), lambda: decisions.dropped)
+        return decisions
 
     async def _drain(
         self, runners: list[web.AppRunner], submitter: Submitter, supervisor: Supervisor
@@ -536,6 +566,7 @@ class Daemon:
         ctx.health.verdicts = self._verdicts = verdicts
         if self.queue_keeper is not None:
             self.queue_keeper.rules_changed(verdicts.rules)
+        ctx.health.loaded_at = self.clock.now()
         ctx.pipeline.submitter.rate_limiters.retain({r.name for r in verdicts.rules.rules})
         ctx.health.reload_error = []
         self.metrics.reloads.labels("ok").inc()

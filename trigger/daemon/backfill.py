@@ -131,7 +131,10 @@ class Backfill:
                 await self._one(pipeline.handle(event, on_exhausted="dead-letter"))
             elif result.failed:
                 pairs = list(result.failed)
-                await self._one(pipeline.submit_matches(event, pairs, on_exhausted="dead-letter"))
+                submission = pipeline.submit_matches(
+                    event, pairs, on_exhausted="dead-letter", decision=result.decision
+                )
+                await self._one(submission)
 
     async def _one(self, submission: Awaitable[Any]) -> None:
         """Await one event's submission; an error is that event's failure."""

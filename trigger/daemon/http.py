@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -39,6 +40,7 @@ class Health:
     verdicts: Verdicts | None = None  # each loaded rule: active or idle, and why
     # The queues section of /status (trigger.daemon.queues.QueueStatus.describe).
     queues: Callable[[], Awaitable[dict[str, Any]]] | None = None
+    loaded_at: datetime | None = None  # when the running rules were loaded
 
 
 @dataclass

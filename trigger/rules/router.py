@@ -48,6 +48,8 @@ class Failure:
 class Routed:
     matches: tuple[Match, ...]
     failures: tuple[Failure, ...] = ()
+    filtered: tuple[Rule, ...] = ()  # candidates whose filter did not match
+    candidates: int = 0  # rules the index offered (the others are not for this event)
 
 
 @dataclass
@@ -168,7 +170,9 @@ class RuleSet:
         """Every rule the event matches, and every rule that failed to evaluate."""
         matches: list[Match] = []
         failures: list[Failure] = []
-        for rule in self.candidates(event, cluster=cluster):
+        filtered: list[Rule] = []
+        candidates = self.candidates(event, cluster=cluster)
+        for rule in candidates:
             seen = event
             if rule.kind == "kafka":
                 try:
@@ -179,9 +183,11 @@ class RuleSet:
             try:
                 if _filters_pass(rule, seen):
                     matches.append(Match(rule, seen))
+                else:
+                    filtered.append(rule)
             except ExpressionError as exc:
                 failures.append(Failure(rule, "expression", str(exc)))
-        return Routed(tuple(matches), tuple(failures))
+        return Routed(tuple(matches), tuple(failures), tuple(filtered), len(candidates))
 
     def explain(self, rule: Rule, event: Event, *, cluster: str = "default") -> str | None:
         """Why `rule` does not match `event` (None when it matches). Slow path, for humans."""
@@ -206,6 +212,35 @@ class RuleSet:
                 return f"filter.expr failed: {exc}"
         return None
 
+    def explain_steps(
+        self, rule: Rule, event: Event, *, cluster: str = "default"
+    ) -> Iterator[tuple[str, bool, str, list[str]]]:
+        """The checks `explain` makes, one (check, passed, detail, pattern misses) each, in
+        order; stops after the first that fails. Slow path, for the decision records."""
+        reason = _explain_source(rule, event, cluster)
+        yield "source", reason is None, reason or f"a {rule.kind} event this rule takes", []
+        if reason is not None:
+            return
+        seen = event
+        if rule.kind == "kafka":
+            try:
+                seen = kafka_view(event, rule.kafka.format)
+            except DecodeError as exc:
+                yield "decode", False, f"value is not {rule.kafka.format}: {exc}", []
+                return
+            yield "decode", True, f"value is {rule.kafka.format}", []
+        if rule.pattern is not None:
+            misses = rule.pattern.explain(seen.doc)
+            yield "filter.pattern", not misses, "does not match" if misses else "matches", misses
+            if misses:
+                return
+        if rule.expr is not None:
+            try:
+                passed = bool(rule.expr.evaluate({"event": seen.doc, "rule": rule.context}))
+                said = "true" if passed else "false"
+                yield "filter.expr", passed, f"{said}: {rule.expr.source}", []
+            except ExpressionError as exc:
+                yield "filter.expr", False, f"failed: {exc}", []
 
     def explain_misses(
         self, event: Event, matched: Collection[str], *, cluster: str = "default"

@@ -13,7 +13,7 @@ created on first use and replaced when a reloaded rule's limit changes. The same
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 
 from trigger.clock import Clock
 from trigger.rules.model import RateLimit
@@ -40,14 +40,18 @@ class TokenBucket:
             return True
         return False
 
-    async def acquire(self) -> None:
-        """Take a token, waiting on the clock for as long as the bucket needs to refill."""
+    async def acquire(self, on_wait: Callable[[float], None] | None = None) -> None:
+        """Take a token, waiting on the clock for as long as the bucket needs to refill;
+        `on_wait` hears how long, before the wait."""
         self._refill()
         self._tokens -= 1
         if self._tokens >= 0:
             return
+        delay = -self._tokens / self.rate
+        if on_wait is not None:
+            on_wait(delay)
         try:
-            await self._clock.sleep(-self._tokens / self.rate)
+            await self._clock.sleep(delay)
         except asyncio.CancelledError:
             self._tokens += 1  # the reservation was never used: give it back
             raise
@@ -78,11 +82,11 @@ class RateLimiters:
         self._buckets[rule.name] = (limit, bucket)
         return bucket
 
-    async def acquire(self, rule: Rule) -> None:
-        """Wait for the rule's rate limit, if it has one."""
+    async def acquire(self, rule: Rule, on_wait: Callable[[float], None] | None = None) -> None:
+        """Wait for the rule's rate limit, if it has one (`on_wait`: see TokenBucket)."""
         bucket = self.bucket(rule)
         if bucket is not None:
-            await bucket.acquire()
+            await bucket.acquire(on_wait)
 
     def retain(self, names: Collection[str]) -> None:
         """Forget the buckets of rules that are gone (call after a reload)."""

@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import random
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -105,6 +106,9 @@ class SubmitHooks(Protocol):
         """Temporary errors outlasted the retry policy and are raised to the caller (when
         they are dead-lettered instead, `on_dead_letter` is what is called)."""
 
+    def on_rate_limited(self, rule: Rule, event: Event | None, delay: float) -> None:
+        """The rule's rate limit holds the create back for `delay` seconds (before it)."""
+
     def on_dead_letter(self, record: DeadLetter) -> None:
         """A dead letter was written."""
 
@@ -131,6 +135,9 @@ class NoHooks:
     def on_exhausted(
         self, rule: Rule, event: Event | None, attempts: int, error: Exception
     ) -> None:
+        pass
+
+    def on_rate_limited(self, rule: Rule, event: Event | None, delay: float) -> None:
         pass
 
     def on_dead_letter(self, record: DeadLetter) -> None:
@@ -323,7 +330,7 @@ class Submitter:
         except WorkflowTooLarge as exc:
             return await self._dead_letter(rule, event, name, exc, attempts=0, deferred=deferred)
         started = self._clock.monotonic()
-        await self.rate_limiters.acquire(rule)
+        await self._rate_limit(rule, event)
         policy = self._policy(rule)
         attempt, waited, alternate = 0, 0.0, 0
         while True:
@@ -381,6 +388,12 @@ class Submitter:
             else:
                 self._hooks.on_created(rule, event, name, self._clock.monotonic() - started)
                 return Outcome(OutcomeKind.CREATED, rule.name, name, attempt)
+
+    async def _rate_limit(self, rule: Rule, event: Event | None) -> None:
+        """Wait for the rule's rate limit, if it has one; the hooks hear of a wait."""
+        bucket = self.rate_limiters.bucket(rule)
+        if bucket is not None:
+            await bucket.acquire(functools.partial(self._hooks.on_rate_limited, rule, event))
 
     async def _attempt(self, workflow: dict[str, Any]) -> None:
         """One create call: a slot, then the backend's admission (flow control), then the

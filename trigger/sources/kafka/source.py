@@ -48,11 +48,11 @@ from typing import Any, Final
 import structlog
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from trigger.core.pipeline import Batched
 from trigger.decoders.kafka import decode_kafka_record
 from trigger.errors import DecodeError, TemporarySubmitError
 from trigger.events import Event
 from trigger.rules.router import RuleSet
-from trigger.rules.rule import Rule
 from trigger.settings import KafkaCluster
 from trigger.sources.base import SourceContext, SourceType
 from trigger.sources.kafka.config import client_options, group_of
@@ -241,7 +241,7 @@ class KafkaSource:
                 elif result.slow:
                     slow.append(self._handle(cluster, record, finished))
                 else:
-                    slow.append(self._handle(cluster, record, finished, (event, result.failed)))
+                    slow.append(self._handle(cluster, record, finished, (event, result)))
         return slow
 
     async def _handle(
@@ -249,7 +249,7 @@ class KafkaSource:
         cluster: str,
         record: Any,
         finished: Finished,
-        rest: tuple[Event, tuple[tuple[Rule, Event], ...]] | None = None,
+        rest: tuple[Event, Batched] | None = None,
     ) -> None:
         """Returns once the record is done — all its matches, or the `rest` a batch left —
         and calls `finished`; retries until then (see the module docstring)."""
@@ -270,7 +270,10 @@ class KafkaSource:
                     if rest is None:
                         await self._deliver(cluster, record, origin)
                     else:
-                        await self._ctx.pipeline.submit_matches(rest[0], rest[1])
+                        event, left = rest
+                        await self._ctx.pipeline.submit_matches(
+                            event, left.failed, decision=left.decision
+                        )
                     finished(record.offset)
                     return
                 except TemporarySubmitError as exc:
