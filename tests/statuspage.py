@@ -18,7 +18,12 @@ metadata: {name: big-orders}
 spec:
   source: {webhook: {path: /orders}}
   filter: {pattern: {body: {amount: [{numeric: [">=", 100]}]}}}
-  workflow: {template: fraud-check, namespace: shop}
+  workflow: {template: fraud-check, namespace: shop, queue: fraud-checks, priority: 5}
+---
+apiVersion: trigger/v1
+kind: Queue
+metadata: {name: fraud-checks}
+spec: {limit: 3}
 ---
 apiVersion: trigger/v1
 kind: Rule

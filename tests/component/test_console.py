@@ -92,6 +92,20 @@ def test_the_page_escapes_what_came_from_an_event(daemon: DaemonProcess) -> None
     assert b"&lt;script&gt;document.title=" in page.body
 
 
+def test_the_page_shows_the_queues(daemon: DaemonProcess) -> None:
+    """The page's Queues table: each declared queue with its limit, namespaces and counts
+    (the local sink: one unfinished manifest waiting, nothing runs it, said in a note)."""
+    import re
+
+    page = daemon.get("/").body.decode()
+    assert "<h2>Queues</h2>" in page
+    row = re.search(r"<tr><td>fraud-checks</td>(.*?)</tr>", page, re.S)
+    assert row is not None, page
+    cells = re.findall(r"<td>(.*?)</td>", row.group(1), re.S)
+    assert cells[:4] == ["3", "shop", "0", "1"]
+    assert "the limit is not enforced" in cells[4], cells
+
+
 def test_trigger_why_says_which_check_failed(daemon: DaemonProcess) -> None:
     """`trigger why` prints each rule's outcome and the failing check; exit 1 if unknown."""
     done = trigger(daemon, "why", "order-2", "-o", "table")

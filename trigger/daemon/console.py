@@ -224,9 +224,35 @@ class Console:
             dead=dead,
             dead_count=sum(s.dead_letters for s in self.pipeline.status.values()),
             replay=_replay_command(self.settings),
-            panels=[panel() for panel in self.panels],
+            panels=[p for p in [await self._queues_panel()] if p] + [p() for p in self.panels],
             **self._common(),
         )
+
+    async def _queues_panel(self) -> Panel | None:
+        """The declared queues: limit, namespaces, Workflows running and waiting (as
+        `/status` and `trigger queues` count them), and the queue keeper's problems."""
+        if self.health.queues is None:
+            return None
+        queues = await self.health.queues()
+        if not queues:
+            return None
+
+        def count(value: Any) -> str:
+            return "?" if value is None else str(value)
+
+        rows = [
+            (
+                name,
+                str(q["limit"]),
+                ", ".join(q.get("namespaces") or []),
+                count(q.get("running")),
+                count(q.get("waiting")),
+                "; ".join([*q.get("problems", []), *([q["note"]] if q.get("note") else [])]),
+            )
+            for name, q in queues.items()
+        ]
+        columns = ("queue", "limit", "namespaces", "running", "waiting", "notes")
+        return Panel("Queues", columns, rows)
 
     async def _detail_page(self, request: web.Request) -> web.StreamResponse:
         found = self._explained(request.match_info["id"])
