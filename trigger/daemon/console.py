@@ -240,7 +240,7 @@ class Console:
         def count(value: Any) -> str:
             return "?" if value is None else str(value)
 
-        rows = [
+        rows: list[tuple[str, ...]] = [
             (
                 name,
                 str(q["limit"]),
