@@ -17,8 +17,9 @@ from typing import Any, Final
 import structlog
 
 from trigger.clock import Clock
+from trigger.core.gatekeeper import GateKeeper
 from trigger.core.metrics import Metrics, source_label
-from trigger.errors import DecodeError, RenderError
+from trigger.errors import DecodeError, RenderError, TemporarySubmitError
 from trigger.events import Event
 from trigger.rules.render import render
 from trigger.rules.router import RuleSet
@@ -56,6 +57,8 @@ class Pipeline:
     metrics: Metrics
     clock: Clock
     status: dict[str, RuleStatus] = field(default_factory=dict)
+    # Records gate members' events; set once the state store is open (see assembly).
+    gates: GateKeeper | None = None
 
     def swap(self, rules: RuleSet) -> None:
         """Atomically replace the rule set; in-flight events finish with the old one."""
@@ -86,8 +89,13 @@ class Pipeline:
         if routed.matches:
             for match in routed.matches:
                 self._matched(match.rule, event)
-            pairs = [(m.rule, m.event) for m in routed.matches]
-            outcomes = await self.submitter.submit_many(pairs, on_exhausted=on_exhausted)
+            pairs = [(m.rule, m.event) for m in routed.matches if m.rule.gate is None]
+            if pairs:
+                outcomes = await self.submitter.submit_many(pairs, on_exhausted=on_exhausted)
+            # Recorded before `handle` returns: the source acknowledges only after.
+            for match in routed.matches:
+                if match.rule.gate is not None:
+                    outcomes += await self._gate(match.rule, match.event)
             for outcome in outcomes:
                 self._record(event, outcome)
         else:
@@ -160,6 +168,11 @@ class Pipeline:
             self._record(event, outcome)
         return outcomes
 
+    async def _gate(self, rule: Rule, event: Event) -> list[Outcome]:
+        if self.gates is None:
+            raise TemporarySubmitError("gates are not ready: the state store is not open yet")
+        return await self.gates.record(rule, event)
+
     def _matched(self, rule: Rule, event: Event) -> None:
         self.metrics.child(self.metrics.events_matched, rule.name).inc()
         status = self.status.setdefault(rule.name, RuleStatus())
@@ -222,7 +235,7 @@ def _plan(
         return None
     items = []
     for match in routed.matches:
-        if match.rule.document.spec.rateLimit is not None:
+        if match.rule.document.spec.rateLimit is not None or match.rule.gate is not None:
             return None
         try:
             workflow = render(match.rule, match.event)

@@ -25,6 +25,7 @@ from aiohttp import web
 from trigger import __version__
 from trigger.clock import Clock, SystemClock
 from trigger.core.flowwatch import FlowWatch
+from trigger.core.gatekeeper import GateKeeper
 from trigger.core.lograte import LogRate
 from trigger.core.metrics import Metrics
 from trigger.core.pipeline import MetricsHooks, Pipeline
@@ -295,6 +296,7 @@ class Daemon:
         runners = await self._listen(ctx)
         supervisor = Supervisor(self.clock, self.metrics)
         state = await open_state(s.state, sink, self.metrics, self.storage_watch)
+        pipeline.gates = GateKeeper(state, submitter, dead_letters, self.clock)
         sources = SourceManager(
             SourceContext(pipeline, self.metrics, self.clock, sink, state, s, dict(os.environ)),
             supervisor,

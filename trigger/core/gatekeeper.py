@@ -1,0 +1,135 @@
+"""Gates at run time: record a member's event in its gate's state, then act on the outbox.
+
+The pipeline hands a gate member's match here instead of submitting it. `record` renders
+the gate key, applies the pure transition (`trigger.rules.gates.record`) inside the state
+store's read-modify-write, and returns only once the event is stored — so the source
+acknowledges (Kafka commit, push 2xx, poll checkpoint) only after the event is recorded in
+its gate. It then performs the key's outbox: a complete (or `onTimeout: fire`) generation
+is submitted as the gate rule's Workflow, named from (rule, key, first event) through the
+firing event's id, so a crash between recording and creating, a redelivery, or a second
+replica gives a duplicate, never a second Workflow; a timed-out one is dead-lettered. Each
+entry is settled after its action, so a failed action stays for the next event of the key
+(or the leader's sweep) to retry.
+
+Errors: a temporary state failure is a TemporarySubmitError (the source does not
+acknowledge); a gate whose state would pass the store's per-key limit dead-letters the
+event that would overflow it (`GateStateTooLarge`) rather than blocking its source.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+import structlog
+
+from trigger.clock import Clock
+from trigger.core.state import StateError, StateStore, StateTooLarge
+from trigger.errors import RenderError, TemporarySubmitError, TriggerError
+from trigger.events import Event, default_idempotency_key, parse_time
+from trigger.rules.gates import Value, complete, members_view, missing, record, settle
+from trigger.rules.rule import GatePlan, Rule
+from trigger.submit.deadletter import DeadLetter, DeadLetterSink
+from trigger.submit.submitter import Outcome, Submitter
+
+log = structlog.get_logger("trigger.gates")
+TIMEOUT_ERROR: Final = "GateTimeout"
+TOO_LARGE_ERROR: Final = "GateStateTooLarge"
+
+
+@dataclass
+class GateKeeper:
+    """Records gate members' events in the state store and fires complete gates."""
+
+    store: StateStore
+    submitter: Submitter
+    dead_letters: DeadLetterSink
+    clock: Clock
+
+    async def record(self, rule: Rule, event: Event) -> list[Outcome]:
+        """Record `event` for the member `rule`; the outcomes of any gate this fired."""
+        plan = rule.gate
+        assert plan is not None, "only gate members' rules are recorded"
+        try:
+            key = plan.key.render({"event": event.doc, "rule": plan.rule.context})
+        except TriggerError as exc:
+            error = RenderError(str(exc), rule=rule.name, field="gate.key", event_id=event.id)
+            await self._dead_letter(event, rule.name, type(error).__name__, str(error))
+            return []
+        event_id = default_idempotency_key(event)
+        now = self.clock.now().timestamp()
+
+        def add(state: Value | None) -> Value:
+            new, _ = record(
+                state,
+                plan.shape,
+                key=key,
+                member=plan.member,
+                event_id=event_id,
+                event=event.doc,
+                now=now,
+            )
+            return new
+
+        try:
+            state = await self.store.update(plan.state_key(key), add)
+        except StateTooLarge as exc:
+            log.error("gate state is full", rule=plan.rule.name, gate_key=key, error=str(exc))
+            await self._dead_letter(event, rule.name, TOO_LARGE_ERROR, str(exc))
+            return []
+        except StateError as exc:
+            if exc.temporary:
+                raise TemporarySubmitError(f"gate state: {exc}") from exc
+            raise
+        return await self.perform(plan, key, state)
+
+    async def perform(self, plan: GatePlan, key: str, state: Value | None) -> list[Outcome]:
+        """Do what the key's outbox holds, settling each entry once its action is done."""
+        outcomes: list[Outcome] = []
+        for entry in list(state["outbox"]) if state else []:
+            firing = firing_event(plan, key, entry)
+            if entry["action"] == "fire":
+                outcomes.append(await self.submitter.submit(plan.rule, firing))
+            else:
+                lacking = ", ".join(f"{m} ({n})" for m, n in missing(entry, plan.shape).items())
+                message = (
+                    f"gate {key!r} was not complete {plan.shape.window:g}s after its first "
+                    f"event; missing: {lacking}"
+                )
+                await self._dead_letter(firing, plan.rule.name, TIMEOUT_ERROR, message)
+            await self.store.update(plan.state_key(key), _settler(entry["first"]))
+        return outcomes
+
+    async def _dead_letter(self, event: Event, rule: str, error: str, message: str) -> None:
+        record_ = DeadLetter.of(
+            event, rule=rule, error=error, message=message, time=self.clock.now()
+        )
+        await self.submitter.write_dead_letters([record_])
+
+
+def _settler(first: str) -> Callable[[Value | None], Value | None]:
+    return lambda state: settle(state, first)
+
+
+def firing_event(plan: GatePlan, key: str, entry: Value) -> Event:
+    """The event a closed generation fires with. Its id — from the key and the first
+    event's id — names the Workflow; templates read `gate` (key, members, first, timedOut)."""
+    members = members_view(entry)
+    first: dict[str, Any] = next(
+        (e["event"] for es in entry["members"].values() for e in es if e["id"] == entry["first"]),
+        {},
+    )
+    timed_out = not complete(entry, plan.shape)
+    gate: dict[str, Any] = {"key": key, "members": members, "first": first, "timedOut": timed_out}
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return Event(
+        id=f"gate:{digest}:{entry['first']}",
+        source=plan.rule.kind,
+        type="gate.timeout" if timed_out else "gate.complete",
+        subject=key,
+        time=parse_time(first.get("time", entry["opened"])),
+        data=None,
+        fields={"gate": gate},
+    )
