@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from kubernetes_asyncio import client
 
 from trigger.clock import VirtualClock
 from trigger.core.gatekeeper import GateKeeper
 from trigger.core.metrics import Metrics
 from trigger.core.pipeline import MetricsHooks, Pipeline
-from trigger.core.state import FileStateStore, StateError, Value
+from trigger.core.state import ConfigMapStateStore, FileStateStore, StateError, Value
 from trigger.decoders.oss import decode_eventbridge
 from trigger.errors import TemporarySubmitError
 from trigger.events import Event
@@ -23,6 +24,7 @@ from trigger.rules.loader import load_rules
 from trigger.submit.deadletter import FileDeadLetterSink
 from trigger.submit.local import LocalSink
 from trigger.submit.submitter import Submitter
+from trigger.testing.kubeapi import KubeEmulator
 
 HOURS = 6
 RULES = f"""
@@ -195,4 +197,92 @@ async def test_unrecorded_event_is_not_acknowledged(tmp_path: Path, rules: Path)
         pipeline.gates.store = FailingStore(tmp_path / "other.json", {})
         with pytest.raises(TemporarySubmitError, match="etcd is down"):
             await pipeline.handle(oss("sales/2026-12-06/03.csv"))
+    assert workflows(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("on_timeout", "fired", "letters"), [("dead-letter", 0, 1), ("fire", 1, 0), ("drop", 0, 0)]
+)
+async def test_leader_sweep_ends_a_gate_no_event_returns_to(
+    tmp_path: Path, write_rules: Callable[..., Path], on_timeout: str, fired: int, letters: int
+) -> None:
+    """With no further event for its key, the sweep times a gate out per onTimeout."""
+    rules = write_rules(
+        RULES.replace("    window: 1h\n", f"    window: 1h\n    onTimeout: {on_timeout}\n")
+    )
+    clock = VirtualClock()
+    async with Daemon(tmp_path, rules, clock) as pipeline:
+        assert pipeline.gates is not None
+        await pipeline.handle(oss("sales/2026-12-06/00.csv"))
+        assert await pipeline.gates.sweep(pipeline.rules) == 1
+        assert workflows(tmp_path) == [] and dead_letters(tmp_path) == []
+        clock.step_wall(3600)
+        await pipeline.gates.sweep(pipeline.rules)
+        clock.step_wall(3600)  # past the seen ids' lapse too: the key is gone
+        await pipeline.gates.sweep(pipeline.rules)
+        assert await pipeline.gates.store.keys("gate/") == []
+    assert len(workflows(tmp_path)) == fired and len(dead_letters(tmp_path)) == letters
+    if fired:
+        assert parameters(workflows(tmp_path)[0])["files"] == "sales/2026-12-06/00.csv"
+
+
+@pytest.fixture
+async def kube() -> AsyncIterator[KubeEmulator]:
+    emulator = KubeEmulator(namespaces=["trigger"])
+    async with emulator:
+        yield emulator
+
+
+async def test_two_replicas_sharing_configmap_state_fire_once(
+    tmp_path: Path, rules: Path, kube: KubeEmulator
+) -> None:
+    """Members spread over two replicas sharing ConfigMap state: one Workflow, all members."""
+    clock = VirtualClock()
+    clients = [client.ApiClient(configuration=kube.client_configuration()) for _ in range(2)]
+    sink = LocalSink(tmp_path / "workflows")
+    dead = FileDeadLetterSink(tmp_path / "dead.jsonl")
+    replicas = []
+    for api_client in clients:
+        submitter = Submitter(sink, dead, clock)
+        pipeline = Pipeline(load_rules([rules]), submitter, dead, Metrics(), clock)
+        store = ConfigMapStateStore(api_client, "trigger", "trigger-state", clock=clock)
+        pipeline.gates = GateKeeper(store, submitter, dead, clock)
+        replicas.append(pipeline)
+    try:
+        events = batch("2026-12-06")
+        for index, event in enumerate(events + events):  # each also redelivered to the other
+            await replicas[index % 2].handle(event)
+        stored = await replicas[0].gates.store.keys("gate/nightly-load/")  # type: ignore[union-attr]
+        assert len(stored) == 1
+    finally:
+        for api_client in clients:
+            await api_client.close()
+        await sink.close()
+        await dead.close()
+    [workflow] = workflows(tmp_path)
+    assert len(parameters(workflow)["files"].split(",")) == HOURS
+
+
+async def test_configmap_state_refuses_a_gate_over_the_limit(
+    tmp_path: Path, rules: Path, kube: KubeEmulator
+) -> None:
+    """A gate whose state would pass the per-key limit dead-letters the event that would."""
+    clock = VirtualClock()
+    api_client = client.ApiClient(configuration=kube.client_configuration())
+    sink = LocalSink(tmp_path / "workflows")
+    dead = FileDeadLetterSink(tmp_path / "dead.jsonl")
+    submitter = Submitter(sink, dead, clock)
+    pipeline = Pipeline(load_rules([rules]), submitter, dead, Metrics(), clock)
+    store = ConfigMapStateStore(api_client, "trigger", "trigger-state", clock=clock, max_bytes=4000)
+    pipeline.gates = GateKeeper(store, submitter, dead, clock)
+    try:
+        for event in batch("2026-12-06"):
+            await pipeline.handle(event)
+    finally:
+        await api_client.close()
+        await sink.close()
+        await dead.close()
+    letters = dead_letters(tmp_path)
+    assert letters and {letter["error"] for letter in letters} == {"GateStateTooLarge"}
+    assert "over the 4000-byte limit" in letters[0]["message"]
     assert workflows(tmp_path) == []

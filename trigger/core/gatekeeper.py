@@ -9,7 +9,8 @@ is submitted as the gate rule's Workflow, named from (rule, key, first event) th
 firing event's id, so a crash between recording and creating, a redelivery, or a second
 replica gives a duplicate, never a second Workflow; a timed-out one is dead-lettered. Each
 entry is settled after its action, so a failed action stays for the next event of the key
-(or the leader's sweep) to retry.
+(or the leader's sweep) to retry. `sweep` runs on the leader (`trigger.sources.gates`): it
+times out gates past their window on the injected clock and performs what is left.
 
 Errors: a temporary state failure is a TemporarySubmitError (the source does not
 acknowledge); a gate whose state would pass the store's per-key limit dead-letters the
@@ -29,7 +30,17 @@ from trigger.clock import Clock
 from trigger.core.state import StateError, StateStore, StateTooLarge
 from trigger.errors import RenderError, TemporarySubmitError, TriggerError
 from trigger.events import Event, default_idempotency_key, parse_time
-from trigger.rules.gates import Value, complete, members_view, missing, record, settle
+from trigger.rules.gates import (
+    Value,
+    complete,
+    expire,
+    idle,
+    members_view,
+    missing,
+    record,
+    settle,
+)
+from trigger.rules.router import RuleSet
 from trigger.rules.rule import GatePlan, Rule
 from trigger.submit.deadletter import DeadLetter, DeadLetterSink
 from trigger.submit.submitter import Outcome, Submitter
@@ -102,11 +113,35 @@ class GateKeeper:
             await self.store.update(plan.state_key(key), _settler(entry["first"]))
         return outcomes
 
+    async def sweep(self, rules: RuleSet) -> int:
+        """Time out every gate past its window and perform every outbox (the leader's job:
+        a gate whose key sees no further event still ends). How many keys it looked at."""
+        plans = {r.gate.rule.name: r.gate for r in rules.rules if r.gate is not None}
+        now = self.clock.now().timestamp()
+        looked = 0
+        for name, plan in plans.items():
+            for state_key in await self.store.keys(f"gate/{name}/"):
+                looked += 1
+                state = await self.store.update(state_key, _expirer(plan, now))
+                if state is not None:
+                    await self.perform(plan, state["key"], state)
+        return looked
+
     async def _dead_letter(self, event: Event, rule: str, error: str, message: str) -> None:
         record_ = DeadLetter.of(
             event, rule=rule, error=error, message=message, time=self.clock.now()
         )
         await self.submitter.write_dead_letters([record_])
+
+
+def _expirer(plan: GatePlan, now: float) -> Callable[[Value | None], Value | None]:
+    def fn(state: Value | None) -> Value | None:
+        if state is None:
+            return None
+        new = expire(state, plan.shape, now)
+        return None if idle(new) else new
+
+    return fn
 
 
 def _settler(first: str) -> Callable[[Value | None], Value | None]:

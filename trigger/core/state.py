@@ -115,6 +115,10 @@ class StateStore(Protocol):
         """Atomically replace the value with `fn(current)`; None deletes. Returns the result."""
         ...
 
+    async def keys(self, prefix: str) -> list[str]:
+        """The keys that hold a value and start with `prefix`, sorted."""
+        ...
+
     async def close(self) -> None:
         """Release resources; the store is unusable afterwards."""
         ...
@@ -247,6 +251,9 @@ class FileStateStore:
 
     async def put(self, key: str, value: Value) -> None:
         await self.update(key, lambda _: value)
+
+    async def keys(self, prefix: str) -> list[str]:
+        return sorted(k for k in self._data if k.startswith(prefix))
 
     async def update(self, key: str, fn: Updater) -> Value | None:
         validate_key(key)
@@ -394,6 +401,28 @@ class ConfigMapStateStore:
 
     async def put(self, key: str, value: Value) -> None:
         await self.update(key, lambda _: value)
+
+    async def keys(self, prefix: str) -> list[str]:
+        """Read from the store's ConfigMaps (by label and key annotation); a ConfigMap
+        whose value was deleted holds no key. Keys still only in the single ConfigMap of
+        earlier versions are not listed (gate keys never were there)."""
+
+        async def listed() -> list[str]:
+            found = await self._core.list_namespaced_config_map(
+                self.namespace, label_selector=f"{LABEL_STORE}={store_label(self.name)}"
+            )
+            keys = []
+            for item in found.items:
+                key = (item.metadata.annotations or {}).get(ANNOTATION_KEY, "")
+                if key.startswith(prefix) and DATA_KEY in (item.data or {}):
+                    keys.append(key)
+            return sorted(keys)
+
+        try:
+            return await self._retrying(self.name, listed)
+        except StateError as err:
+            self._reporter.failed(prefix, err)
+            raise
 
     async def update(self, key: str, fn: Updater) -> Value | None:
         name = configmap_name(self.name, key)
