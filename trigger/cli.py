@@ -16,7 +16,7 @@ import sys
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import yaml
 
@@ -26,10 +26,10 @@ from trigger.errors import (
     ConfigError,
     DecodeError,
     Problem,
-    RenderError,
     RuleError,
     SubmitError,
     TemporarySubmitError,
+    TriggerError,
 )
 from trigger.events import Event
 from trigger.rules.loader import load_rules
@@ -37,6 +37,9 @@ from trigger.rules.render import render
 from trigger.rules.router import RuleSet
 from trigger.rules.rule import Rule
 from trigger.settings import Settings, load_settings, origin
+
+if TYPE_CHECKING:
+    from trigger.core.gatekeeper import GateReplay
 
 DEFAULT_RULES = "rules/"
 EXAMPLE_RULES = Path(__file__).parent / "examples" / "rules"
@@ -501,7 +504,10 @@ def cmd_match(args: argparse.Namespace) -> int:
     rules = _load(_settings(args)[0].rules, sys.stderr)
     if rules is None:
         return 1
+    from trigger.core.gatekeeper import GateReplay
+
     status = 0
+    gates = GateReplay()
     for name in args.events:
         try:
             events = decode_file(Path(name))
@@ -510,23 +516,32 @@ def cmd_match(args: argparse.Namespace) -> int:
             status = 1
             continue
         for event in events:
-            status = max(status, _match_one(rules, event, args))
+            status = max(status, _match_one(rules, event, args, gates))
+    for line in gates.progress():
+        print(line, file=sys.stderr)
     return status
 
 
-def _match_one(rules: RuleSet, event: Event, args: argparse.Namespace) -> int:
+def _match_one(rules: RuleSet, event: Event, args: argparse.Namespace, gates: GateReplay) -> int:
     routed = rules.route(event, cluster=args.cluster)
     status = 0
     for failure in routed.failures:
         print(f"event {event.id}: rule {failure.rule.name}: {failure.message}", file=sys.stderr)
     for match in routed.matches:
+        pairs = [(match.rule, match.event)]
         try:
-            workflow = render(match.rule, match.event)
-        except RenderError as exc:
+            if match.rule.gate is not None:  # gates fire over the whole set of event files
+                firings, notes = gates.add(match.rule, match.event)
+                for note in notes:
+                    print(f"event {event.id}: {note}", file=sys.stderr)
+                pairs = [(match.rule.gate.rule, firing) for firing in firings]
+            workflows = [render(rule, routed_event) for rule, routed_event in pairs]
+        except TriggerError as exc:
             print(f"error: {exc}", file=sys.stderr)
             status = 1
             continue
-        _emit(workflow, args.output)
+        for workflow in workflows:
+            _emit(workflow, args.output)
     if args.explain:
         matched = {m.rule.name for m in routed.matches}
         for line in rules.explain_misses(event, matched, cluster=args.cluster):

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import structlog
@@ -29,7 +30,7 @@ import structlog
 from trigger.clock import Clock
 from trigger.core.state import StateError, StateStore, StateTooLarge
 from trigger.errors import RenderError, TemporarySubmitError, TriggerError
-from trigger.events import Event, default_idempotency_key, parse_time
+from trigger.events import Event, default_idempotency_key, format_time, parse_time
 from trigger.rules.gates import (
     Value,
     complete,
@@ -168,3 +169,53 @@ def firing_event(plan: GatePlan, key: str, entry: Value) -> Event:
         data=None,
         fields={"gate": gate},
     )
+
+
+@dataclass
+class GateReplay:
+    """Gates over a set of events in memory, for `trigger match`: each event's own time is
+    the clock, nothing is stored. `add` gives the firing events and notes of what closed;
+    `progress` says, per open gate, which members are still missing."""
+
+    states: dict[tuple[str, str], tuple[GatePlan, Value]] = field(default_factory=dict)
+
+    def add(self, rule: Rule, event: Event) -> tuple[list[Event], list[str]]:
+        plan = rule.gate
+        assert plan is not None, "only gate members' rules are replayed"
+        key = plan.key.render({"event": event.doc, "rule": plan.rule.context})
+        found = self.states.get((plan.rule.name, key))
+        new, recorded = record(
+            found[1] if found else None,
+            plan.shape,
+            key=key,
+            member=plan.member,
+            event_id=default_idempotency_key(event),
+            event=event.doc,
+            now=event.time.timestamp(),
+        )
+        notes = [f"gate {plan.rule.name} key {key!r}: {plan.member} {recorded}"]
+        firings = []
+        for entry in new["outbox"]:
+            firing = firing_event(plan, key, entry)
+            if entry["action"] == "fire":
+                firings.append(firing)
+                notes.append(f"gate {plan.rule.name} key {key!r}: fires ({firing.type})")
+            else:
+                notes.append(f"gate {plan.rule.name} key {key!r}: timed out (dead letter)")
+        new["outbox"] = []
+        self.states[(plan.rule.name, key)] = (plan, new)
+        return firings, notes
+
+    def progress(self) -> list[str]:
+        lines = []
+        for (name, key), (plan, state) in sorted(self.states.items(), key=lambda kv: kv[0]):
+            gate = state["open"]
+            if gate is None:
+                continue
+            lacking = ", ".join(
+                f"{member} ({n} of {plan.shape.counts[member]})"
+                for member, n in missing(gate, plan.shape).items()
+            )
+            ends = format_time(datetime.fromtimestamp(gate["opened"] + plan.shape.window, UTC))
+            lines.append(f"gate {name} key {key!r}: waiting for {lacking}; window ends {ends}")
+        return lines
