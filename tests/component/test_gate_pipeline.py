@@ -85,14 +85,14 @@ class Daemon:
         self.sink = LocalSink(self.tmp / "workflows")
         self.dead = FileDeadLetterSink(self.tmp / "dead.jsonl")
         self.state = await FileStateStore.open(self.tmp / "state.json")
-        metrics = Metrics()
+        self.metrics = metrics = Metrics()
         submitter = Submitter(
             self.sink, self.dead, self.clock, hooks=MetricsHooks(metrics, self.clock)
         )
         self.pipeline = Pipeline(
             load_rules([self.rules]), submitter, self.dead, metrics, self.clock
         )
-        self.pipeline.gates = GateKeeper(self.state, submitter, self.dead, self.clock)
+        self.pipeline.gates = GateKeeper(self.state, submitter, self.dead, self.clock, metrics)
         return self.pipeline
 
     async def __aexit__(self, *exc: Any) -> None:
@@ -125,11 +125,19 @@ async def test_batch_in_random_order_with_redeliveries_fires_once(
     """A batch in random order, with redeliveries, gives one Workflow with every file."""
     events = batch("2026-12-06")
     shuffled = random.Random(7).sample(events + events[:3], len(events) + 3)
-    async with Daemon(tmp_path, rules, VirtualClock()) as pipeline:
+    daemon = Daemon(tmp_path, rules, VirtualClock())
+    async with daemon as pipeline:
         for event in shuffled:
             await pipeline.handle(event)
         for event in events:  # everything redelivered after the gate fired
             await pipeline.handle(event)
+    counts = {
+        outcome: daemon.metrics.registry.get_sample_value(
+            "trigger_gate_events_total", {"rule": "nightly-load", "outcome": outcome}
+        )
+        for outcome in ("opened", "added", "duplicate")
+    }
+    assert counts == {"opened": 1, "added": HOURS, "duplicate": 3 + HOURS + 1}
     [workflow] = workflows(tmp_path)
     params = parameters(workflow)
     assert params["day"] == "2026-12-06"

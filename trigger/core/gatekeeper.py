@@ -28,6 +28,7 @@ from typing import Any, Final
 import structlog
 
 from trigger.clock import Clock
+from trigger.core.metrics import Metrics
 from trigger.core.state import StateError, StateStore, StateTooLarge
 from trigger.errors import RenderError, TemporarySubmitError, TriggerError
 from trigger.events import Event, default_idempotency_key, format_time, parse_time
@@ -59,6 +60,7 @@ class GateKeeper:
     submitter: Submitter
     dead_letters: DeadLetterSink
     clock: Clock
+    metrics: Metrics | None = None
 
     async def record(self, rule: Rule, event: Event) -> list[Outcome]:
         """Record `event` for the member `rule`; the outcomes of any gate this fired."""
@@ -72,9 +74,10 @@ class GateKeeper:
             return []
         event_id = default_idempotency_key(event)
         now = self.clock.now().timestamp()
+        outcome: list[str] = []  # the last call's (the store may call `add` again)
 
         def add(state: Value | None) -> Value:
-            new, _ = record(
+            new, recorded = record(
                 state,
                 plan.shape,
                 key=key,
@@ -83,6 +86,7 @@ class GateKeeper:
                 event=event.doc,
                 now=now,
             )
+            outcome[:] = [recorded]
             return new
 
         try:
@@ -95,6 +99,8 @@ class GateKeeper:
             if exc.temporary:
                 raise TemporarySubmitError(f"gate state: {exc}") from exc
             raise
+        if self.metrics is not None and outcome:
+            self.metrics.child(self.metrics.gate_events, plan.rule.name, outcome[0]).inc()
         return await self.perform(plan, key, state)
 
     async def perform(self, plan: GatePlan, key: str, state: Value | None) -> list[Outcome]:

@@ -186,6 +186,14 @@ class Metrics:
             ["rule", "reason"],
             registry=r,
         )
+        self.gate_events = Counter(
+            "trigger_gate_events",
+            "Events of gate members as their gate recorded them, by gate rule and outcome "
+            "(opened: the first of a gate; added; duplicate: already in the gate or in one "
+            "that closed within its window; surplus: beyond the member's count).",
+            ["rule", "outcome"],
+            registry=r,
+        )
         self.workflow_watch_restarts = Counter(
             "trigger_workflow_watch_restarts",
             "Watches of finished Workflows that ended early, by reason (gone: the watermark "
