@@ -117,3 +117,13 @@ def test_source_and_gate_together_is_an_error(write_rules: Callable[..., Path]) 
     """A rule has a source or a gate, not both."""
     text = GATE.replace("  gate:\n", "  source: {kafka: {topics: [t]}}\n  gate:\n")
     assert any("exactly one of source and gate" in p for p in problems(write_rules, text))
+
+
+def test_rule_without_source_or_gate_is_told_its_source_is_missing(
+    write_rules: Callable[..., Path],
+) -> None:
+    """A plain rule without a source hears about the source, not about gates, at once."""
+    text = "apiVersion: trigger/v1\nkind: Rule\nmetadata: {name: x}\nspec: {}\n"
+    found = problems(write_rules, text)
+    assert any("F:4:1: rule x: source: required field is missing" in p for p in found), found
+    assert not any("gate" in p for p in found)

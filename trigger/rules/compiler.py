@@ -28,7 +28,7 @@ from trigger.events import SourceKind
 from trigger.rules.expressions import compile_expression
 from trigger.rules.fields import Scope
 from trigger.rules.gates import GateShape
-from trigger.rules.model import GENERATE_NAME_MAX, RuleDocument
+from trigger.rules.model import GENERATE_NAME_MAX, SOURCE_OR_GATE, RuleDocument
 from trigger.rules.patterns import compile_pattern, match_leaf
 from trigger.rules.rule import GatePlan, Predicate, Rule
 from trigger.rules.schedules import ScheduleError, compile_schedule, compile_timezone
@@ -186,11 +186,20 @@ class DocumentCompiler:
     # --- the schema -----------------------------------------------------------------------
 
     def validate(self, value: dict[str, Any]) -> RuleDocument | None:
+        reported: set[Path] = set()
+        spec = value.get("spec")
+        # `source` is optional only beside a gate; a rule with neither is told about its
+        # source at once, as a required field (pydantic's whole-model check runs only
+        # once every field is valid, and would speak of gates to every plain rule).
+        neither = isinstance(spec, dict) and "source" not in spec and "gate" not in spec
+        if neither:
+            self.schema_problem(("spec", "source"), "missing", "", reported)
         try:
             return RuleDocument.model_validate(value)
         except ValidationError as exc:
-            reported: set[Path] = set()
             for error in exc.errors(include_url=False):
+                if neither and SOURCE_OR_GATE in error["msg"]:
+                    continue
                 self.schema_problem(tuple(error["loc"]), error["type"], error["msg"], reported)
             return None
 

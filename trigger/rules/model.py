@@ -268,6 +268,7 @@ class Retry(Strict):
     backoff: Backoff = Field(default_factory=Backoff)
 
 
+SOURCE_OR_GATE: Final = "a rule needs exactly one of source and gate"
 GATE_MEMBER: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 # A gate's state holds its members' events: bounded so one key stays far below 1 MiB.
 GATE_COUNT_MAX: Final = 1000
@@ -322,7 +323,7 @@ class Spec(Strict):
     @model_validator(mode="after")
     def _source_or_gate(self) -> Spec:
         if (self.source is None) == (self.gate is None):
-            raise ValueError("a rule needs exactly one of source and gate")
+            raise ValueError(SOURCE_OR_GATE)
         if self.gate is not None and self.filter is not None:
             raise ValueError("a gate rule has no filter of its own: filter each gate member")
         if self.gate is not None and self.idempotencyKey is not None:
