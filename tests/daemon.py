@@ -9,11 +9,14 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -197,3 +200,28 @@ def running(workdir: Path, rules: Path, **kwargs: Any) -> Iterator[DaemonProcess
         yield daemon.start()
     finally:
         daemon.stop()
+
+
+@contextmanager
+def certificate_host(pem: bytes) -> Iterator[str]:
+    """Serve `pem` over HTTP on loopback from a thread; yield its URL (for the daemon's
+    certificate fetch, whose allow-list then names 127.0.0.1)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(pem)))
+            self.end_headers()
+            self.wfile.write(pem)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/x509/cert.pem"
+    finally:
+        server.shutdown()
+        server.server_close()

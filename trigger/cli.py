@@ -1,4 +1,4 @@
-"""The `trigger` command line: run | validate | match | fire | schedule.
+"""The `trigger` command line: run | validate | match | fire | backfill | schedule.
 
 Each command parses its arguments, builds what it needs and calls into the library; exit
 codes are part of the contract (DESIGN §5): 0 success, 1 invalid input (rules or events),
@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+import structlog
 import yaml
 
 from trigger import __version__
@@ -27,6 +28,7 @@ from trigger.errors import (
     DecodeError,
     Problem,
     RuleError,
+    SourceError,
     SubmitError,
     TemporarySubmitError,
     TriggerError,
@@ -205,6 +207,8 @@ def _parser() -> argparse.ArgumentParser:
     finish.add_argument("--sink", help="local:DIR (default: the settings' sink)")
     finish.set_defaults(handler=cmd_finish)
 
+    _backfill_parser(commands)
+
     schedule = commands.add_parser(
         "schedule",
         help="print the next fire times of a cron rule",
@@ -221,6 +225,49 @@ def _parser() -> argparse.ArgumentParser:
     )
     schedule.set_defaults(handler=cmd_schedule)
     return parser
+
+
+def _backfill_parser(commands: Any) -> None:
+    backfill = commands.add_parser(
+        "backfill",
+        help="create the Workflows a rule would have created over a past range",
+        description="Create RULE's Workflows for a past range [--from, --to]: a cron rule's "
+        "every tick (the daemon's schedule and DST policy, the live ticks' names, so a tick "
+        "already fired is a duplicate), or for an OSS rule with source.oss.poll every object "
+        "under its bucket/prefix modified in the range (the poller's events). Each goes "
+        "through the rule's filter, rate limit and the sink. Ends with a summary; exit 1 if "
+        "any failed, 2 for bad arguments, 130 when interrupted (run it again to resume: "
+        "what was created is then a duplicate).",
+    )
+    backfill.add_argument("rule", metavar="RULE")
+    backfill.add_argument(
+        "--from",
+        dest="start",
+        required=True,
+        metavar="TIME",
+        help="ISO-8601 (no offset: the rule's timezone) or epoch seconds",
+    )
+    backfill.add_argument(
+        "--to", dest="end", required=True, metavar="TIME", help="inclusive, like --from"
+    )
+    backfill.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the Workflows that would be created; create nothing",
+    )
+    backfill.add_argument(
+        "-o", "--output", choices=("yaml", "json"), default="yaml", help="with --dry-run"
+    )
+    backfill.add_argument(
+        "--parallel",
+        type=int,
+        default=4,
+        metavar="N",
+        help="submissions at once (default 4); the rule's rateLimit holds",
+    )
+    _config_flags(backfill)
+    _sink_flags(backfill)
+    backfill.set_defaults(handler=cmd_backfill)
 
 
 # Each command takes the flags of the settings it uses, and no others.
@@ -371,6 +418,143 @@ async def _fire(settings: Settings, rule: Rule, parameters: dict[str, str]) -> i
         return 1
     print(outcome.workflow)
     return 0
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    from trigger.daemon import backfill as bf
+    from trigger.rules.schedules import compile_timezone
+
+    settings, _ = _settings(args)
+    rules = _load(list(settings.rules), sys.stderr)
+    if rules is None:
+        return 1
+    rule = rules.by_name.get(args.rule)
+    try:
+        if rule is None:
+            raise ConfigError(f"no rule named {args.rule!r}")
+        if rule.kind not in ("cron", "oss"):
+            raise ConfigError(
+                f"rule {rule.name} is a {rule.kind} rule: backfill takes cron and OSS rules"
+            )
+        if args.parallel < 1:
+            raise ConfigError(f"--parallel must be at least 1, got {args.parallel}")
+        tz = compile_timezone(rule.cron.timezone if rule.kind == "cron" else "UTC")
+        start = bf.parse_moment(args.start, tz, "--from")
+        end = bf.parse_moment(args.end, tz, "--to")
+        if end < start:
+            raise ConfigError(f"--to ({args.end}) is before --from ({args.start})")
+    except ConfigError as exc:
+        print(f"trigger: error: {exc}", file=sys.stderr)
+        return 2
+    # Per-event lines would drown the summary: only warnings (retries) and errors, on
+    # stderr; the previous configuration comes back after (main() runs inside tests too).
+    saved = structlog.get_config()
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+    try:
+        if args.dry_run:
+            return asyncio.run(_backfill_dry(rule, start, end, settings, args.output))
+        return asyncio.run(_backfill(rule, start, end, settings, args.parallel))
+    except ConfigError as exc:
+        print(f"trigger: error: {exc}", file=sys.stderr)
+        return 2
+    except SourceError as exc:  # a dry run's listing failed
+        print(f"trigger: error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        structlog.configure(**saved)
+
+
+def _backfill_events(rule: Rule, start: Any, end: Any, settings: Settings) -> Any:
+    from trigger.daemon import backfill as bf
+
+    if rule.kind == "cron":
+        return bf.cron_events(rule, start, end)
+    return bf.oss_events(rule, start, end, os.environ, settings.oss.poll.timeout)
+
+
+async def _backfill_dry(rule: Rule, start: Any, end: Any, settings: Settings, out: str) -> int:
+    from trigger.daemon import backfill as bf
+
+    events = _backfill_events(rule, start, end, settings)
+    status = 0
+
+    def emit(event: Event) -> None:
+        nonlocal status
+        try:
+            for workflow in bf.plan(rule, event):
+                _emit(workflow, out)
+        except RenderError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            status = 1
+
+    if rule.kind == "cron":
+        for event in events:
+            emit(event)
+    else:
+        async for event in events:
+            emit(event)
+    return status
+
+
+async def _backfill(rule: Rule, start: Any, end: Any, settings: Settings, parallel: int) -> int:
+    from prometheus_client import CollectorRegistry
+
+    from trigger.clock import SystemClock
+    from trigger.core.metrics import Metrics
+    from trigger.daemon import backfill as bf
+    from trigger.daemon.assembly import dead_letter_sink, flow_for, sink_options
+    from trigger.rules.cronmath import count_fires
+    from trigger.rules.schedules import compile_timezone
+    from trigger.submit.sinks import open_sink
+    from trigger.submit.size import SizeLimit
+    from trigger.submit.submitter import Submitter
+
+    clock = SystemClock()
+    total = None
+    if rule.kind == "cron":
+        tz = compile_timezone(rule.cron.timezone)
+        total = count_fires(rule.schedules, tz, start - bf.JUST_BEFORE, end, 10**9)
+    sink = await open_sink(settings.sink, **sink_options(settings, os.environ))
+    dead_letters = dead_letter_sink(settings.dead_letter)
+    progress = bf.Progress(total)
+    submitter = Submitter(
+        sink,
+        dead_letters,
+        clock,
+        max_in_flight=max(parallel, 1),
+        size_limit=SizeLimit(settings.submit.max_workflow_bytes),
+        flow=flow_for(settings, sink, Metrics(CollectorRegistry()), clock),
+    )
+    job = bf.Backfill(rule, submitter, dead_letters, clock, parallel=parallel, progress=progress)
+    interrupted, broken = False, None
+    try:
+        await job.run(_backfill_events(rule, start, end, settings))
+    except asyncio.CancelledError:  # Ctrl-C: asyncio.run cancels this task
+        interrupted = True
+    except SourceError as exc:  # listing the bucket failed: say so after what was done
+        broken = str(exc)
+    finally:
+        progress.close()
+        await sink.close()
+        await dead_letters.close()
+    tally = job.tally
+    for error in tally.errors:
+        print(f"trigger: failed: {error}", file=sys.stderr)
+    if interrupted:
+        print(
+            f"backfill {rule.name}: interrupted: {tally.summary()}; run it again to "
+            "resume (what was created will be a duplicate)",
+            file=sys.stderr,
+        )
+        raise _Exit(130)
+    if broken is not None:
+        print(f"trigger: error: {broken}; run it again to resume", file=sys.stderr)
+    print(f"backfill {rule.name}: {tally.summary()}")
+    return 1 if tally.failed or broken is not None else 0
 
 
 def cmd_finish(args: argparse.Namespace) -> int:

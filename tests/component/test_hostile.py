@@ -22,11 +22,9 @@ import itertools
 import json
 import logging
 import socket
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +34,7 @@ from aiokafka import AIOKafkaProducer
 from cryptography.hazmat.primitives.asymmetric import rsa
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.daemon import DaemonProcess, Response, wait_for
+from tests.daemon import DaemonProcess, Response, certificate_host, wait_for
 from tests.unit.test_oss_signatures import eventbridge_headers, make_key_and_cert, mns_headers
 from trigger.cli import main
 from trigger.testing.kafka import KafkaBroker
@@ -242,68 +240,54 @@ def signed(body: bytes, content_type: str = "application/json", **extra: str) ->
     return {"Content-Type": content_type, "X-Hub-Signature-256": f"sha256={digest}", **extra}
 
 
-def serve_certificate(pem: bytes) -> tuple[ThreadingHTTPServer, str]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(pem)))
-            self.end_headers()
-            self.wfile.write(pem)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_address[1]}/x509/cert.pem"
-
-
 @pytest.fixture(scope="module")
 def hostile(broker: KafkaBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hostile]:
     """One daemon for the whole table, every source it can take configured."""
     tmp = tmp_path_factory.mktemp("hostile")
     asyncio.run(broker.create_topics({TOPIC: 1}))
     key, pem = make_key_and_cert()
-    server, cert_url = serve_certificate(pem)
-    rules = tmp / "rules"
-    rules.mkdir()
-    (rules / "hostile.yaml").write_text(RULES)
-    config = {
-        "http": {"request_timeout": "2s"},
-        "oss": {
-            "push": {
-                "eventbridge_token_env": "EB_TOKEN",
-                "eventbridge_verify_signature": True,
-                "eventbridge_cert_hosts": ["127.0.0.1"],
-                "mns_cert_hosts": ["127.0.0.1"],
-            }
-        },
-        "kafka": {
-            "clusters": {
-                "default": {
-                    "bootstrap_servers": broker.bootstrap,
-                    "group": "hostile",
-                    "auto_offset_reset": "earliest",
-                    "session_timeout": "1s",
-                    "heartbeat_interval": "200ms",
+    with certificate_host(pem) as cert_url:
+        rules = tmp / "rules"
+        rules.mkdir()
+        (rules / "hostile.yaml").write_text(RULES)
+        config = {
+            "http": {"request_timeout": "2s"},
+            "oss": {
+                "push": {
+                    "eventbridge_token_env": "EB_TOKEN",
+                    "eventbridge_verify_signature": True,
+                    "eventbridge_cert_hosts": ["127.0.0.1"],
+                    "mns_cert_hosts": ["127.0.0.1"],
                 }
-            }
-        },
-    }
-    (tmp / "config.yaml").write_text(json.dumps(config))
-    env = {"HOOK_SECRET": SECRET, "HOOK_TOKEN": BEARER, "EB_TOKEN": EB_TOKEN}
-    daemon = DaemonProcess(tmp, rules, extra_args=["--config", str(tmp / "config.yaml")], env=env)
-    try:
-        daemon.start()
-        wait_for(
-            lambda: any(e.get("event") == "kafka partitions assigned" for e in daemon.log_events()),
-            what="the Kafka partition assigned",
+            },
+            "kafka": {
+                "clusters": {
+                    "default": {
+                        "bootstrap_servers": broker.bootstrap,
+                        "group": "hostile",
+                        "auto_offset_reset": "earliest",
+                        "session_timeout": "1s",
+                        "heartbeat_interval": "200ms",
+                    }
+                }
+            },
+        }
+        (tmp / "config.yaml").write_text(json.dumps(config))
+        env = {"HOOK_SECRET": SECRET, "HOOK_TOKEN": BEARER, "EB_TOKEN": EB_TOKEN}
+        daemon = DaemonProcess(
+            tmp, rules, extra_args=["--config", str(tmp / "config.yaml")], env=env
         )
-        yield Hostile(daemon, key, cert_url, broker.bootstrap, tmp, {}, itertools.count())
-    finally:
-        daemon.stop()
-        server.shutdown()
-        server.server_close()
+        try:
+            daemon.start()
+            wait_for(
+                lambda: any(
+                    e.get("event") == "kafka partitions assigned" for e in daemon.log_events()
+                ),
+                what="the Kafka partition assigned",
+            )
+            yield Hostile(daemon, key, cert_url, broker.bootstrap, tmp, {}, itertools.count())
+        finally:
+            daemon.stop()
 
 
 # --- kinds of row ---------------------------------------------------------------------------

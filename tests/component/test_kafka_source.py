@@ -278,7 +278,12 @@ class CrashResult:
 def crash(broker: KafkaBroker, tmp_path_factory: pytest.TempPathFactory) -> CrashResult:
     tmp = tmp_path_factory.mktemp("crash")
     topic, group = unique("crash"), unique("g")
-    rules = write_rules(tmp / "rules", kafka_rule("crash", topic, {"n": "{{ event.value.n }}"}))
+    # Paced at 200/s (commits every 0.2 s), so there is always finished but uncommitted
+    # work to freeze: unpaced, a quiet machine finished all 600 before the first freeze.
+    pace = {"rateLimit": {"perSecond": 200, "burst": 10}}
+    rules = write_rules(
+        tmp / "rules", kafka_rule("crash", topic, {"n": "{{ event.value.n }}"}, **pace)
+    )
     config = write_config(tmp / "c.yaml", broker.bootstrap, group=group)
     total = 600
 

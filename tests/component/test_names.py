@@ -21,7 +21,7 @@ import pytest
 from tests.conftest import WorkflowChecker
 from trigger.clock import VirtualClock
 from trigger.decoders.kafka import decode_kafka_record
-from trigger.events import Event
+from trigger.events import Event, default_idempotency_key
 from trigger.rules.loader import load_rules
 from trigger.rules.render import MAX_ALTERNATES, render, workflow_name
 from trigger.rules.router import RuleSet
@@ -166,7 +166,7 @@ async def test_a_name_held_by_another_key_is_not_a_duplicate(
     first = await submitter.submit(rule, event)
     again = await submitter.submit(rule, event)
 
-    alternate = workflow_name(rule, event.id, 1)
+    alternate = workflow_name(rule, default_idempotency_key(event), 1)
     assert (first.kind, first.workflow) == (OutcomeKind.CREATED, alternate)
     assert (again.kind, again.workflow) == (OutcomeKind.DUPLICATE, alternate)
     assert backend.names() == sorted([ours["metadata"]["name"], alternate])
@@ -180,7 +180,8 @@ async def test_every_name_taken_is_dead_lettered_as_a_collision(
     as NameCollision with the last name tried: never acknowledged as a duplicate."""
     rule, event = rules.by_name["orders"], order(8)
     ours = render(rule, event)
-    names = [workflow_name(rule, event.id, n) for n in range(MAX_ALTERNATES + 1)]
+    key = default_idempotency_key(event)
+    names = [workflow_name(rule, key, n) for n in range(MAX_ALTERNATES + 1)]
     for number, name in enumerate(names):
         taken = {**ours, "metadata": {**ours["metadata"], "name": name}}
         await backend.plant(foreign(taken, f"other-{number}"))

@@ -6,10 +6,8 @@ import asyncio
 import base64
 import hashlib
 import json
-import threading
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +18,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.conftest import FIXTURES
-from tests.daemon import DaemonProcess, free_port, running
+from tests.daemon import DaemonProcess, certificate_host, free_port, running
 from tests.unit.test_oss_signatures import (
     eventbridge_headers,
     make_key_and_cert,
@@ -151,24 +149,8 @@ def keypair() -> tuple[rsa.RSAPrivateKey, bytes]:
 @pytest.fixture(scope="module")
 def cert_url(keypair: tuple[rsa.RSAPrivateKey, bytes]) -> Iterator[str]:
     """The certificate served over HTTP from a thread (the daemon runs as a subprocess)."""
-    pem = keypair[1]
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(pem)))
-            self.end_headers()
-            self.wfile.write(pem)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/x509/cert.pem"
-    server.shutdown()
-    server.server_close()
+    with certificate_host(keypair[1]) as url:
+        yield url
 
 
 def start(tmp: Path, config: dict[str, Any], env: dict[str, str] | None = None) -> DaemonProcess:

@@ -17,12 +17,9 @@ import hashlib
 import hmac
 import json
 import random
-import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 
 import aiohttp
@@ -203,28 +200,3 @@ class WebhookSender:
 
 
 # --- where the signing certificate lives -------------------------------------------------
-
-
-@contextmanager
-def certificate_host(pem: bytes) -> Iterator[str]:
-    """Serve `pem` over HTTP on loopback from a thread; yield its URL (for the daemon's
-    certificate fetch, whose allow-list then names 127.0.0.1)."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(pem)))
-            self.end_headers()
-            self.wfile.write(pem)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/x509/cert.pem"
-    finally:
-        server.shutdown()
-        server.server_close()

@@ -16,7 +16,7 @@ from functools import partial
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.daemon import DaemonProcess, until
+from tests.daemon import DaemonProcess, certificate_host, until
 from tests.e2e.harness import Emulator, Harness
 from tests.e2e.senders import (
     EVENTBRIDGE_PATH,
@@ -27,7 +27,6 @@ from tests.e2e.senders import (
     MnsSender,
     Signer,
     WebhookSender,
-    certificate_host,
     deliver_all,
 )
 from tests.unit.test_oss_signatures import make_key_and_cert

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import importlib.resources
 import os
 import signal
@@ -35,6 +34,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Protocol, Self
+
+from trigger.testing.served import wait_for_port
 
 _START_TIMEOUT = 15.0  # seconds for the port to open
 
@@ -114,23 +115,8 @@ class KafkaBroker:
         await self._wait_for_port()
 
     async def _wait_for_port(self) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + _START_TIMEOUT
-        while True:
-            assert self._process is not None
-            if self._process.poll() is not None:
-                raise RuntimeError(f"tansu exited with {self._process.returncode} at start")
-            try:
-                _, writer = await asyncio.open_connection(self.host, self.port)
-            except OSError:
-                if loop.time() > deadline:
-                    raise TimeoutError(f"tansu did not open {self.bootstrap}") from None
-                await asyncio.sleep(0.01)  # polling the port, not synchronizing on time
-                continue
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
-            return
+        assert self._process is not None
+        await wait_for_port(self._process, self.host, self.port, "tansu", _START_TIMEOUT)
 
     async def create_topics(self, topics: dict[str, int]) -> None:
         """Create each topic with its partition count (replication factor 1)."""

@@ -11,7 +11,6 @@ in the server process, so it outlives any number of broker restarts, and ends wi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -19,6 +18,7 @@ from types import TracebackType
 from typing import Final, Self
 
 from trigger.testing.kafka import free_port
+from trigger.testing.served import wait_for_port
 
 _START_TIMEOUT: Final = 30.0  # seconds for moto to import and open its port
 
@@ -62,23 +62,8 @@ class S3Store:
         await asyncio.to_thread(self._make_bucket)
 
     async def _wait_for_port(self) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + _START_TIMEOUT
-        while True:
-            assert self._process is not None
-            if self._process.poll() is not None:
-                raise RuntimeError(f"moto_server exited with {self._process.returncode}")
-            try:
-                _, writer = await asyncio.open_connection(self.host, self.port)
-            except OSError:
-                if loop.time() > deadline:
-                    raise TimeoutError(f"moto_server did not open {self.endpoint}") from None
-                await asyncio.sleep(0.05)  # polling the port, not synchronizing on time
-                continue
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
-            return
+        assert self._process is not None
+        await wait_for_port(self._process, self.host, self.port, "moto_server", _START_TIMEOUT)
 
     def _make_bucket(self) -> None:
         import boto3
