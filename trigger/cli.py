@@ -27,6 +27,7 @@ from trigger.errors import (
     ConfigError,
     DecodeError,
     Problem,
+    RenderError,
     RuleError,
     SourceError,
     SubmitError,
@@ -354,9 +355,9 @@ def cmd_fire(args: argparse.Namespace) -> int:
     rules = _load(list(settings.rules), sys.stderr)
     if rules is None:
         return 1
-    rule = rules.by_name.get(args.rule)
+    rule, problem = _firable(rules, args.rule)
     if rule is None:
-        print(f"trigger: error: no rule named {args.rule!r}", file=sys.stderr)
+        print(f"trigger: error: {problem}", file=sys.stderr)
         return 2
     parameters, problems = _fire_parameters(rule, overrides)
     for problem in problems:
@@ -368,6 +369,23 @@ def cmd_fire(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"trigger: error: {exc}", file=sys.stderr)
         return 2
+
+
+def _firable(rules: RuleSet, name: str) -> tuple[Rule | None, str]:
+    """The rule `trigger fire NAME` creates a Workflow of — a gate rule by its own name,
+    as it fires (its parameters see `gate`: each templated one needs `-p`) — or why none."""
+    members = rules.gates.get(name)
+    if members is not None:
+        assert members[0].gate is not None
+        return members[0].gate.rule, ""
+    rule = rules.by_name.get(name)
+    if rule is not None and rule.gate is not None:
+        gate = rule.gate.rule.name
+        return None, (
+            f"rule {name} is member {rule.gate.member!r} of the gate {gate}, which creates "
+            f"no Workflow of its own: fire the gate: trigger fire {gate}"
+        )
+    return rule, "" if rule is not None else f"no rule named {name!r}"
 
 
 def _fire_parameters(rule: Rule, given: dict[str, str]) -> tuple[dict[str, str], list[str]]:
@@ -430,6 +448,13 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         return 1
     rule = rules.by_name.get(args.rule)
     try:
+        if rule is None and args.rule in rules.gates:
+            raise ConfigError(f"rule {args.rule} is a gate: backfill takes cron and OSS rules")
+        if rule is not None and rule.gate is not None:
+            raise ConfigError(
+                f"rule {rule.name} is a member of the gate {rule.gate.rule.name}: "
+                "backfill takes cron and OSS rules, not gate members"
+            )
         if rule is None:
             raise ConfigError(f"no rule named {args.rule!r}")
         if rule.kind not in ("cron", "oss"):
@@ -665,8 +690,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
             print(f"{len(errors)} problem(s) found", file=sys.stdout)
             return 1
     print(
-        f"ok: {len(rules)} rule(s) in {len(rules.files)} file(s): "
-        f"{len(verdicts.active)} active, {len(verdicts.idle)} idle"
+        f"ok: {len(rules.written)} rule(s) in {len(rules.files)} file(s): "
+        f"{verdicts.active_count} active, {len(verdicts.idle)} idle"
     )
     return 0
 

@@ -6,6 +6,7 @@ import json
 import random
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.conftest import EXAMPLE_RULES, WorkflowChecker
@@ -65,3 +66,55 @@ def test_match_explains_what_a_gate_still_lacks(tmp_path: Path) -> None:
         "gate nightly-load key 'sales/2025-06-01': waiting for hourly (4 of 24), marker (1 of 1); "
         "window ends 2025-06-01T06:00:00Z" in result.stderr
     )
+
+
+def test_explain_shows_a_gate_as_one_rule_with_its_members(tmp_path: Path) -> None:
+    """--explain says once why the gate did not take an event: each member's reason."""
+    [path] = day_files(tmp_path, "2025-06-01", range(1), marker=False)
+    event = json.loads(Path(path).read_text())
+    event["data"]["oss"]["object"]["key"] = "sales/2025-06-01/notes.txt"
+    Path(path).write_text(json.dumps(event))
+    result = trigger("match", "--explain", "--rules", str(EXAMPLE_RULES), path)
+    [line] = [line for line in result.stderr.splitlines() if "nightly-load" in line]
+    assert line.startswith(
+        "event 2025-06-01-0: rule nightly-load: no match: gate member hourly: "
+    ), line
+    assert "; member marker: " in line and "nightly-load." not in line
+
+
+def test_validate_counts_a_gate_once() -> None:
+    """The shipped rules are 9 as written: the nightly-load gate is one of them."""
+    result = trigger("validate", "--rules", str(EXAMPLE_RULES))
+    assert result.returncode == 0, result.stdout
+    assert result.stdout.splitlines()[-1] == "ok: 9 rule(s) in 6 file(s): 7 active, 2 idle"
+
+
+def test_fire_a_gate_with_its_parameters(tmp_path: Path) -> None:
+    """`fire GATE -p …` creates the gate rule's Workflow with the parameters given."""
+    result = trigger(
+        "fire", "--rules", str(EXAMPLE_RULES), "--sink", "stdout", "nightly-load",
+        "-p", "day=2025-06-01", "-p", "files=a.csv,b.csv",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    *manifest, name = result.stdout.strip().splitlines()  # the stdout sink, then the name
+    workflow = yaml.safe_load("\n".join(manifest).removeprefix("---"))
+    assert workflow["metadata"]["name"] == name
+    params = {p["name"]: p["value"] for p in workflow["spec"]["arguments"]["parameters"]}
+    assert params == {"day": "2025-06-01", "files": "a.csv,b.csv"}
+    assert workflow["metadata"]["labels"]["trigger.dev/rule"] == "nightly-load"
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["fire", "nightly-load"], "rule nightly-load: parameters day, files are templates (they need an event): pass -p day=VALUE -p files=VALUE"),
+        (["fire", "nightly-load.marker"], "rule nightly-load.marker is member 'marker' of the gate nightly-load, which creates no Workflow of its own: fire the gate: trigger fire nightly-load"),
+        (["backfill", "nightly-load.hourly", "--from", "2025-06-01", "--to", "2025-06-02"], "rule nightly-load.hourly is a member of the gate nightly-load: backfill takes cron and OSS rules, not gate members"),
+        (["backfill", "nightly-load", "--from", "2025-06-01", "--to", "2025-06-02"], "rule nightly-load is a gate: backfill takes cron and OSS rules"),
+    ],
+)  # fmt: skip
+def test_fire_and_backfill_say_why_not_for_gates(argv: list[str], says: str) -> None:
+    """A gate without its templated parameters, a member, a gate backfill: exit 2, why."""
+    result = trigger(argv[0], "--rules", str(EXAMPLE_RULES), "--sink", "stdout", *argv[1:])
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"trigger: error: {says}"

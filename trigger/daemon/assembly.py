@@ -520,9 +520,9 @@ class Daemon:
         log.info(
             "rules reloaded",
             why=why,
-            rules=len(verdicts.rules),
+            rules=len(verdicts.rules.written),
             files=len(verdicts.rules.files),
-            active=len(verdicts.active),
+            active=verdicts.active_count,
             idle=len(verdicts.idle),
         )
         self._report_idle(verdicts)
@@ -543,7 +543,7 @@ class Daemon:
             "rules loaded",
             origin=self.rules_origin,
             paths=list(self.settings.rules),
-            rules=len(rules),
+            rules=len(rules.written),
             files=len(rules.files),
         )
         self._report_idle(verdicts, refused=refused)
@@ -554,7 +554,7 @@ class Daemon:
         for warning in verdicts.rules.warnings:  # e.g. a rule file with no rules in it
             log.warning("rule file warning", problem=str(warning))
         report = log.error if refused else log.warning
-        for name, verdict in verdicts.by_rule.items():
+        for name, verdict in verdicts.shown.items():
             if verdict.state == "idle":
                 report("rule idle", rule=name, reason=verdict.reason, where=verdict.where)
 
@@ -579,8 +579,8 @@ class Daemon:
         log.info(
             "trigger started",
             version=__version__,
-            rules=len(rules),
-            active=len(verdicts.active),
+            rules=len(rules.written),
+            active=verdicts.active_count,
             idle=len(verdicts.idle),
             files=len(rules.files),
             sink=s.sink,
