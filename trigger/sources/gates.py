@@ -3,8 +3,8 @@
 Gates fire when their last member arrives (`trigger.core.gatekeeper`); this singleton
 ends the others — a gate whose window passed with no further event for its key — per its
 `onTimeout`, and retries any firing or dead letter a crash or an outage left undone. It
-runs while some rule has a gate and this replica leads, every `SWEEP_INTERVAL` seconds
-on the injected clock; a sweep cut short by lost leadership is redone by the next leader
+runs while some rule has a gate and this replica leads, every `gates.sweep_interval`
+seconds (default 10) on the injected clock; a sweep cut short by lost leadership is redone by the next leader
 (the names are deterministic, so nothing happens twice).
 """
 
@@ -22,11 +22,11 @@ from trigger.rules.router import RuleSet
 from trigger.sources.base import Source, SourceContext, SourceType
 
 log = structlog.get_logger("trigger.sources.gates")
-SWEEP_INTERVAL: Final = 10.0
+DEFAULT_INTERVAL: Final = 10.0  # when the context has no settings (tests)
 
 
 class GateSweeper:
-    """Sweeps the gates' state every SWEEP_INTERVAL seconds while it runs."""
+    """Sweeps the gates' state every `gates.sweep_interval` seconds while it runs."""
 
     name = "gates"
     singleton = True
@@ -34,6 +34,8 @@ class GateSweeper:
     def __init__(self, ctx: SourceContext) -> None:
         self._ctx = ctx
         self._stopping = asyncio.Event()
+        settings = ctx.settings
+        self.interval = DEFAULT_INTERVAL if settings is None else settings.gates.sweep_interval
 
     def routes(self) -> list[web.RouteDef]:
         return []
@@ -41,7 +43,7 @@ class GateSweeper:
     async def run(self) -> None:
         while not self._stopping.is_set():
             await self.sweep()
-            pause = asyncio.ensure_future(self._ctx.clock.sleep(SWEEP_INTERVAL))
+            pause = asyncio.ensure_future(self._ctx.clock.sleep(self.interval))
             stopping = asyncio.ensure_future(self._stopping.wait())
             try:
                 await asyncio.wait([pause, stopping], return_when=asyncio.FIRST_COMPLETED)
