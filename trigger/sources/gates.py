@@ -4,8 +4,8 @@ Gates fire when their last member arrives (`trigger.core.gatekeeper`); this sing
 ends the others — a gate whose window passed with no further event for its key — per its
 `onTimeout`, and retries any firing or dead letter a crash or an outage left undone. It
 runs while some rule has a gate and this replica leads, every `gates.sweep_interval`
-seconds (default 10) on the injected clock; a sweep cut short by lost leadership is redone by the next leader
-(the names are deterministic, so nothing happens twice).
+seconds (default 10) on the injected clock; a sweep cut short by lost leadership is
+redone by the next leader (the names are deterministic, so nothing happens twice).
 """
 
 from __future__ import annotations
