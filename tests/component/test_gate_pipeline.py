@@ -294,3 +294,30 @@ async def test_configmap_state_refuses_a_gate_over_the_limit(
     assert letters and {letter["error"] for letter in letters} == {"GateStateTooLarge"}
     assert "over the 4000-byte limit" in letters[0]["message"]
     assert workflows(tmp_path) == []
+
+
+async def test_reload_changing_members_while_a_gate_is_open(
+    tmp_path: Path, rules: Path, write_rules: Callable[..., Path]
+) -> None:
+    """A reload renames `marker` (suffix /_SUCCESS) to `done` (/_DONE) while a day's gate is
+    open: the files recorded before stay, the old marker's event is dropped, and the gate
+    fires once with every file when `done` arrives."""
+    renamed = write_rules(
+        RULES.replace("      marker:\n", "      done:\n").replace("/_SUCCESS", "/_DONE"),
+        "renamed.yaml",
+    )
+    events = batch("2026-12-06")
+    async with Daemon(tmp_path, rules, VirtualClock()) as pipeline:
+        for event in events[:3] + events[-1:]:  # three files and the old marker
+            await pipeline.handle(event)
+        pipeline.swap(load_rules([renamed]))
+        for event in events[3:HOURS]:
+            await pipeline.handle(event)
+        assert workflows(tmp_path) == [] and pipeline.gates is not None
+        [key] = await pipeline.gates.store.keys("gate/nightly-load/")
+        state = await pipeline.gates.store.get(key)
+        assert state is not None
+        assert {m: len(es) for m, es in state["open"]["members"].items()} == {"hourly": HOURS, "done": 0}  # fmt: skip
+        await pipeline.handle(oss("sales/2026-12-06/_DONE"))
+    [workflow] = workflows(tmp_path)
+    assert parameters(workflow)["files"] == ",".join(e.fields["key"] for e in events[:HOURS])

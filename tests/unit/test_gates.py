@@ -131,3 +131,33 @@ def test_unknown_member_is_refused() -> None:
     """Recording for a member the gate does not have is a programming error, not a state."""
     with pytest.raises(ValueError, match="no member"):
         record(None, HOURLY, key="k", member="nope", event_id="x", event={}, now=0.0)
+
+
+def test_reload_keeps_remaining_members_and_drops_removed_ones() -> None:
+    """A reload that renames `marker` to `done`: the files stay, the old marker's event is
+    dropped (it can no longer count), and the gate fires once `done` arrives."""
+    state, _ = feed(None, HOURLY, BATCH[:3] + [("marker", "_SUCCESS")], key="k", now=0.0)
+    reloaded = GateShape(counts={"hourly": 3, "done": 1}, window=3600.0)
+    new, outcome = record(state, reloaded, key="k", member="done", event_id="ok", event={}, now=1.0)
+    assert outcome == "added"
+    [entry] = new["outbox"]
+    assert members_view(entry) == {"hourly": [{"id": f"h{i:02d}"} for i in range(3)], "done": [{}]}  # fmt: skip
+
+
+def test_reload_that_completes_a_gate_fires_it_at_the_next_look() -> None:
+    """A count lowered below what an open gate holds: the next transition (an event of the
+    key, or the leader's sweep: `expire`) fires it with the events that fit the count."""
+    state, _ = feed(None, HOURLY, BATCH[:5] + [("marker", "_SUCCESS")], key="k", now=0.0)
+    assert state is not None
+    lowered = GateShape(counts={"hourly": 4, "marker": 1}, window=3600.0)
+    swept = expire(json.loads(json.dumps(state)), lowered, now=1.0)
+    [entry] = swept["outbox"]
+    assert entry["action"] == "fire" and len(entry["members"]["hourly"]) == 4
+
+
+def test_reload_removing_every_member_with_events_forgets_the_gate() -> None:
+    """An open gate holding only events of members the reload removed is forgotten."""
+    state, _ = feed(None, HOURLY, [("marker", "_SUCCESS")], key="k", now=0.0)
+    assert state is not None
+    other = GateShape(counts={"hourly": 24, "done": 1}, window=3600.0)
+    assert expire(json.loads(json.dumps(state)), other, now=1.0)["open"] is None

@@ -81,8 +81,13 @@ def record(
 
 
 def expire(state: Value, shape: GateShape, now: float) -> Value:
-    """Close the open generation once `window` has passed since its first event (per
-    `onTimeout`), and forget seen ids that have lapsed. Changes and returns `state`."""
+    """Fit the open generation to the gate's members (see `_reshape`), close it once
+    `window` has passed since its first event (per `onTimeout`), and forget seen ids that
+    have lapsed. Changes and returns `state`."""
+    gate = state["open"]
+    if gate is not None and _reshape(state, shape):
+        _close(state, shape, "fire", now)
+        gate = None
     gate = state["open"]
     if gate is not None and now >= gate["opened"] + shape.window:
         if shape.on_timeout == "drop":
@@ -129,6 +134,24 @@ def missing(gate: Value, shape: GateShape) -> dict[str, int]:
 def members_view(gate: Value) -> dict[str, list[Any]]:
     """What templates see as `gate.members`: each member's events, in arrival order."""
     return {m: [e["event"] for e in events] for m, events in gate["members"].items()}
+
+
+def _reshape(state: Value, shape: GateShape) -> bool:
+    """After a reload changed the gate's members, the open generation keeps the events of
+    the members still there (up to their counts) and drops the others' — they can no
+    longer count and templates cannot name them; a generation left empty is forgotten.
+    True when it is now complete (a count lowered, a member removed): it fires."""
+    gate = state["open"]
+    if gate["members"].keys() == shape.counts.keys() and not any(
+        len(events) > shape.counts[m] for m, events in gate["members"].items()
+    ):
+        return False  # the usual case: nothing changed, and not complete (else it closed)
+    kept = {m: gate["members"].get(m, [])[:n] for m, n in shape.counts.items()}
+    if not any(kept.values()):
+        state["open"] = None
+        return False
+    gate["members"] = kept
+    return complete(gate, shape)
 
 
 def _close(state: Value, shape: GateShape, action: Action, now: float) -> None:
