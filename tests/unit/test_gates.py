@@ -136,7 +136,7 @@ def test_unknown_member_is_refused() -> None:
 def test_reload_keeps_remaining_members_and_drops_removed_ones() -> None:
     """A reload that renames `marker` to `done`: the files stay, the old marker's event is
     dropped (it can no longer count), and the gate fires once `done` arrives."""
-    state, _ = feed(None, HOURLY, BATCH[:3] + [("marker", "_SUCCESS")], key="k", now=0.0)
+    state, _ = feed(None, HOURLY, [*BATCH[:3], ("marker", "_SUCCESS")], key="k", now=0.0)
     reloaded = GateShape(counts={"hourly": 3, "done": 1}, window=3600.0)
     new, outcome = record(state, reloaded, key="k", member="done", event_id="ok", event={}, now=1.0)
     assert outcome == "added"
@@ -147,7 +147,7 @@ def test_reload_keeps_remaining_members_and_drops_removed_ones() -> None:
 def test_reload_that_completes_a_gate_fires_it_at_the_next_look() -> None:
     """A count lowered below what an open gate holds: the next transition (an event of the
     key, or the leader's sweep: `expire`) fires it with the events that fit the count."""
-    state, _ = feed(None, HOURLY, BATCH[:5] + [("marker", "_SUCCESS")], key="k", now=0.0)
+    state, _ = feed(None, HOURLY, [*BATCH[:5], ("marker", "_SUCCESS")], key="k", now=0.0)
     assert state is not None
     lowered = GateShape(counts={"hourly": 4, "marker": 1}, window=3600.0)
     swept = expire(json.loads(json.dumps(state)), lowered, now=1.0)
