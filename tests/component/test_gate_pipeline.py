@@ -138,6 +138,11 @@ async def test_batch_in_random_order_with_redeliveries_fires_once(
         for outcome in ("opened", "added", "duplicate")
     }
     assert counts == {"opened": 1, "added": HOURS, "duplicate": 3 + HOURS + 1}
+    sample = daemon.metrics.registry.get_sample_value
+    assert sample("trigger_gates_closed_total", {"rule": "nightly-load", "outcome": "fired"}) == 1
+    sizes = sample("trigger_gate_state_bytes_count", {"rule": "nightly-load"})
+    assert sizes == len(events) * 2 + 3  # one observation per event recorded
+    assert sample("trigger_gate_state_bytes_sum", {"rule": "nightly-load"}) > 0
     [workflow] = workflows(tmp_path)
     params = parameters(workflow)
     assert params["day"] == "2026-12-06"
@@ -214,7 +219,8 @@ async def test_unrecorded_event_is_not_acknowledged(tmp_path: Path, rules: Path)
 async def test_leader_sweep_ends_a_gate_no_event_returns_to(
     tmp_path: Path, write_rules: Callable[..., Path], on_timeout: str, fired: int, letters: int
 ) -> None:
-    """With no further event for its key, the sweep times a gate out per onTimeout."""
+    """With no further event for its key, the sweep times a gate out per onTimeout, and
+    the open-gates gauge and the closed count follow."""
     rules = write_rules(
         RULES.replace("    window: 1h\n", f"    window: 1h\n    onTimeout: {on_timeout}\n")
     )
@@ -224,8 +230,16 @@ async def test_leader_sweep_ends_a_gate_no_event_returns_to(
         await pipeline.handle(oss("sales/2026-12-06/00.csv"))
         assert await pipeline.gates.sweep(pipeline.rules) == 1
         assert workflows(tmp_path) == [] and dead_letters(tmp_path) == []
+        sample = pipeline.metrics.registry.get_sample_value
+        assert sample("trigger_gates_open", {"rule": "nightly-load"}) == 1
         clock.step_wall(3600)
         await pipeline.gates.sweep(pipeline.rules)
+        assert sample("trigger_gates_open", {"rule": "nightly-load"}) == 0
+        outcome = {"dead-letter": "timeout-dead-letter", "fire": "timeout-fired"}.get(
+            on_timeout, "timeout-dropped"
+        )
+        closed = {"rule": "nightly-load", "outcome": outcome}
+        assert sample("trigger_gates_closed_total", closed) == 1
         clock.step_wall(3600)  # past the seen ids' lapse too: the key is gone
         await pipeline.gates.sweep(pipeline.rules)
         assert await pipeline.gates.store.keys("gate/") == []

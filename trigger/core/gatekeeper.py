@@ -19,7 +19,9 @@ event that would overflow it (`GateStateTooLarge`) rather than blocking its sour
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -75,6 +77,7 @@ class GateKeeper:
         event_id = default_idempotency_key(event)
         now = self.clock.now().timestamp()
         outcome: list[str] = []  # the last call's (the store may call `add` again)
+        dropped: list[bool] = []
 
         def add(state: Value | None) -> Value:
             new, recorded = record(
@@ -87,6 +90,7 @@ class GateKeeper:
                 now=now,
             )
             outcome[:] = [recorded]
+            dropped[:] = [was_dropped(state, new)]
             return new
 
         try:
@@ -100,7 +104,12 @@ class GateKeeper:
                 raise TemporarySubmitError(f"gate state: {exc}") from exc
             raise
         if self.metrics is not None and outcome:
-            self.metrics.child(self.metrics.gate_events, plan.rule.name, outcome[0]).inc()
+            name = plan.rule.name
+            self.metrics.child(self.metrics.gate_events, name, outcome[0]).inc()
+            size = len(json.dumps(state, separators=(",", ":"))) if state is not None else 0
+            self.metrics.child(self.metrics.gate_state_bytes, name).observe(size)
+            if dropped[0]:
+                self.metrics.child(self.metrics.gates_closed, name, "timeout-dropped").inc()
         return await self.perform(plan, key, state)
 
     async def perform(self, plan: GatePlan, key: str, state: Value | None) -> list[Outcome]:
@@ -110,6 +119,7 @@ class GateKeeper:
             firing = firing_event(plan, key, entry)
             if entry["action"] == "fire":
                 outcomes.append(await self.submitter.submit(plan.rule, firing))
+                self._closed(plan, "timeout-fired" if firing.type == "gate.timeout" else "fired")
             else:
                 lacking = ", ".join(f"{m} ({n})" for m, n in missing(entry, plan.shape).items())
                 message = (
@@ -117,8 +127,13 @@ class GateKeeper:
                     f"event; missing: {lacking}"
                 )
                 await self._dead_letter(firing, plan.rule.name, TIMEOUT_ERROR, message)
+                self._closed(plan, "timeout-dead-letter")
             await self.store.update(plan.state_key(key), _settler(entry["first"]))
         return outcomes
+
+    def _closed(self, plan: GatePlan, outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.child(self.metrics.gates_closed, plan.rule.name, outcome).inc()
 
     async def sweep(self, rules: RuleSet) -> int:
         """Time out every gate past its window and perform every outbox (the leader's job:
@@ -127,11 +142,18 @@ class GateKeeper:
         now = self.clock.now().timestamp()
         looked = 0
         for name, plan in plans.items():
+            still_open = 0
             for state_key in await self.store.keys(f"gate/{name}/"):
                 looked += 1
-                state = await self.store.update(state_key, _expirer(plan, now))
+                dropped: list[bool] = []
+                state = await self.store.update(state_key, _expirer(plan, now, dropped))
+                if dropped and dropped[0]:
+                    self._closed(plan, "timeout-dropped")
                 if state is not None:
+                    still_open += state["open"] is not None
                     await self.perform(plan, state["key"], state)
+            if self.metrics is not None:
+                self.metrics.child(self.metrics.gates_open, name).set(still_open)
         return looked
 
     async def _dead_letter(self, event: Event, rule: str, error: str, message: str) -> None:
@@ -141,14 +163,31 @@ class GateKeeper:
         await self.submitter.write_dead_letters([record_])
 
 
-def _expirer(plan: GatePlan, now: float) -> Callable[[Value | None], Value | None]:
+def _expirer(
+    plan: GatePlan, now: float, dropped: list[bool]
+) -> Callable[[Value | None], Value | None]:
+    """The sweep's update; `dropped` says (for the last call) whether it dropped a gate."""
+
     def fn(state: Value | None) -> Value | None:
         if state is None:
             return None
+        before = copy.deepcopy(state)
         new = expire(state, plan.shape, now)
+        dropped[:] = [was_dropped(before, new)]
         return None if idle(new) else new
 
     return fn
+
+
+def was_dropped(before: Value | None, after: Value) -> bool:
+    """Whether a transition ended `before`'s open gate without acting on it (a timeout
+    under `onTimeout: drop`, or a reload that left it empty)."""
+    gate = before["open"] if before is not None else None
+    if gate is None:
+        return False
+    first = gate["first"]
+    still = after["open"] is not None and after["open"]["first"] == first
+    return not still and not any(entry["first"] == first for entry in after["outbox"])
 
 
 def _settler(first: str) -> Callable[[Value | None], Value | None]:
