@@ -17,7 +17,8 @@ with it. The parts reuse the bench modules beside this one:
   scale    `kube` with two daemons in one group: their ratio, and the
            scale-out factor over one daemon (kafka)                     (reported)
   gates    gate members' events/s into 1,000 and 100,000 open gates on
-           the file store, and state bytes per open gate (gates)        (reported)
+           the file store (and 1,000 on ConfigMaps), state bytes per
+           open gate (gates)                                            (reported)
 
 Run: .venv/bin/python -m tests.bench [--quick] [--parts routing,load,...] [--out FILE]
      [--kube N] [--local N] [--local-runs N] [--senders N] [--each N] [--rss N]
@@ -71,10 +72,11 @@ class Sizes:
     rss: int
     open_gates: tuple[int, ...]
     gate_events: int
+    configmap_gates: int
 
 
-FULL = Sizes((10, 1_000, 10_000), 20_000, 3, 20_000, 60_000, 5, 200, 20, 1_000_000, (1_000, 100_000), 500)  # fmt: skip
-QUICK = Sizes((10, 100, 1_000), 2_000, 1, 300, 2_000, 1, 20, 3, 3_000, (1_000,), 100)
+FULL = Sizes((10, 1_000, 10_000), 20_000, 3, 20_000, 60_000, 5, 200, 20, 1_000_000, (1_000, 100_000), 500, 1_000)  # fmt: skip
+QUICK = Sizes((10, 100, 1_000), 2_000, 1, 300, 2_000, 1, 20, 3, 3_000, (1_000,), 100, 100)
 
 
 def routing_rows(figures: dict[str, Any], parts: set[str]) -> list[Row]:
@@ -134,6 +136,11 @@ def gates_rows(found: dict[str, Any]) -> list[Row]:
         rows.append(Row("gates", f"state bytes per open gate, {run_['gates']:,} gates",
                         f"{run_['state_bytes_per_open_gate']:,} B (one key "
                         f"{run_['one_gate_key_json_bytes']:,} B JSON)", "(reported)", None))  # fmt: skip
+    if "configmap" in found:
+        cm = found["configmap"]
+        rows.append(Row("gates", f"gate events/s into {cm['gates']:,} open gates (ConfigMaps)",
+                        f"{cm['events_per_s']:,.0f}/s ({cm['state_bytes_per_open_gate']:,} B "
+                        "per gate)", "(reported)", None))  # fmt: skip
     return rows
 
 
@@ -199,7 +206,9 @@ def run(sizes: Sizes, parts: set[str], quick: bool) -> dict[str, Any]:
             details["push"] = asyncio.run(push.measure(work, sizes.senders, sizes.each))
             rows += push_rows(details["push"])
         if "gates" in parts:
-            details["gates"] = asyncio.run(gates.run(list(sizes.open_gates), sizes.gate_events))
+            details["gates"] = asyncio.run(
+                gates.run(list(sizes.open_gates), sizes.gate_events, sizes.configmap_gates)
+            )
             rows += gates_rows(details["gates"])
     order: Callable[[Row], int] = lambda row: PARTS.index(row.part)  # noqa: E731
     summary["rows"] = [asdict(r) for r in sorted(rows, key=order)]
