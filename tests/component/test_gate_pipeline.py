@@ -92,7 +92,9 @@ class Daemon:
         self.pipeline = Pipeline(
             load_rules([self.rules]), submitter, self.dead, metrics, self.clock
         )
-        self.pipeline.gates = GateKeeper(self.state, submitter, self.dead, self.clock, metrics)
+        self.pipeline.gates = GateKeeper(
+            self.state, submitter, self.dead, self.clock, metrics, self.pipeline.record_outcome
+        )
         return self.pipeline
 
     async def __aexit__(self, *exc: Any) -> None:
@@ -240,6 +242,9 @@ async def test_leader_sweep_ends_a_gate_no_event_returns_to(
         )
         closed = {"rule": "nightly-load", "outcome": outcome}
         assert sample("trigger_gates_closed_total", closed) == 1
+        shown = pipeline.status.get("nightly-load")  # /status of the gate rule
+        counts = (shown.created, shown.dead_letters) if shown else (0, 0)
+        assert counts == (fired, letters)
         clock.step_wall(3600)  # past the seen ids' lapse too: the key is gone
         await pipeline.gates.sweep(pipeline.rules)
         assert await pipeline.gates.store.keys("gate/") == []

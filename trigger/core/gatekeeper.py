@@ -47,7 +47,7 @@ from trigger.rules.gates import (
 from trigger.rules.router import RuleSet
 from trigger.rules.rule import GatePlan, Rule
 from trigger.submit.deadletter import DeadLetter, DeadLetterSink
-from trigger.submit.submitter import Outcome, Submitter
+from trigger.submit.submitter import Outcome, OutcomeKind, Submitter
 
 log = structlog.get_logger("trigger.gates")
 TIMEOUT_ERROR: Final = "GateTimeout"
@@ -63,6 +63,9 @@ class GateKeeper:
     dead_letters: DeadLetterSink
     clock: Clock
     metrics: Metrics | None = None
+    # Told of each outcome of the leader's sweep (the pipeline's /status counters): on an
+    # event's path the outcomes go back to `Pipeline.handle`, which records them.
+    on_outcome: Callable[[Event, Outcome], None] | None = None
 
     async def record(self, rule: Rule, event: Event) -> list[Outcome]:
         """Record `event` for the member `rule`; the outcomes of any gate this fired."""
@@ -110,15 +113,18 @@ class GateKeeper:
             self.metrics.child(self.metrics.gate_state_bytes, name).observe(size)
             if dropped[0]:
                 self.metrics.child(self.metrics.gates_closed, name, "timeout-dropped").inc()
-        return await self.perform(plan, key, state)
+        return [outcome for _, outcome in await self.perform(plan, key, state)]
 
-    async def perform(self, plan: GatePlan, key: str, state: Value | None) -> list[Outcome]:
-        """Do what the key's outbox holds, settling each entry once its action is done."""
-        outcomes: list[Outcome] = []
+    async def perform(
+        self, plan: GatePlan, key: str, state: Value | None
+    ) -> list[tuple[Event, Outcome]]:
+        """Do what the key's outbox holds, settling each entry once its action is done; each
+        action's firing event and outcome (a timeout's dead letter is one too)."""
+        outcomes: list[tuple[Event, Outcome]] = []
         for entry in list(state["outbox"]) if state else []:
             firing = firing_event(plan, key, entry)
             if entry["action"] == "fire":
-                outcomes.append(await self.submitter.submit(plan.rule, firing))
+                outcomes.append((firing, await self.submitter.submit(plan.rule, firing)))
                 self._closed(plan, "timeout-fired" if firing.type == "gate.timeout" else "fired")
             else:
                 lacking = ", ".join(f"{m} ({n})" for m, n in missing(entry, plan.shape).items())
@@ -128,6 +134,11 @@ class GateKeeper:
                 )
                 await self._dead_letter(firing, plan.rule.name, TIMEOUT_ERROR, message)
                 self._closed(plan, "timeout-dead-letter")
+                lettered = Outcome(
+                    OutcomeKind.DEAD_LETTERED, plan.rule.name, None,
+                    reason=TIMEOUT_ERROR, message=message,
+                )  # fmt: skip
+                outcomes.append((firing, lettered))
             await self.store.update(plan.state_key(key), _settler(entry["first"]))
         return outcomes
 
@@ -151,7 +162,9 @@ class GateKeeper:
                     self._closed(plan, "timeout-dropped")
                 if state is not None:
                     still_open += state["open"] is not None
-                    await self.perform(plan, state["key"], state)
+                    for firing, outcome in await self.perform(plan, state["key"], state):
+                        if self.on_outcome is not None:
+                            self.on_outcome(firing, outcome)
             if self.metrics is not None:
                 self.metrics.child(self.metrics.gates_open, name).set(still_open)
         return looked

@@ -192,6 +192,11 @@ class Pipeline:
         status.last_error = message
         log.warning("event is poison for rule", event_id=event.id, rule=rule, error=message)
 
+    def record_outcome(self, event: Event, outcome: Outcome) -> None:
+        """Count and log an outcome reached off an event's path (a gate the leader's sweep
+        fired or timed out) as `handle` does its own."""
+        self._record(event, outcome)
+
     def _record(self, event: Event, outcome: Outcome) -> None:
         status = self.status.setdefault(outcome.rule, RuleStatus())
         ids = {"event_id": event.id, "rule": outcome.rule, "workflow": outcome.workflow}

@@ -296,7 +296,9 @@ class Daemon:
         runners = await self._listen(ctx)
         supervisor = Supervisor(self.clock, self.metrics)
         state = await open_state(s.state, sink, self.metrics, self.storage_watch)
-        pipeline.gates = GateKeeper(state, submitter, dead_letters, self.clock, self.metrics)
+        pipeline.gates = GateKeeper(
+            state, submitter, dead_letters, self.clock, self.metrics, pipeline.record_outcome
+        )
         sources = SourceManager(
             SourceContext(pipeline, self.metrics, self.clock, sink, state, s, dict(os.environ)),
             supervisor,
