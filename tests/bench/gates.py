@@ -8,7 +8,8 @@ into the state file at once, so that filling 100,000 gates is not itself the ben
 then M more files go through `Pipeline.handle` to random open gates, one at a time as a
 source delivers them: each is recorded (and fsynced) before `handle` returns. Reported:
 events/s over the M, and the state's bytes per open gate (the state file and journal
-after the run, and one gate key's JSON). The yardstick beside it: the same M events into
+after the run, and one gate key's JSON), and how long a snapshot (the journal folded
+into the file, at close) takes — the pause in state writes it makes. The yardstick beside it: the same M events into
 10 open gates, so the ratio says what the number of open gates costs.
 
 The ConfigMap store is measured the same way (`--configmap-gates`, default 1,000): the
@@ -145,7 +146,9 @@ async def measure(work: Path, gates: int, events: int, seed: int = 1) -> dict[st
             await pipeline.handle(event)
         seconds = time.perf_counter() - started
     finally:
-        await store.close()
+        closing = time.perf_counter()
+        await store.close()  # folds the journal in: the pause a snapshot makes
+        snapshot_seconds = time.perf_counter() - closing
         await sink.close()
         await dead.close()
     one = await (await FileStateStore.open(state_dir / "state.json")).get(
@@ -158,6 +161,7 @@ async def measure(work: Path, gates: int, events: int, seed: int = 1) -> dict[st
         "seconds": round(seconds, 3),
         "events_per_s": round(events / seconds, 1),
         "open_seconds": round(open_seconds, 2),
+        "snapshot_seconds": round(snapshot_seconds, 2),
         "state_file_bytes_seeded": seeded,
         "state_bytes_after": total,
         "state_bytes_per_open_gate": round(total / gates),
@@ -272,7 +276,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{r['gates']:>7,} open gates: {r['events_per_s']:>8,.1f} events/s "
             f"({r['ratio_to_baseline']:.2f} of baseline), {r['state_bytes_per_open_gate']:,} "
-            f"state bytes per open gate, store opened in {r['open_seconds']} s"
+            f"state bytes per open gate, store opened in {r['open_seconds']} s, "
+            f"a snapshot takes {r['snapshot_seconds']} s"
         )
     if "configmap" in found:
         cm = found["configmap"]
