@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
@@ -572,16 +573,39 @@ async def test_file_store_journal_replays_after_a_crash(tmp_path: Path) -> None:
 async def test_file_store_snapshot_folds_the_journal(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Once the journal outgrows its threshold the file is rewritten with every key and the
-    journal emptied; a clean close folds the rest in and removes the journal."""
+    """Once the journal outgrows its threshold the file is written in the background with
+    every key while writes go on; a clean close folds the rest in and removes the
+    journals."""
     monkeypatch.setattr("trigger.core.state.COMPACT_MIN", 200)
     path = tmp_path / "state.json"
     store = await FileStateStore.open(path)
     for n in range(10):
         await store.put(f"cron/rule-{n % 3}", {"n": n, "pad": "x" * 20})
     latest = {f"cron/rule-{n % 3}": {"n": n, "pad": "x" * 20} for n in range(7, 10)}
-    assert json.loads(path.read_text()) and load_state_file(path) == latest
-    journal = tmp_path / "state.json.journal"
-    assert journal.stat().st_size < 200
+    end = time.monotonic() + 10
+    while not path.exists():  # only a snapshot writes the file: the store started empty
+        assert time.monotonic() < end, "no snapshot"
+        await asyncio.sleep(0.01)  # polling interval, not synchronization
+    assert set(json.loads(path.read_text())) <= set(latest)
+    assert load_state_file(path) == latest
     await store.close()
-    assert json.loads(path.read_text()) == latest and not journal.exists()
+    assert json.loads(path.read_text()) == latest
+    assert os.listdir(tmp_path) == ["state.json"]
+
+
+async def test_file_store_replays_a_journal_moved_aside_before_the_journal(
+    tmp_path: Path,
+) -> None:
+    """A crash while a snapshot was being written: the journal moved aside for it replays
+    before the newer journal, over the older file."""
+    path = tmp_path / "state.json"
+    path.write_text(json.dumps({"cron/a": {"n": 1}}))
+    (tmp_path / "state.json.journal.old").write_text(
+        '{"k":"cron/a","v":{"n":2}}\n{"k":"cron/b","v":{"n":1}}\n'
+    )
+    (tmp_path / "state.json.journal").write_text('{"k":"cron/a","v":{"n":3}}\n')
+    store = await FileStateStore.open(path)
+    assert (await store.get("cron/a"), await store.get("cron/b")) == ({"n": 3}, {"n": 1})
+    await store.close()
+    assert load_state_file(path) == {"cron/a": {"n": 3}, "cron/b": {"n": 1}}
+    assert os.listdir(tmp_path) == ["state.json"]

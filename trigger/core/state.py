@@ -9,10 +9,12 @@ Two implementations:
   journal beside it (`PATH.journal`). A write appends the key's new value to the journal
   as one JSON line and fsyncs it — it costs the value's size, not the whole state's, so
   100,000 gate keys write as fast as ten — and the file is rewritten atomically (a
-  snapshot) once the journal outgrows it, and at close. Opening reads the snapshot, then
-  replays the journal (each line sets one key, so a journal left beside a newer snapshot
-  replays to the same state); a last line cut short by a crash was never acknowledged and
-  is dropped. Only the written key's size is checked.
+  snapshot) once the journal outgrows it, in the background: the journal is moved aside
+  (`PATH.journal.old`) and writes go on to a new one while the snapshot is written, then
+  the old journal is dropped; at close, in the foreground. Opening reads the snapshot,
+  then replays the old journal and the journal (each line sets one key, so a journal left
+  beside a newer snapshot replays to the same state); a last line cut short by a crash was
+  never acknowledged and is dropped. Only the written key's size is checked.
 - `ConfigMapStateStore`: one ConfigMap per key, shared by replicas. Names derive from the
   configured name and the key (`trigger-state-cron-nightly-report-1a2b3c4d5e`), labelled
   `trigger.dev/state-store=<name>` and annotated with the key. Writes use each ConfigMap's
@@ -187,6 +189,7 @@ def load_state_file(path: Path, *, repair: bool = False) -> dict[str, Value]:
     crash is cut off the file; without, it is only ignored (a reader beside a running
     daemon may see a line being written)."""
     data = _load_snapshot(path)
+    _replay(rotated_path(path), data, repair=repair)  # a snapshot's, if one was cut short
     _replay(journal_path(path), data, repair=repair)
     return data
 
@@ -212,6 +215,11 @@ def _load_snapshot(path: Path) -> dict[str, Value]:
 
 def journal_path(path: Path) -> Path:
     return path.with_name(path.name + JOURNAL_SUFFIX)
+
+
+def rotated_path(path: Path) -> Path:
+    """Where the journal moves while a snapshot of it is written (see `FileStateStore`)."""
+    return path.with_name(path.name + JOURNAL_SUFFIX + ".old")
 
 
 def _replay(journal: Path, data: dict[str, Value], *, repair: bool) -> None:
@@ -256,14 +264,21 @@ def _append(journal: Path, line: bytes, size: int) -> None:
         _fsync_directory(journal.parent)
 
 
-def _compact(path: Path, text: str) -> None:
-    """Write the snapshot atomically, then empty the journal it now contains. Blocking."""
+def _rotate(journal: Path, rotated: Path) -> bool:
+    """Move the journal aside for a snapshot, unless an earlier snapshot's is still there
+    (that one failed: its entries must stay before the journal's). Blocking."""
+    if rotated.exists() or not journal.exists():
+        return False
+    os.replace(journal, rotated)
+    _fsync_directory(journal.parent)
+    return True
+
+
+def _fold(path: Path, text: str) -> None:
+    """Write the snapshot atomically, then drop the journal moved aside for it. Blocking."""
     _write_atomically(path, text)
-    journal = journal_path(path)
-    if journal.exists():
-        with journal.open("r+b") as out:
-            out.truncate(0)
-            os.fsync(out.fileno())
+    rotated_path(path).unlink(missing_ok=True)
+    _fsync_directory(path.parent)
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -315,6 +330,7 @@ class FileStateStore:
         # The journal is folded into the snapshot once it is larger than this: about the
         # snapshot's size, so each byte of state is rewritten about once per byte appended.
         self._compact_at = max(COMPACT_MIN, _size(self.path))
+        self._folding: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(
@@ -370,33 +386,67 @@ class FileStateStore:
             self._data.pop(key, None)
         else:
             self._data[key] = copy.deepcopy(new)
-        if self._journal_bytes > self._compact_at:
-            await self._snapshot()
+        if self._journal_bytes > self._compact_at and self._folding is None:
+            await self._begin_snapshot()
         return copy.deepcopy(new)
 
-    async def _snapshot(self) -> None:
-        """Fold the journal into the file. The write it follows is durable already (in the
-        journal), so a failure here is logged and retried later, not raised."""
-        text = await asyncio.to_thread(
-            json.dumps, self._data, sort_keys=True, indent=1, allow_nan=False
-        )
+    async def _begin_snapshot(self) -> None:
+        """Under the lock: move the journal aside and take a view of the state, then write
+        the snapshot from the view in the background while writes go on to a new journal.
+        (The view is a shallow copy: stored values are replaced, never changed in place.)
+        Opening replays the moved journal before the new one, so a crash at any point
+        loses nothing."""
         try:
-            await asyncio.to_thread(_compact, self.path, text + "\n")
+            if await asyncio.to_thread(_rotate, self._journal, rotated_path(self.path)):
+                self._journal_bytes = 0
         except OSError as err:
-            report(storage_error("state", str(self.path), err), self._observer)
-            self._compact_at = self._journal_bytes * 2  # not at every write meanwhile
-            log.warning("state snapshot failed; the journal keeps growing", error=str(err))
+            self._snapshot_failed(err)
             return
-        self._journal_bytes = 0
-        self._compact_at = max(COMPACT_MIN, len(text))
+        self._folding = asyncio.create_task(self._write_snapshot(dict(self._data)))
+
+    async def _write_snapshot(self, view: dict[str, Value]) -> None:
+        """A failure is logged and retried later: the writes are durable in the journals."""
+        try:
+            text = await asyncio.to_thread(
+                json.dumps, view, sort_keys=True, indent=1, allow_nan=False
+            )
+            await asyncio.to_thread(_fold, self.path, text + "\n")
+        except OSError as err:
+            self._snapshot_failed(err)
+        else:
+            self._compact_at = max(COMPACT_MIN, len(text))
+        finally:
+            self._folding = None
+
+    def _snapshot_failed(self, err: OSError) -> None:
+        report(storage_error("state", str(self.path), err), self._observer)
+        self._compact_at = self._journal_bytes * 2 + COMPACT_MIN  # not at every write
+        log.warning("state snapshot failed; the journal keeps growing", error=str(err))
+
+    async def snapshot(self) -> None:
+        """Fold everything written so far into the file now (waiting for a snapshot under
+        way first) and empty the journal; close does this."""
+        async with self._lock:
+            if self._folding is not None:
+                await self._folding
+            if not self._journal_bytes and not rotated_path(self.path).exists():
+                return
+            try:
+                text = await asyncio.to_thread(
+                    json.dumps, self._data, sort_keys=True, indent=1, allow_nan=False
+                )
+                await asyncio.to_thread(_fold, self.path, text + "\n")
+                await asyncio.to_thread(self._journal.unlink, missing_ok=True)
+            except OSError as err:
+                self._snapshot_failed(err)
+                return
+            self._journal_bytes = 0
+            self._compact_at = max(COMPACT_MIN, len(text))
 
     async def close(self) -> None:
-        async with self._lock:  # let a write in flight finish, then fold the journal in
-            if self._journal_bytes:
-                await self._snapshot()
-            if not self._journal_bytes:  # folded in: a clean stop leaves the file alone
-                with contextlib.suppress(OSError):
-                    await asyncio.to_thread(self._journal.unlink, missing_ok=True)
+        """Let a write in flight finish, then fold the journal in: a clean stop leaves the
+        file alone."""
+        await self.snapshot()
 
 
 def _size(path: Path) -> int:
