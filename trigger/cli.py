@@ -1,4 +1,5 @@
-"""The `trigger` command line: run | validate | match | fire | backfill | schedule.
+"""The `trigger` command line: run | validate | match | fire | finish | backfill | replay |
+queues | convert | schedule.
 
 Each command parses its arguments, builds what it needs and calls into the library; exit
 codes are part of the contract (DESIGN §5): 0 success, 1 invalid input (rules or events),
@@ -9,12 +10,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -34,7 +36,7 @@ from trigger.errors import (
     TemporarySubmitError,
     TriggerError,
 )
-from trigger.events import Event
+from trigger.events import Event, parse_time
 from trigger.rules.loader import load_rules
 from trigger.rules.render import render
 from trigger.rules.router import RuleSet
@@ -179,6 +181,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="a value for one of the rule's parameters (repeatable)",
     )
+    fire.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="give up (exit 1) when no Workflow is created by then; default 30",
+    )
     _config_flags(fire)
     _sink_flags(fire)
     fire.set_defaults(handler=cmd_fire)
@@ -209,7 +218,15 @@ def _parser() -> argparse.ArgumentParser:
     finish.set_defaults(handler=cmd_finish)
 
     _backfill_parser(commands)
+    _replay_parser(commands)
+    _convert_parser(commands)
+    _queues_parser(commands)
 
+    _schedule_parser(commands)
+    return parser
+
+
+def _schedule_parser(commands: Any) -> None:
     schedule = commands.add_parser(
         "schedule",
         help="print the next fire times of a cron rule",
@@ -225,7 +242,6 @@ def _parser() -> argparse.ArgumentParser:
         "--rules", action="append", metavar="PATH", help=f"default {DEFAULT_RULES}"
     )
     schedule.set_defaults(handler=cmd_schedule)
-    return parser
 
 
 def _backfill_parser(commands: Any) -> None:
@@ -269,6 +285,87 @@ def _backfill_parser(commands: Any) -> None:
     _config_flags(backfill)
     _sink_flags(backfill)
     backfill.set_defaults(handler=cmd_backfill)
+
+
+def _replay_parser(commands: Any) -> None:
+    replay = commands.add_parser(
+        "replay",
+        help="re-drive dead letters through the current rules and templates",
+        description="Re-drive the dead letters in SOURCE — a dead-letter file (file:PATH or "
+        "PATH) or a Kafka dead-letter topic (kafka:TOPIC, on --cluster) — through the "
+        "current rules, templates and sink: each record ends created NAME, duplicate NAME "
+        "(its Workflow exists), filtered out, or failed again: REASON. A file is then "
+        "rewritten atomically without the records that succeeded (those failing again are "
+        "updated, the rest stay as they were); a topic is read in the consumer group "
+        "trigger-replay.TOPIC and what is to stay is produced to it again. Exit 1 if any "
+        "record failed again or is bad, 2 for bad arguments, 130 when interrupted (run it "
+        "again: what was created is then a duplicate).",
+    )
+    replay.add_argument("source", metavar="SOURCE", help="file:PATH | PATH | kafka:TOPIC")
+    replay.add_argument("--rule", metavar="RULE", help="only the records of this rule")
+    replay.add_argument(
+        "--since",
+        metavar="TIME",
+        help="only records dead-lettered at or after TIME (ISO-8601, UTC without offset; "
+        "or epoch seconds)",
+    )
+    replay.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the Workflows that would be created; touch nothing",
+    )
+    replay.add_argument(
+        "-o", "--output", choices=("yaml", "json"), default="yaml", help="with --dry-run"
+    )
+    replay.add_argument(
+        "--parallel",
+        type=int,
+        default=4,
+        metavar="N",
+        help="records replayed at once (default 4); the rules' rateLimit holds",
+    )
+    replay.add_argument(
+        "--cluster",
+        default="default",
+        metavar="NAME",
+        help="the Kafka cluster of kafka:TOPIC (default: default)",
+    )
+    replay.add_argument(
+        "--kafka-bootstrap", metavar="HOST:PORT", help="the default Kafka cluster's servers"
+    )
+    _config_flags(replay)
+    replay.add_argument("--sink", help="local:DIR | stdout | kubernetes | argo-server:URL")
+    replay.set_defaults(handler=cmd_replay)
+def _convert_parser(commands: Any) -> None:
+    convert = commands.add_parser(
+        "convert",
+        help="convert CronWorkflows, CronJobs and Argo Events Sensors into rules",
+        description="Read Kubernetes/Argo YAML (Argo CronWorkflow, Kubernetes CronJob, Argo "
+        "Events Sensor with its EventSources) and write trigger rules and the "
+        "WorkflowTemplates they need: to stdout, or with -o into DIR/rules/, "
+        "DIR/workflowtemplates/ and DIR/REPORT.md. What could not be carried over, and why, "
+        "is reported on stderr per object and field. Exit 0 when rules were made, 1 when a "
+        "file cannot be read or nothing converts.",
+    )
+    convert.add_argument("files", nargs="+", metavar="FILE")
+    convert.add_argument("-o", "--output", metavar="DIR", help="write files here")
+    convert.set_defaults(handler=cmd_convert)
+def _queues_parser(commands: Any) -> None:
+    queues = commands.add_parser(
+        "queues",
+        help="show each queue's limit and its Workflows running and waiting",
+        description="Per `kind: Queue` of the rules: its limit, namespaces, and how many of "
+        "its unfinished Workflows are Running and waiting (phase Pending, or none yet), "
+        "listed by the trigger.dev/queue label through the sink (kubernetes, argo-server; "
+        "local: its manifests, with a note). --server URL asks a running daemon instead "
+        "(its /status, which adds what its queue keeper found). Exit 1 when the Workflows "
+        "could not be counted, 2 for bad arguments or configuration.",
+    )
+    queues.add_argument("--server", metavar="URL", help="a running daemon, e.g. http://trigger:8080")
+    queues.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    _config_flags(queues)
+    queues.add_argument("--sink", help="local:DIR | kubernetes | argo-server:URL")
+    queues.set_defaults(handler=cmd_queues)
 
 
 # Each command takes the flags of the settings it uses, and no others.
@@ -365,7 +462,7 @@ def cmd_fire(args: argparse.Namespace) -> int:
     if problems:
         return 2
     try:
-        return asyncio.run(_fire(settings, rule, parameters))
+        return asyncio.run(_fire(settings, rule, parameters, args.timeout))
     except ConfigError as exc:
         print(f"trigger: error: {exc}", file=sys.stderr)
         return 2
@@ -401,8 +498,10 @@ def _fire_parameters(rule: Rule, given: dict[str, str]) -> tuple[dict[str, str],
     missing = [name for name, t in rule.parameters if name not in given and not t.is_literal]
     if missing:
         many = len(missing) > 1
-        what = f"parameters {', '.join(missing)} are templates" if many else (
-            f"parameter {missing[0]} is a template"
+        what = (
+            f"parameters {', '.join(missing)} are templates"
+            if many
+            else (f"parameter {missing[0]} is a template")
         )
         need = "they need an event" if many else "it needs an event"
         hint = " ".join(f"-p {name}=VALUE" for name in missing)
@@ -412,18 +511,46 @@ def _fire_parameters(rule: Rule, given: dict[str, str]) -> tuple[dict[str, str],
     return {n: given[n] if n in given else t.render({}) for n, t in rule.parameters}, []
 
 
-async def _fire(settings: Settings, rule: Rule, parameters: dict[str, str]) -> int:
+async def _fire(
+    settings: Settings, rule: Rule, parameters: dict[str, str], timeout: float  # noqa: ASYNC109
+) -> int:
+    try:
+        async with asyncio.timeout(timeout):
+            return await _fire_once(settings, rule, parameters)
+    except TimeoutError:
+        print(
+            f"trigger: error: no Workflow created within {timeout:g} s: the backend did not "
+            "answer or kept failing (see the retries above); nothing was dead-lettered",
+            file=sys.stderr,
+        )
+        return 1
+
+
+async def _fire_once(settings: Settings, rule: Rule, parameters: dict[str, str]) -> int:
     from trigger.clock import SystemClock
     from trigger.daemon.assembly import dead_letter_sink, sink_options
     from trigger.submit.sinks import open_sink
     from trigger.submit.size import SizeLimit
-    from trigger.submit.submitter import Submitter
+    from trigger.submit.submitter import NoHooks, Submitter
+
+    class RetriesShown(NoHooks):
+        """One stderr line per retry: a failing backend is not silence."""
+
+        def on_retry(
+            self, rule: Rule, event: Any, attempt: int, delay: float, error: Exception
+        ) -> None:
+            print(
+                f"trigger: attempt {attempt} failed ({error}); retrying in {delay:.1f} s",
+                file=sys.stderr,
+            )
 
     sink = await open_sink(settings.sink, **sink_options(settings, os.environ))
     dead_letters = dead_letter_sink(settings.dead_letter)
     try:
         size = SizeLimit(settings.submit.max_workflow_bytes)
-        submitter = Submitter(sink, dead_letters, SystemClock(), size_limit=size)
+        submitter = Submitter(
+            sink, dead_letters, SystemClock(), size_limit=size, hooks=RetriesShown()
+        )
         outcome = await submitter.fire(rule, parameters, key=f"fire:{uuid.uuid4()}")
     except TemporarySubmitError as exc:
         print(f"trigger: error: submission failing temporarily: {exc}", file=sys.stderr)
@@ -471,24 +598,32 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"trigger: error: {exc}", file=sys.stderr)
         return 2
-    # Per-event lines would drown the summary: only warnings (retries) and errors, on
-    # stderr; the previous configuration comes back after (main() runs inside tests too).
-    saved = structlog.get_config()
-    structlog.configure(
-        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        cache_logger_on_first_use=False,
-    )
     try:
-        if args.dry_run:
-            return asyncio.run(_backfill_dry(rule, start, end, settings, args.output))
-        return asyncio.run(_backfill(rule, start, end, settings, args.parallel))
+        with _batch_logging():
+            if args.dry_run:
+                return asyncio.run(_backfill_dry(rule, start, end, settings, args.output))
+            return asyncio.run(_backfill(rule, start, end, settings, args.parallel))
     except ConfigError as exc:
         print(f"trigger: error: {exc}", file=sys.stderr)
         return 2
     except SourceError as exc:  # a dry run's listing failed
         print(f"trigger: error: {exc}", file=sys.stderr)
         return 1
+
+
+@contextlib.contextmanager
+def _batch_logging(level: int = logging.WARNING) -> Iterator[None]:
+    """Per-event lines would drown a batch command's summary: only warnings (retries) and
+    errors, on stderr; the previous configuration comes back after (main() runs inside
+    tests too)."""
+    saved = structlog.get_config()
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+    try:
+        yield
     finally:
         structlog.configure(**saved)
 
@@ -526,60 +661,245 @@ async def _backfill_dry(rule: Rule, start: Any, end: Any, settings: Settings, ou
 
 
 async def _backfill(rule: Rule, start: Any, end: Any, settings: Settings, parallel: int) -> int:
-    from prometheus_client import CollectorRegistry
-
     from trigger.clock import SystemClock
-    from trigger.core.metrics import Metrics
     from trigger.daemon import backfill as bf
-    from trigger.daemon.assembly import dead_letter_sink, flow_for, sink_options
+    from trigger.daemon.assembly import dead_letter_sink
+    from trigger.daemon.runs import Progress, Tally, submission
     from trigger.rules.cronmath import count_fires
     from trigger.rules.schedules import compile_timezone
-    from trigger.submit.sinks import open_sink
-    from trigger.submit.size import SizeLimit
-    from trigger.submit.submitter import Submitter
 
     clock = SystemClock()
     total = None
     if rule.kind == "cron":
         tz = compile_timezone(rule.cron.timezone)
         total = count_fires(rule.schedules, tz, start - bf.JUST_BEFORE, end, 10**9)
-    sink = await open_sink(settings.sink, **sink_options(settings, os.environ))
     dead_letters = dead_letter_sink(settings.dead_letter)
-    progress = bf.Progress(total)
-    submitter = Submitter(
-        sink,
-        dead_letters,
-        clock,
-        max_in_flight=max(parallel, 1),
-        size_limit=SizeLimit(settings.submit.max_workflow_bytes),
-        flow=flow_for(settings, sink, Metrics(CollectorRegistry()), clock),
-    )
-    job = bf.Backfill(rule, submitter, dead_letters, clock, parallel=parallel, progress=progress)
+    progress = Progress(total)
+    job = None
     interrupted, broken = False, None
     try:
-        await job.run(_backfill_events(rule, start, end, settings))
+        async with submission(settings, RuleSet((rule,)), dead_letters, clock, parallel) as sub:
+            job = bf.Backfill(rule, sub, dead_letters, clock, parallel=parallel, progress=progress)
+            await job.run(_backfill_events(rule, start, end, settings))
     except asyncio.CancelledError:  # Ctrl-C: asyncio.run cancels this task
         interrupted = True
     except SourceError as exc:  # listing the bucket failed: say so after what was done
         broken = str(exc)
     finally:
         progress.close()
-        await sink.close()
         await dead_letters.close()
-    tally = job.tally
+    tally = job.tally if job is not None else Tally()
+    return _summarize(f"backfill {rule.name}", tally, interrupted=interrupted, broken=broken)
+
+
+def _summarize(what: str, tally: Any, *, interrupted: bool, broken: str | None = None) -> int:
+    """The end of a batch command (backfill, replay): the failure reasons on stderr, then
+    the summary; exit 130 when interrupted, 1 when anything failed or `broken` says the
+    run could not go on."""
     for error in tally.errors:
         print(f"trigger: failed: {error}", file=sys.stderr)
     if interrupted:
         print(
-            f"backfill {rule.name}: interrupted: {tally.summary()}; run it again to "
+            f"{what}: interrupted: {tally.summary()}; run it again to "
             "resume (what was created will be a duplicate)",
             file=sys.stderr,
         )
         raise _Exit(130)
     if broken is not None:
         print(f"trigger: error: {broken}; run it again to resume", file=sys.stderr)
-    print(f"backfill {rule.name}: {tally.summary()}")
-    return 1 if tally.failed or broken is not None else 0
+    print(f"{what}: {tally.summary()}")
+    return 1 if not tally.ok or broken is not None else 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from trigger.daemon import replay as rp
+
+    settings, _ = _settings(args)
+    rules = _load(list(settings.rules), sys.stderr)
+    if rules is None:
+        return 1
+    try:
+        if args.parallel < 1:
+            raise ConfigError(f"--parallel must be at least 1, got {args.parallel}")
+        since = None
+        if args.since is not None:
+            try:
+                since = parse_time(args.since, where="--since")
+            except DecodeError as exc:
+                raise ConfigError(str(exc)) from exc
+        select = rp.Selection(args.rule, since)
+        kind, _, where = args.source.partition(":")
+        if kind == "kafka" and where:
+            source: Any = rp.TopicReplay(
+                args.cluster, where, _kafka_options(settings, args.cluster), select, args.parallel
+            )
+        else:
+            path = Path(where if kind == "file" and where else args.source)
+            if not path.is_file():
+                raise ConfigError(f"no dead-letter file {str(path)!r}")
+            source = path
+        # Each record's line says how it ended: the pipeline's own log lines ("dead-lettered"
+        # for a record that fails again, though nothing is written) would only mislead.
+        with _batch_logging(logging.CRITICAL):
+            if args.dry_run:
+                return asyncio.run(_replay_dry(rules, source, select, args.output, args.cluster))
+            return asyncio.run(_replay(rules, source, select, settings, args))
+    except ConfigError as exc:
+        print(f"trigger: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _kafka_options(settings: Settings, name: str) -> dict[str, Any]:
+    from trigger.sources.kafka.config import client_options
+
+    cluster = settings.kafka.clusters.get(name)
+    if cluster is None:
+        known = ", ".join(sorted(settings.kafka.clusters)) or "none"
+        raise ConfigError(
+            f"Kafka cluster {name!r} is not configured (configured: {known}); add it under "
+            "kafka.clusters or pass --kafka-bootstrap"
+        )
+    return client_options(name, cluster, os.environ)
+
+
+async def _replay_dry(rules: RuleSet, source: Any, select: Any, out: str, cluster: str) -> int:
+    from trigger.daemon import replay as rp
+
+    status = 0
+
+    def emit(letter: rp.Letter) -> None:
+        nonlocal status
+        if letter.problem is not None:
+            print(f"{letter.describe()}: bad: {letter.problem}", file=sys.stderr)
+            status = 1
+            return
+        try:
+            for workflow in rp.plan(rules, letter, cluster):
+                _emit(workflow, out)
+        except (RenderError, rp.Unreplayable) as exc:
+            print(f"{letter.describe()}: error: {exc}", file=sys.stderr)
+            status = 1
+
+    if isinstance(source, Path):
+        snapshot = await asyncio.to_thread(rp.read_file, source)
+        taken = {id(letter) for letter in rp.chosen(snapshot.letters, select)}
+        for letter in snapshot.letters:
+            if letter.problem is not None or id(letter) in taken:
+                emit(letter)
+    else:
+        await source.run(None, emit)
+    return status
+
+
+async def _replay(
+    rules: RuleSet, source: Any, select: Any, settings: Settings, args: argparse.Namespace
+) -> int:
+    from trigger.clock import SystemClock
+    from trigger.daemon import replay as rp
+    from trigger.daemon.runs import Progress, submission
+
+    clock = SystemClock()
+    progress = Progress(None, label="replay")
+
+    def report(letter: rp.Letter) -> None:
+        if letter.result is None:
+            progress.note(f"{letter.describe()}: bad, kept: {letter.problem}")
+            return
+        for line in letter.result.lines():
+            progress.note(f"{letter.describe()}: {line}")
+
+    job = None
+    interrupted, broken = False, None
+    try:
+        async with submission(settings, rules, rp.Caught(), clock, args.parallel) as sub:
+            job = rp.Replay(
+                rules, sub, clock, cluster=args.cluster, progress=progress, report=report
+            )
+            if isinstance(source, Path):
+                await rp.replay_file(source, job, select, args.parallel)
+            else:
+                await source.run(job, lambda letter: None)
+    except asyncio.CancelledError:  # Ctrl-C: asyncio.run cancels this task
+        interrupted = True
+    except (rp.FileChanged, SourceError, OSError) as exc:
+        broken = str(exc)
+    finally:
+        progress.close()
+    tally = job.tally if job is not None else rp.ReplayTally()
+    return _summarize(f"replay {args.source}", tally, interrupted=interrupted, broken=broken)
+
+
+def cmd_queues(args: argparse.Namespace) -> int:
+    if args.server:
+        if args.config or args.rules or args.sink:
+            print("trigger: error: --server takes no --config, --rules or --sink", file=sys.stderr)
+            return 2
+        found = _server_queues(args.server)
+    else:
+        settings, _ = _settings(args)
+        rules = _load(list(settings.rules), sys.stderr)
+        if rules is None:
+            return 1
+        try:
+            found = asyncio.run(_count_queues(settings, rules))
+        except ConfigError as exc:
+            print(f"trigger: error: {exc}", file=sys.stderr)
+            return 2
+    if args.output == "json":
+        print(json.dumps(found, indent=2))
+    else:
+        _print_queues(found)
+    return 1 if any(q.get("running") is None for q in found.values()) else 0
+
+
+def _server_queues(url: str) -> dict[str, Any]:
+    import urllib.error
+    import urllib.request
+
+    address = url.rstrip("/") + "/status"
+    if not address.startswith(("http://", "https://")):
+        print(f"trigger: error: --server {url!r}: expected http://HOST:PORT", file=sys.stderr)
+        raise _Exit(2)
+    try:
+        with urllib.request.urlopen(address, timeout=15) as answer:  # noqa: S310 (http only)
+            status = json.load(answer)
+    except (OSError, ValueError) as exc:
+        print(f"trigger: error: cannot read {address}: {exc}", file=sys.stderr)
+        raise _Exit(2) from exc
+    queues: dict[str, Any] = status.get("queues") or {}
+    return queues
+
+
+async def _count_queues(settings: Settings, rules: RuleSet) -> dict[str, Any]:
+    from trigger.core.queues import describe_queues
+    from trigger.daemon.assembly import sink_options
+    from trigger.submit.sinks import open_sink
+
+    sink = await open_sink(settings.sink, **sink_options(settings, os.environ))
+    try:
+        return await describe_queues(sink, rules, within=settings.kubernetes.timeout * 3)
+    finally:
+        await sink.close()
+
+
+def _print_queues(found: dict[str, Any]) -> None:
+    if not found:
+        print("no queues: the rules declare no `kind: Queue`")
+        return
+    rows = [["QUEUE", "LIMIT", "RUNNING", "WAITING", "NAMESPACES"]]
+    for name, queue in found.items():
+        counts = ["?" if queue.get(k) is None else str(queue[k]) for k in ("running", "waiting")]
+        rows.append([name, str(queue["limit"]), *counts, ",".join(queue.get("namespaces", []))])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        print("  ".join(cells).rstrip())
+    notes = {note for queue in found.values() if (note := queue.get("note"))}
+    for name, queue in found.items():
+        for problem in queue.get("problems", []):
+            print(f"{name}: {problem}")
+    for note in sorted(notes):
+        print(f"note: {note}")
 
 
 def cmd_finish(args: argparse.Namespace) -> int:
@@ -646,6 +966,12 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    from trigger.rules.convert.command import run
+
+    return run(args.files, args.output, sys.stdout, sys.stderr)
+
+
 def _key_value(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key:
@@ -692,6 +1018,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     print(
         f"ok: {len(rules.written)} rule(s) in {len(rules.files)} file(s): "
         f"{verdicts.active_count} active, {len(verdicts.idle)} idle"
+        + (f"; {len(rules.queues)} queue(s)" if rules.queues else "")
     )
     return 0
 

@@ -26,7 +26,8 @@ from tests.component.test_cron_source import START, Harness, RecordingSink, rule
 from tests.daemon import wait_for
 from trigger.cli import main
 from trigger.core.state import FileStateStore
-from trigger.daemon.backfill import Backfill, Progress, Tally, cron_events
+from trigger.daemon.backfill import Backfill, cron_events
+from trigger.daemon.runs import Progress, Tally
 from trigger.events import format_time
 from trigger.rules.loader import load_rules
 from trigger.submit.deadletter import FileDeadLetterSink

@@ -99,6 +99,22 @@ def state(ns: str = NAMESPACE) -> set[Rule]:
     return {("Role", ns, "", "configmaps", ("create", "get", "list", "update"), ())}
 
 
+def queues(ns: str) -> set[Rule]:
+    """The queue keeper's grants: get/update its one ConfigMap by name, create any."""
+    return {
+        ("Role", ns, "", "configmaps", ("get", "update"), ("trigger-queues",)),
+        ("Role", ns, "", "configmaps", ("create",), ()),
+    }
+
+
+QUEUE_FILE = """\
+apiVersion: trigger/v1
+kind: Queue
+metadata: {name: nightly}
+spec: {limit: 2, namespaces: [data]}
+"""
+
+
 CLUSTER_TEMPLATES: Rule = (
     "ClusterRole",
     "",
@@ -164,6 +180,43 @@ SCENARIOS: dict[str, tuple[dict[str, Any], set[Rule]]] = {
             *state(),
         },
     ),
+    "everything on": (
+        {},  # FULL below, filled in after it is defined
+        {
+            workflows("ci", watch=True),
+            workflows("data"),
+            templates("ci"),
+            templates("data"),
+            finished("ops"),
+            CLUSTER_TEMPLATES,
+            *LEASE,
+            *state(),
+        },
+    ),
+    "queues declared inline": (
+        {
+            "workflowNamespaces": ["ci", "data"],
+            "rules": {"files": {**BASE["rules"]["files"], "queues.yaml": QUEUE_FILE}},
+        },
+        {
+            workflows("ci"),
+            workflows("data"),
+            templates("ci"),
+            templates("data"),
+            *queues("ci"),
+            *queues("data"),
+            *LEASE,
+            *state(),
+        },
+    ),
+    "queues in an existing rules ConfigMap": (
+        {"rules": {"files": {}, "existingConfigMap": "my-rules"}, "queues": True},
+        {workflows(NAMESPACE), templates(NAMESPACE), *queues(NAMESPACE), *LEASE, *state()},
+    ),
+    "queues turned off": (
+        {"rules": {"files": {"queues.yaml": QUEUE_FILE}}, "queues": False},
+        {workflows(NAMESPACE), templates(NAMESPACE), *LEASE, *state()},
+    ),
     "argo-server sink": (
         {
             "sink": "argo-server:https://argo:2746",
@@ -173,6 +226,89 @@ SCENARIOS: dict[str, tuple[dict[str, Any], set[Rule]]] = {
         set(),
     ),
 }
+
+# Every optional part of the chart on, and every value given: what a production install
+# with an Ingress, a NetworkPolicy, Prometheus and SASL Kafka looks like.
+FULL: dict[str, Any] = {
+    "image": {"repository": "registry.example.com/trigger", "tag": "0.1.0", "pullPolicy": "Always"},
+    "imagePullSecrets": [{"name": "registry"}],
+    "replicas": 3,
+    "workflowNamespaces": ["ci", "data"],
+    "workflowSource": {"namespaces": ["ci", "ops"]},
+    "clusterWorkflowTemplates": True,
+    "config": {
+        "log": {"level": "info", "format": "json"},
+        "leader": {"lease_duration": "20s"},
+        "submit": {"max_in_flight": 32},
+        "kafka": {
+            "clusters": {
+                "default": {
+                    "bootstrap_servers": "kafka.example.com:9093",
+                    "security_protocol": "SASL_SSL",
+                    "sasl_mechanism": "SCRAM-SHA-512",
+                    "sasl_username": "trigger",
+                    "sasl_password_env": "KAFKA_PASSWORD",
+                }
+            }
+        },
+    },
+    "extraEnvFrom": [{"secretRef": {"name": "trigger-secrets"}}],
+    "extraEnv": [{"name": "TRIGGER_LOG__LEVEL", "value": "info"}],
+    "extraVolumes": [{"name": "ca", "secret": {"secretName": "kafka-ca"}}],
+    "extraVolumeMounts": [{"name": "ca", "mountPath": "/etc/trigger/ca", "readOnly": True}],
+    "serviceAccount": {"annotations": {"example.com/role": "trigger"}},
+    "service": {"annotations": {"example.com/scrape": "true"}},
+    "ingress": {
+        "enabled": True,
+        "className": "nginx",
+        "annotations": {"nginx.ingress.kubernetes.io/proxy-body-size": "1m"},
+        "hosts": ["trigger.example.com"],
+        "paths": [
+            {"path": "/oss/eventbridge", "pathType": "Exact"},
+            {"path": "/oss/mns", "pathType": "Exact"},
+            {"path": "/hooks", "pathType": "Prefix"},
+        ],
+        "tls": [{"secretName": "trigger-tls", "hosts": ["trigger.example.com"]}],
+    },
+    "networkPolicy": {
+        "enabled": True,
+        "ingressFrom": [{"namespaceSelector": {"matchLabels": {"name": "ingress-nginx"}}}],
+        "apiServer": {"cidrs": ["10.0.0.1/32"], "ports": [6443]},
+        "kafka": {"cidrs": ["10.1.0.0/16"], "ports": [9093]},
+        "oss": {"cidrs": ["0.0.0.0/0"], "ports": [443]},
+        "extraEgress": [{"to": [{"ipBlock": {"cidr": "10.2.0.10/32"}}], "ports": [{"port": 3128}]}],
+    },
+    "serviceMonitor": {"enabled": True, "interval": "15s", "labels": {"release": "prom"}},
+    "podAnnotations": {"example.com/team": "platform"},
+    "podLabels": {"team": "platform"},
+    "nodeSelector": {"kubernetes.io/os": "linux"},
+    "tolerations": [
+        {"key": "dedicated", "operator": "Equal", "value": "ops", "effect": "NoSchedule"}
+    ],
+    "affinity": {
+        "podAntiAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [
+                {
+                    "weight": 100,
+                    "podAffinityTerm": {
+                        "topologyKey": "kubernetes.io/hostname",
+                        "labelSelector": {"matchLabels": {"app.kubernetes.io/name": "trigger"}},
+                    },
+                }
+            ]
+        }
+    },
+    "topologySpreadConstraints": [
+        {
+            "maxSkew": 1,
+            "topologyKey": "topology.kubernetes.io/zone",
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": {"app.kubernetes.io/name": "trigger"}},
+        }
+    ],
+    "priorityClassName": "system-cluster-critical",
+}
+SCENARIOS["everything on"] = (FULL, SCENARIOS["everything on"][1])
 
 
 def merged(overrides: dict[str, Any]) -> dict[str, Any]:
@@ -279,8 +415,13 @@ def write_like_kubelet(root: Path, data: dict[str, str]) -> None:
 
 @pytest.mark.parametrize(
     "values",
-    [{}, BASE, merged(SCENARIOS["several namespaces, cluster templates"][0])],
-    ids=["chart defaults", "with rules", "everything on"],
+    [
+        {},
+        BASE,
+        merged(FULL),
+        merged(SCENARIOS["queues declared inline"][0]),
+    ],
+    ids=["chart defaults", "with rules", "everything on", "queues"],
 )
 def test_lint_is_clean(helm: Any, values: dict[str, Any]) -> None:
     """`helm lint --strict` reports no warning and no error."""
@@ -408,12 +549,11 @@ def test_template_checks_only_with_the_grants_they_need(
 def test_extra_config_reaches_the_daemon_but_cannot_undo_rbac(
     render: Callable[..., Rendered], tmp_path: Path
 ) -> None:
-    """`config` adds settings; the values that shape RBAC still win."""
+    """`config` adds settings; the values that shape RBAC come from the chart's values."""
     config = {
         "log": {"level": "debug"},
-        "leader": {"lease_duration": "30s", "enabled": True},
-        "submit": {"max_in_flight": 8, "check_templates": True},
-        "sink": "stdout",
+        "leader": {"lease_duration": "30s"},
+        "submit": {"max_in_flight": 8},
     }
     settings = render({"replicas": 1, "checkTemplates": False, "config": config}).settings(tmp_path)
     assert (settings.log.level, settings.leader.lease_duration, settings.submit.max_in_flight) == (
@@ -430,8 +570,8 @@ def test_extra_config_reaches_the_daemon_but_cannot_undo_rbac(
 
 @pytest.mark.parametrize(
     ("overrides", "strict"),
-    [({}, True), ({"strict": False}, False), ({"config": {"strict": False}}, True)],
-    ids=["default", "turned off", "config cannot undo it"],
+    [({}, True), ({"strict": False}, False)],
+    ids=["default", "turned off"],
 )
 def test_strict_mode_is_on_unless_the_values_say_otherwise(
     render: Callable[..., Rendered], tmp_path: Path, overrides: dict[str, Any], strict: bool
@@ -634,6 +774,7 @@ def test_settings_change_restarts_pods_rules_change_does_not(
         ),
         ({**BASE, "state": "redis:host"}, "expected kubernetes"),
         ({**BASE, "state": "kubernetes:just-a-name"}, "expected kubernetes"),
+        ({**BASE, "networkPolicy": {"enabled": True}}, "networkPolicy.apiServer.cidrs"),
     ],
     ids=[
         "no rules",
@@ -642,6 +783,7 @@ def test_settings_change_restarts_pods_rules_change_does_not(
         "state without cluster",
         "unknown state",
         "state without namespace",
+        "network policy without the API server",
     ],
 )
 def test_impossible_values_fail_to_render(
@@ -656,6 +798,7 @@ def test_notes_explain_the_reload_delay(render: Callable[..., Rendered]) -> None
     """NOTES say that ConfigMap edits reach the pods only after the kubelet's sync delay."""
     notes = render().notes
     assert "hot-reloads" in notes and "kubelet" in notes and f"{FULLNAME}-rules" in notes
+    assert f"helm test {RELEASE} -n {NAMESPACE}" in notes
 
 
 @pytest.mark.parametrize(("overrides", "_"), SCENARIOS.values(), ids=SCENARIOS.keys())
@@ -687,10 +830,13 @@ def test_pod_parts_match_the_schema(render: Callable[..., Rendered]) -> None:
     from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 
     definitions = json.loads(ARGO_SCHEMA.read_text())["definitions"]
-    rendered = render(SCENARIOS["several namespaces, cluster templates"][0])
+    rendered = render(FULL)
     pod = rendered.pod
+    (test_pod,) = rendered.all("Pod")
     parts: list[tuple[str, Any]] = [
         ("io.k8s.api.core.v1.Container", rendered.container),
+        *(("io.k8s.api.core.v1.Container", c) for c in test_pod["spec"]["containers"]),
+        ("io.k8s.api.core.v1.PodSecurityContext", test_pod["spec"]["securityContext"]),
         ("io.k8s.api.core.v1.PodSecurityContext", pod["securityContext"]),
         *(("io.k8s.api.core.v1.Volume", v) for v in pod["volumes"]),
         *(
@@ -709,6 +855,280 @@ def test_pod_parts_match_the_schema(render: Callable[..., Rendered]) -> None:
         )
         errors = [f"{definition} {list(e.path)}: {e.message}" for e in validator.iter_errors(part)]
         assert not errors, errors
+
+
+# --- Values schema ------------------------------------------------------------------------
+
+SCHEMA = CHART / "values.schema.json"
+# Daemon settings the chart sets from its own values; `config` may not name them.
+OWNED_SETTINGS = {"rules", "listen", "sink", "state", "dead_letter", "strict"}
+OWNED_SUBSETTINGS = {
+    "leader": {"enabled", "lease_name", "namespace"},
+    "submit": {"check_templates", "template_namespaces"},
+}
+
+BAD_VALUES: dict[str, tuple[dict[str, Any], str]] = {
+    "replicas not a number": ({"replicas": "two"}, "at '/replicas': got string, want integer"),
+    "replicas negative": ({"replicas": -1}, "at '/replicas': minimum: got -1, want 0"),
+    "unknown key": ({"replica": 3}, "at '': additional properties 'replica' not allowed"),
+    "unknown nested key": (
+        {"image": {"repository": "trigger", "pullpolicy": "Always"}},
+        "at '/image': additional properties 'pullpolicy' not allowed",
+    ),
+    "bad pull policy": (
+        {"image": {"pullPolicy": "Sometimes"}},
+        "at '/image/pullPolicy': value must be one of 'Always', 'IfNotPresent', 'Never'",
+    ),
+    "bad service type": (
+        {"service": {"type": "Ingress"}},
+        "at '/service/type': value must be one of 'ClusterIP', 'NodePort', 'LoadBalancer'",
+    ),
+    "sink the chart cannot run": (
+        {"sink": "local:./workflows"},
+        "at '/sink': 'local:./workflows' does not match",
+    ),
+    "strict not a boolean": ({"strict": "yes"}, "at '/strict': got string, want boolean"),
+    "port out of range": (
+        {"containerPort": 70000},
+        "at '/containerPort': maximum: got 70,000, want 65,535",
+    ),
+    "namespace not a DNS label": (
+        {"workflowNamespaces": ["Data_Team"]},
+        "at '/workflowNamespaces/0': 'Data_Team' does not match",
+    ),
+    "namespaces not a list": (
+        {"workflowSource": {"namespaces": "*"}},
+        "at '/workflowSource/namespaces': got string, want array",
+    ),
+    "leader.enabled not a boolean": (
+        {"leader": {"enabled": "auto"}},
+        "at '/leader/enabled': got string, want null or boolean",
+    ),
+    "dead letters not a file": (
+        {"deadLetter": "/var/lib/x"},
+        "at '/deadLetter': '/var/lib/x' does not match",
+    ),
+    "rule file not text": (
+        {"rules": {"files": {"a.yaml": {"kind": "Rule"}}}},
+        "at '/rules/files/a.yaml': got object, want string",
+    ),
+    "env without a name": (
+        {"extraEnv": [{"value": "x"}]},
+        "at '/extraEnv/0': missing property 'name'",
+    ),
+    "config: strict is the chart's": (
+        {"config": {"strict": False}},
+        "at '/config': additional properties 'strict' not allowed",
+    ),
+    "config: sink is the chart's": (
+        {"config": {"sink": "stdout"}},
+        "at '/config': additional properties 'sink' not allowed",
+    ),
+    "config: leader.enabled is the chart's": (
+        {"config": {"leader": {"enabled": True}}},
+        "at '/config/leader': additional properties 'enabled' not allowed",
+    ),
+    "config: check_templates is the chart's": (
+        {"config": {"submit": {"check_templates": False}}},
+        "at '/config/submit': additional properties 'check_templates' not allowed",
+    ),
+    "config: misspelt section": (
+        {"config": {"kafak": {}}},
+        "at '/config': additional properties 'kafak' not allowed",
+    ),
+    "config: bad log level": (
+        {"config": {"log": {"level": "verbose"}}},
+        "at '/config/log/level': value must be one of 'debug', 'info', 'warning', 'error', 'critical'",
+    ),
+    "ingress: bad path type": (
+        {"ingress": {"paths": [{"path": "/hooks", "pathType": "Regex"}]}},
+        "at '/ingress/paths/0/pathType': value must be one of 'Exact', 'Prefix', 'ImplementationSpecific'",
+    ),
+    "ingress: relative path": (
+        {"ingress": {"paths": [{"path": "oss/mns"}]}},
+        "at '/ingress/paths/0/path': 'oss/mns' does not match pattern '^/'",
+    ),
+    "network policy: CIDRs not a list": (
+        {"networkPolicy": {"kafka": {"cidrs": "10.0.0.0/8"}}},
+        "at '/networkPolicy/kafka/cidrs': got string, want array",
+    ),
+    "network policy: address without prefix": (
+        {"networkPolicy": {"oss": {"cidrs": ["0.0.0.0"]}}},
+        "at '/networkPolicy/oss/cidrs/0': '0.0.0.0' does not match",
+    ),
+    "size not a quantity": (
+        {"persistence": {"sizeLimit": "lots"}},
+        "at '/persistence/sizeLimit': 'lots' does not match",
+    ),
+    "budget not a number or percentage": (
+        {"podDisruptionBudget": {"maxUnavailable": "half"}},
+        "'half' does not match pattern '^[0-9]+%$'",
+    ),
+}
+
+
+@pytest.mark.parametrize(("overrides", "message"), BAD_VALUES.values(), ids=BAD_VALUES.keys())
+def test_schema_refuses_bad_values(
+    helm: Any, render: Callable[..., Rendered], overrides: dict[str, Any], message: str
+) -> None:
+    """`helm install/template` refuses a wrong type, an unknown key or a bad enum value,
+    naming where it is and what was expected."""
+    with pytest.raises(helm.HelmValuesError) as raised:
+        render(overrides)
+    assert "values don't meet the specifications of the schema" in str(raised.value)
+    assert message in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "values", [{}, BASE, merged(FULL)], ids=["defaults", "with rules", "everything on"]
+)
+def test_schema_accepts_the_documented_values(helm: Any, values: dict[str, Any]) -> None:
+    """The chart's defaults and a full production set of values pass the schema."""
+    helm.Chart.load(CHART).validate_schema(values)
+
+
+def test_schema_declares_every_default_value() -> None:
+    """Every key of values.yaml is declared in values.schema.json, and the schema closes
+    every object the chart owns (an unknown key is an error, not ignored)."""
+    schema = json.loads(SCHEMA.read_text())
+    assert schema["$schema"] == "http://json-schema.org/draft-07/schema#"
+
+    def walk(node: Any, part: dict[str, Any], path: str) -> Iterator[str]:
+        if isinstance(node, dict) and "properties" in part:
+            if part.get("additionalProperties") is not False:
+                yield f"{path}: not closed"
+            for key, value in node.items():
+                if key not in part["properties"]:
+                    yield f"{path}.{key}: not in the schema"
+                else:
+                    yield from walk(value, part["properties"][key], f"{path}.{key}")
+
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert list(walk(defaults, schema, "")) == []
+    assert set(schema["properties"]) - {"global"} == set(defaults)
+
+
+def test_schema_config_follows_the_daemon_settings() -> None:
+    """`config` takes every daemon setting except those the chart sets from its values."""
+    config = json.loads(SCHEMA.read_text())["properties"]["config"]
+    assert set(config["properties"]) == set(Settings.model_fields) - OWNED_SETTINGS
+    for section, owned in OWNED_SUBSETTINGS.items():
+        model = Settings.model_fields[section].annotation
+        assert model is not None and hasattr(model, "model_fields")
+        assert set(config["properties"][section]["properties"]) == set(model.model_fields) - owned
+
+
+# --- Ingress, NetworkPolicy, helm test -----------------------------------------------------
+
+
+def test_ingress_routes_only_the_receivers(render: Callable[..., Rendered]) -> None:
+    """The Ingress sends the listed receiver paths to the Service's http port, with the
+    class, TLS and annotations given; /metrics, /status and the probes are not routed."""
+    assert render().all("Ingress") == []
+    rendered = render(FULL)
+    assert "only: /oss/eventbridge /oss/mns /hooks" in rendered.notes
+    ingress = rendered.get("Ingress", FULLNAME)
+    spec = ingress["spec"]
+    assert spec["ingressClassName"] == "nginx"
+    assert spec["tls"] == FULL["ingress"]["tls"]
+    assert ingress["metadata"]["annotations"] == FULL["ingress"]["annotations"]
+    (rule,) = spec["rules"]
+    assert rule["host"] == "trigger.example.com"
+    routed = [(p["path"], p["pathType"]) for p in rule["http"]["paths"]]
+    assert routed == [("/oss/eventbridge", "Exact"), ("/oss/mns", "Exact"), ("/hooks", "Prefix")]
+    backends = {json.dumps(p["backend"], sort_keys=True) for p in rule["http"]["paths"]}
+    assert backends == {
+        json.dumps({"service": {"name": FULLNAME, "port": {"name": "http"}}}, sort_keys=True)
+    }
+
+
+def test_ingress_defaults_to_the_oss_push_endpoints_on_any_host(
+    render: Callable[..., Rendered],
+) -> None:
+    """With no hosts the Ingress takes any host; the default paths are the two OSS pushes."""
+    (rule,) = render({"ingress": {"enabled": True}}).get("Ingress", FULLNAME)["spec"]["rules"]
+    assert "host" not in rule
+    assert [p["path"] for p in rule["http"]["paths"]] == ["/oss/eventbridge", "/oss/mns"]
+
+
+def test_network_policy_allows_the_http_port_in_and_the_listed_peers_out(
+    render: Callable[..., Rendered],
+) -> None:
+    """Ingress only to the http port (from the peers given); egress only to DNS, the API
+    server, Kafka, OSS and the extra rules, each at the CIDRs and ports given."""
+    assert render().all("NetworkPolicy") == []
+    rendered = render(FULL)
+    policy = rendered.get("NetworkPolicy", FULLNAME)["spec"]
+    assert policy["podSelector"] == rendered.get("Deployment", FULLNAME)["spec"]["selector"]
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    assert policy["ingress"] == [
+        {
+            "ports": [{"port": "http", "protocol": "TCP"}],
+            "from": FULL["networkPolicy"]["ingressFrom"],
+        }
+    ]
+    assert [p["name"] for p in rendered.container["ports"]] == ["http"]
+    assert policy["egress"] == [
+        {"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]},
+        {
+            "to": [{"ipBlock": {"cidr": "10.0.0.1/32"}}],
+            "ports": [{"port": 6443, "protocol": "TCP"}],
+        },
+        {
+            "to": [{"ipBlock": {"cidr": "10.1.0.0/16"}}],
+            "ports": [{"port": 9093, "protocol": "TCP"}],
+        },
+        {"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": [{"port": 443, "protocol": "TCP"}]},
+        *FULL["networkPolicy"]["extraEgress"],
+    ]
+
+
+def test_network_policy_without_kafka_or_oss_allows_neither(
+    render: Callable[..., Rendered],
+) -> None:
+    """Peers with no CIDRs get no egress rule: the policy allows nothing it was not told."""
+    policy = render(
+        {
+            "networkPolicy": {
+                "enabled": True,
+                "apiServer": {"cidrs": ["10.0.0.1/32"]},
+                "dns": {"enabled": False},
+            }
+        }
+    ).get("NetworkPolicy", FULLNAME)["spec"]
+    assert policy["egress"] == [
+        {
+            "to": [{"ipBlock": {"cidr": "10.0.0.1/32"}}],
+            "ports": [{"port": 443, "protocol": "TCP"}, {"port": 6443, "protocol": "TCP"}],
+        }
+    ]
+    assert "from" not in policy["ingress"][0]
+
+
+def test_helm_test_pod_asks_the_service_for_readiness(render: Callable[..., Rendered]) -> None:
+    """The `helm test` hook curls the Service's /readyz as a non-root user on a read-only
+    root filesystem, with resources, and no selector of the release picks it up."""
+    rendered = render(FULL)
+    pod = rendered.get("Pod", f"{FULLNAME}-test-readyz")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    assert pod["spec"]["restartPolicy"] == "Never"
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    (container,) = pod["spec"]["containers"]
+    assert container["command"] == ["curl"]
+    assert container["args"][-1] == f"http://{FULLNAME}.{NAMESPACE}.svc:8080/readyz"
+    assert "--fail-with-body" in container["args"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["securityContext"]["runAsNonRoot"] is True
+    assert container["resources"]["limits"] and container["resources"]["requests"]
+    labels = pod["metadata"]["labels"]
+    selectors = [
+        rendered.get("Service", FULLNAME)["spec"]["selector"],
+        rendered.get("PodDisruptionBudget", FULLNAME)["spec"]["selector"]["matchLabels"],
+        rendered.get("NetworkPolicy", FULLNAME)["spec"]["podSelector"]["matchLabels"],
+    ]
+    for selector in selectors:
+        assert not selector.items() <= labels.items(), selector
 
 
 # --- Dockerfile -------------------------------------------------------------------------

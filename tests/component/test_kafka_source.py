@@ -422,9 +422,13 @@ def test_poison_records_reach_the_dead_letter_topic_unchanged(poison: PoisonResu
     assert got == [(key, value, headers) for _, key, value, headers in poison.sent[1:4]]
 
 
-def test_dead_letter_headers_name_rule_error_and_origin(poison: PoisonResult) -> None:
-    """Dead letters carry the rule, the error class and message, and the original coordinates."""
+def test_dead_letter_headers_name_rule_error_and_origin(
+    poison: PoisonResult, broker: KafkaBroker
+) -> None:
+    """Dead letters carry the rule, the error class and message, and the original
+    coordinates and timestamp (part of a Kafka event's idempotency key, for replays)."""
     assert len(poison.dead) == len(POISON)
+    originals = asyncio.run(read_topic(broker.bootstrap, poison.topic, len(poison.sent)))
     for offset, (record, (_, _, message)) in enumerate(
         zip(poison.dead, POISON, strict=True), start=1
     ):
@@ -435,6 +439,7 @@ def test_dead_letter_headers_name_rule_error_and_origin(poison: PoisonResult) ->
         assert headers["trigger.original.topic"] == poison.topic.encode()
         assert headers["trigger.original.partition"] == b"0"
         assert headers["trigger.original.offset"] == str(offset).encode()
+        assert headers["trigger.original.timestamp"] == str(originals[offset].timestamp).encode()
 
 
 def test_partition_moves_past_poison_and_commits(poison: PoisonResult) -> None:

@@ -242,6 +242,32 @@ async def test_invalid_label_value_is_422(custom: client.CustomObjectsApi) -> No
 
 
 @pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({"data": {"limit": 2}}, 400),  # Go decodes ConfigMap.data as map[string]string
+        ({"data": {"bad key": "2"}}, 422),
+        ({"data": {"ok": "2"}, "metadata": {"annotations": {"n": 1}}}, 400),
+    ],
+    ids=["number in data", "invalid data key", "number in annotations"],
+)
+async def test_configmap_content_is_checked_like_the_api_server(
+    core: client.CoreV1Api, body: dict[str, Any], status: int
+) -> None:
+    """A ConfigMap whose data or annotations the real server would refuse is refused,
+    on create and on replace; nothing is stored."""
+    meta = {"name": "cm", **body.get("metadata", {})}
+    with pytest.raises(ApiException) as caught:
+        await core.create_namespaced_config_map("default", {**body, "metadata": meta})
+    assert caught.value.status == status
+    await core.create_namespaced_config_map("default", {"metadata": {"name": "cm"}})
+    with pytest.raises(ApiException) as replaced:
+        await core.replace_namespaced_config_map("cm", "default", {**body, "metadata": meta})
+    assert replaced.value.status == status
+    stored = await core.read_namespaced_config_map("cm", "default")
+    assert stored.data is None and stored.metadata.annotations is None
+
+
+@pytest.mark.parametrize(
     ("selector", "expected"),
     [
         ("app=a", ["wf-1", "wf-3"]),

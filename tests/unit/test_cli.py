@@ -221,8 +221,10 @@ HELP_FLAGS = {
     "validate": {"--rules", "--config", "--listen", "--kafka-bootstrap", "--sink", "--strict",
                  "--cluster", "--kubeconfig", "--context"},
     "match": {"--rules", "-o", "--explain", "--cluster"},
-    "fire": {"-p", "--config", "--rules", "--sink", "--dead-letter"},
+    "fire": {"-p", "--config", "--rules", "--sink", "--dead-letter", "--timeout"},
     "schedule": {"--rules", "--from", "-n"},
+    "replay": {"--rule", "--since", "--dry-run", "-o", "--parallel", "--cluster",
+               "--kafka-bootstrap", "--config", "--rules", "--sink"},
 }  # fmt: skip
 
 
@@ -249,6 +251,43 @@ def test_fire_without_a_cluster_prints_only_its_own_error(tmp_path: Path) -> Non
     )  # fmt: skip
     assert result.returncode == 2
     assert result.stderr == f"trigger: error: no kubeconfig found at {tmp_path / 'none'}\n"
+
+
+def test_fire_gives_up_on_a_silent_backend_and_shows_its_retries(tmp_path: Path) -> None:
+    """fire against an API server that accepts connections and never answers, then one that
+    refuses them: each retry is a stderr line, and --timeout ends it with exit 1."""
+    import socket
+
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts (backlog), never answers
+    refused = socket.create_server(("127.0.0.1", 0))
+    refused_port = refused.getsockname()[1]
+    refused.close()
+    try:
+        for port, seen in ((silent.getsockname()[1], "timed out"), (refused_port, "connect")):
+            kubeconfig = tmp_path / f"kubeconfig-{port}"
+            kubeconfig.write_text(json.dumps({
+                "apiVersion": "v1", "kind": "Config", "current-context": "e",
+                "clusters": [{"name": "e", "cluster": {"server": f"http://127.0.0.1:{port}"}}],
+                "contexts": [{"name": "e", "context": {"cluster": "e", "user": "u"}}],
+                "users": [{"name": "u", "user": {}}],
+            }))  # fmt: skip
+            env = {k: v for k, v in os.environ.items() if not k.startswith(("KUBE", "TRIGGER_"))}
+            result = subprocess.run(
+                [sys.executable, "-m", "trigger.cli", "fire", "nightly-report", "-p", "day=x",
+                 "--rules", str(EXAMPLE_RULES), "--sink", "kubernetes", "--timeout", "3",
+                 "--dead-letter", f"file:{tmp_path / 'dead.jsonl'}"],
+                capture_output=True, text=True, timeout=120, check=False,
+                env={**env, "KUBECONFIG": str(kubeconfig), "HOME": str(tmp_path),
+                     "TRIGGER_KUBERNETES__TIMEOUT": "1"},
+            )  # fmt: skip
+            assert result.returncode == 1, result.stderr
+            lines = result.stderr.splitlines()
+            assert lines[-1].startswith("trigger: error: no Workflow created within 3 s"), lines
+            assert lines[0].startswith("trigger: attempt 1 failed ("), lines
+            assert seen in lines[0].lower(), lines
+            assert result.stdout == ""
+    finally:
+        silent.close()
 
 
 def test_validate_warns_about_an_empty_rule_file(tmp_path: Path) -> None:

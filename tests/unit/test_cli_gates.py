@@ -11,6 +11,8 @@ import yaml
 
 from tests.conftest import EXAMPLE_RULES, WorkflowChecker
 from tests.unit.test_cli import trigger
+from trigger.decoders.detect import decode_file
+from trigger.submit.deadletter import DeadLetter, encode
 
 
 def day_files(tmp_path: Path, day: str, hours: range, *, marker: bool) -> list[str]:
@@ -118,3 +120,24 @@ def test_fire_and_backfill_say_why_not_for_gates(argv: list[str], says: str) -> 
     result = trigger(argv[0], "--rules", str(EXAMPLE_RULES), "--sink", "stdout", *argv[1:])
     assert result.returncode == 2
     assert result.stderr.strip() == f"trigger: error: {says}"
+
+
+def test_replay_says_why_a_gate_letter_is_not_replayed(tmp_path: Path) -> None:
+    """A gate's timeout letter and a member's letter each fail again, saying why."""
+    [path] = day_files(tmp_path, "2025-06-01", range(1), marker=False)
+    [event] = decode_file(Path(path))
+    when = event.time
+    letters = tmp_path / "dead.jsonl"
+    letters.write_bytes(
+        b"".join(
+            encode(DeadLetter.of(event, rule=rule, error=error, message="m", time=when)) + b"\n"
+            for rule, error in (("nightly-load", "GateTimeout"), ("nightly-load.hourly", "GateStateTooLarge"))
+        )
+    )  # fmt: skip
+    result = trigger("replay", str(letters), "--rules", str(EXAMPLE_RULES), "--sink", "stdout")
+    assert result.returncode == 1
+    assert "failed again: GateNotReplayed: rule nightly-load is a gate" in result.stdout
+    assert (
+        "failed again: GateNotReplayed: rule nightly-load.hourly is member 'hourly' of the "
+        "gate nightly-load: events of gates are not replayed" in result.stdout
+    )

@@ -205,3 +205,10 @@ def test_file_problem_located(spec: dict[str, Any], where: str) -> None:
     with pytest.raises(DecodeError) as caught:
         decode_kafka_file({"kafka": spec})
     assert caught.value.where == where
+
+
+def test_headers_as_the_readme_says() -> None:
+    """A repeated header name keeps its last value, a null value is "", bytes that are not
+    UTF-8 are base64 (README: Kafka, "Message fields")."""
+    event = record(headers=[("trace", b"a"), ("trace", b"b"), ("empty", None), ("bin", b"\xff\x00")])
+    assert event.fields["headers"] == {"trace": "b", "empty": "", "bin": "/wA="}

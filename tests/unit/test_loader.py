@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable
 from pathlib import Path
 
@@ -359,3 +360,35 @@ def test_empty_rule_file_is_a_warning(tmp_path: Path, text: str) -> None:
     assert [str(w) for w in rules.warnings] == [
         f"{tmp_path / 'empty.yaml'}:1:1: warning: the file holds no rules"
     ]
+
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "rules"
+
+
+def test_loading_makes_no_cyclic_garbage() -> None:
+    """A load leaves nothing for the cyclic collector (so freezing its heap leaks nothing)."""
+    gc.collect()
+    gc.disable()  # load_rules neither freezes nor collects when the collector is off
+    try:
+        rules = load_rules([EXAMPLES])
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
+    assert rules.rules
+
+
+def test_load_freezes_the_rule_set_and_reloads_do_not_pile_up() -> None:
+    """The loaded rules are out of the collector's scans; replaced sets are collected."""
+    rules = load_rules([EXAMPLES])
+    assert gc.get_freeze_count() > 0
+    assert gc.is_tracked(rules.rules[0]) and not _young(rules.rules[0])
+    rules = load_rules([EXAMPLES])
+    frozen = gc.get_freeze_count()
+    for _ in range(10):
+        rules = load_rules([EXAMPLES])
+    assert gc.get_freeze_count() <= frozen + 50  # a loop's few objects, not ten rule sets
+
+
+def _young(obj: object) -> bool:
+    """True when `obj` is in a generation the collector scans (not frozen)."""
+    return any(any(o is obj for o in gc.get_objects(generation)) for generation in range(3))

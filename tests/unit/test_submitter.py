@@ -438,3 +438,33 @@ async def test_fire_rejected_is_dead_lettered_without_event(rules: RuleSet) -> N
     assert outcome.kind is OutcomeKind.DEAD_LETTERED
     [record] = rig.dead.records
     assert (record.rule, record.event_id, record.message) == ("orders", None, "bad parameter")
+
+
+@pytest.mark.parametrize("on_exhausted", ["dead-letter", "raise"])
+async def test_an_exhausted_submission_counts_as_failed_once(
+    rules: RuleSet, on_exhausted: str
+) -> None:
+    """trigger_workflows_total{outcome="failed"} grows by one per submission that gives up,
+    whether it is dead-lettered (counted under its dead letter's error) or raised."""
+    from trigger.core.metrics import Metrics
+    from trigger.core.pipeline import MetricsHooks
+
+    clock = VirtualClock(auto=True)
+    metrics = Metrics()
+    dead = MemoryDeadLetters()
+    submitter = Submitter(
+        ScriptedSink(clock, [temporary(503) for _ in range(10)]), dead, clock,
+        rng=random.Random(0), hooks=MetricsHooks(metrics, clock),
+    )  # fmt: skip
+    try:
+        await submitter.submit(rules.by_name["orders"], event(), on_exhausted=on_exhausted)  # type: ignore[arg-type]
+    except TemporarySubmitError:
+        assert on_exhausted == "raise"
+    failed = {
+        s.labels["error"]: s.value
+        for f in metrics.workflows.collect()
+        for s in f.samples
+        if s.name.endswith("_total") and s.labels["outcome"] == "failed"
+    }
+    expected = "RetriesExhausted" if on_exhausted == "dead-letter" else "TemporarySubmitError"
+    assert failed == {expected: 1.0}

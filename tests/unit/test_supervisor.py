@@ -121,3 +121,24 @@ async def test_a_source_that_ends_when_asked_is_neither_restarted_nor_warned_abo
     assert metrics.source_restarts.labels("source:cron")._value.get() == 0
     await supervisor.stop_task("source:cron")
     assert supervisor.running() == {}
+
+
+async def test_source_stopped_on_purpose_reads_down_under_its_own_label() -> None:
+    """A source told it is ending and returning sets `source_up{source="x"}` to 0, and no
+    stray series under the task's name appears."""
+    metrics = Metrics()
+    supervisor = Supervisor(VirtualClock(), metrics)
+    release = asyncio.Event()
+
+    async def source() -> None:
+        await release.wait()
+
+    supervisor.start("source:x", source, "source")
+    await wait_until(lambda: metrics.source_up.labels("x")._value.get() == 1)
+    supervisor.ending("source:x")
+    release.set()
+    await wait_until(lambda: supervisor.running("source:") == {"source:x": False})
+    assert metrics.source_up.labels("x")._value.get() == 0
+    labels = {s.labels["source"] for f in metrics.source_up.collect() for s in f.samples}
+    assert labels == {"x"}
+    await supervisor.stop()

@@ -236,6 +236,14 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.queue_sync_errors = Counter(
+            "trigger_queue_sync_errors",
+            "Attempts of the leader to keep the queues' semaphore ConfigMaps that did not put "
+            "every declared limit in place, by reason (failed: the API refused or failed; "
+            "foreign: a queue's key was written by another owner and left alone).",
+            ["reason"],
+            registry=r,
+        )
         self.state_errors = Counter(
             "trigger_state_errors",
             "State store operations that failed, by the key's kind (cron, oss-poll) and "

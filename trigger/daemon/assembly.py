@@ -29,11 +29,13 @@ from trigger.core.gatekeeper import GateKeeper
 from trigger.core.lograte import LogRate
 from trigger.core.metrics import Metrics
 from trigger.core.pipeline import MetricsHooks, Pipeline
+from trigger.core.queues import SemaphoreConfigMaps
 from trigger.core.storagewatch import StorageWatch
 from trigger.daemon.connections import Connections, Limits, ServerLog, Site
 from trigger.daemon.http import Health, HttpContext, build_app, metrics_app
 from trigger.daemon.leader import Leadership
 from trigger.daemon.memory import settle_heap
+from trigger.daemon.queues import QueueKeeper, QueueStatus
 from trigger.daemon.sources import SourceManager
 from trigger.daemon.supervisor import Supervisor
 from trigger.daemon.verdicts import (
@@ -221,6 +223,7 @@ class Daemon:
     loaded: tuple[tuple[str, int, int], ...] = ()  # fingerprint of the loaded rule files
     _verdicts: Verdicts | None = None
     storage_watch: StorageWatch | None = None  # counts and logs writes the disk refused
+    queue_keeper: QueueKeeper | None = None  # keeps the queues' semaphores (leader only)
     _push: PushAuth | None = None  # the OSS receivers' authentication, read at start
     _started: float = 0.0  # monotonic
 
@@ -264,19 +267,8 @@ class Daemon:
         rules = verdicts.rules
         self._verdicts = verdicts
         catalog = self._catalog(sink)
-        submit_sink: Sink = sink
-        if catalog is not None:
-            submit_sink = CheckedSink(sink, catalog, self.clock, s.submit.template_grace)
         flow = flow_for(s, sink, self.metrics, self.clock)
-        submitter = Submitter(
-            submit_sink,
-            dead_letters,
-            self.clock,
-            max_in_flight=s.submit.max_in_flight,
-            hooks=MetricsHooks(self.metrics, self.clock),
-            size_limit=SizeLimit(s.submit.max_workflow_bytes),
-            flow=flow,
-        )
+        submitter = self._submitter(sink, catalog, dead_letters, flow)
         pipeline = Pipeline(rules, submitter, dead_letters, self.metrics, self.clock)
         pipeline.swap(rules)
         # Not ready (rules_loaded) until start-up is done and announced.
@@ -308,6 +300,7 @@ class Daemon:
         health.source_problems = sources.problems
         leadership = leadership_for(s, sink, self.clock)
         supervisor.start("leader-election", leadership.run, "core")
+        self._keep_queues(supervisor, sink, leadership, ctx)
         supervisor.start("leadership", lambda: self._follow(leadership, sources, health), "core")
         health.sources = sources.health()
         await sources.sync(verdicts.active, s.shutdown_deadline)
@@ -414,6 +407,47 @@ class Daemon:
         loop.add_signal_handler(signal.SIGINT, stop)
         loop.add_signal_handler(signal.SIGHUP, reload_now.set)
 
+    def _keep_queues(
+        self, supervisor: Supervisor, sink: Sink, leadership: Leadership, ctx: HttpContext
+    ) -> None:
+        """Start the keeper of the queues' semaphore ConfigMaps (over the sink's
+        connection) and show the queues in /status."""
+        api_client = getattr(sink, "api_client", None)
+        configmaps = None
+        if api_client is not None:
+            timeout = self.settings.kubernetes.timeout
+            configmaps = SemaphoreConfigMaps(api_client, clock=self.clock, timeout=timeout)
+        rules = ctx.pipeline.rules
+        keeper = QueueKeeper(
+            configmaps, leadership, self.clock, rules, sink_kind=sink.kind, metrics=self.metrics
+        )
+        self.queue_keeper = keeper
+        supervisor.start("queue-keeper", keeper.run, "core")
+        ctx.health.queues = QueueStatus(sink, lambda: ctx.pipeline.rules, keeper).describe
+
+    def _submitter(
+        self,
+        sink: Sink,
+        catalog: TemplateCatalog | None,
+        dead_letters: DeadLetterSink,
+        flow: FlowController | None,
+    ) -> Submitter:
+        """The submitter over `sink` — checked against the template catalog if there is
+        one — with the settings' limits and the metrics hooks."""
+        s = self.settings
+        submit_sink: Sink = sink
+        if catalog is not None:
+            submit_sink = CheckedSink(sink, catalog, self.clock, s.submit.template_grace)
+        return Submitter(
+            submit_sink,
+            dead_letters,
+            self.clock,
+            max_in_flight=s.submit.max_in_flight,
+            hooks=MetricsHooks(self.metrics, self.clock),
+            size_limit=SizeLimit(s.submit.max_workflow_bytes),
+            flow=flow,
+        )
+
     def _catalog(self, sink: Sink) -> TemplateCatalog | None:
         api_client = getattr(sink, "api_client", None)
         if api_client is None or not self.settings.submit.check_templates:
@@ -516,6 +550,8 @@ class Daemon:
             ctx.health.sources = self.sources.health()
         ctx.webhook_auth = dict(verdicts.webhooks)
         ctx.health.verdicts = self._verdicts = verdicts
+        if self.queue_keeper is not None:
+            self.queue_keeper.rules_changed(verdicts.rules)
         ctx.pipeline.submitter.rate_limiters.retain({r.name for r in verdicts.rules.rules})
         ctx.health.reload_error = []
         self.metrics.reloads.labels("ok").inc()

@@ -14,18 +14,16 @@ the ticks it already created now being duplicates.
 
 from __future__ import annotations
 
-import asyncio
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, TextIO
+from typing import Any, Final
 
 from prometheus_client import CollectorRegistry
 
 from trigger.clock import Clock
 from trigger.core.metrics import Metrics
-from trigger.core.pipeline import Pipeline, RuleStatus, gather_cancelling
+from trigger.core.pipeline import Pipeline, RuleStatus
+from trigger.daemon.runs import Tally, drive
 from trigger.decoders.cron import cron_tick
 from trigger.errors import ConfigError, RenderError, SubmitError
 from trigger.events import Event
@@ -40,29 +38,6 @@ from trigger.submit.submitter import Submitter
 JUST_BEFORE: Final = timedelta(microseconds=1)
 LIST_PAGE: Final = 1000  # keys per ListObjectsV2 page
 BATCH: Final = 256  # events a worker hands a batching sink (local, stdout) at once
-MAX_ERRORS: Final = 10  # failures the summary lists
-
-
-@dataclass
-class Tally:
-    """How a backfill went so far: one count per event's outcome."""
-
-    total: int = 0  # events looked at (ticks in the range, objects listed in it)
-    created: int = 0
-    duplicate: int = 0
-    filtered: int = 0  # the rule's filter did not match
-    failed: int = 0
-    errors: list[str] = field(default_factory=list)  # the first distinct failure reasons
-
-    @property
-    def done(self) -> int:
-        return self.created + self.duplicate + self.filtered + self.failed
-
-    def summary(self) -> str:
-        return (
-            f"{self.created} created, {self.duplicate} duplicate, {self.failed} failed"
-            f" ({self.filtered} filtered out, {self.total} in range)"
-        )
 
 
 def cron_events(rule: Rule, start: datetime, end: datetime) -> Iterator[Event]:
@@ -133,26 +108,12 @@ class Backfill:
 
     async def run(self, events: AsyncIterator[Event] | Iterator[Event]) -> Tally:
         """Submit every event; each ends created, duplicate, filtered out or failed."""
-        queue: asyncio.Queue[Event | None] = asyncio.Queue(maxsize=self._parallel * BATCH)
 
-        async def feed() -> None:
-            if isinstance(events, Iterator):
-                for event in events:
-                    self.tally.total += 1
-                    await queue.put(event)
-            else:
-                async for event in events:
-                    self.tally.total += 1
-                    await queue.put(event)
-            for _ in range(self._parallel):
-                await queue.put(None)
+        def seen(_: Event) -> None:
+            self.tally.total += 1
 
-        async def work() -> None:
-            while batch := await _take(queue, BATCH if self._pipeline.batches else 1):
-                await self._submit(batch)
-            queue.put_nowait(None)  # keep the end in sight for the other workers
-
-        await gather_cancelling(feed(), *(work() for _ in range(self._parallel)))
+        batch = BATCH if self._pipeline.batches else 1
+        await drive(events, self._submit, parallel=self._parallel, batch=batch, seen=seen)
         return self.tally
 
     async def _submit(self, events: list[Event]) -> None:
@@ -178,8 +139,7 @@ class Backfill:
             await submission
         except (SubmitError, RenderError, OSError) as exc:
             self._raised += 1
-            if len(self.tally.errors) < MAX_ERRORS:
-                self.tally.errors.append(str(exc))
+            self.tally.note_error(str(exc))
         self._count(1)
 
     def _count(self, done: int) -> None:
@@ -190,57 +150,8 @@ class Backfill:
         tally.created, tally.duplicate = status.created, status.duplicates
         tally.failed = status.dead_letters + self._raised
         tally.filtered = self._done - status.matched
-        reason = status.last_error
-        if reason and reason not in tally.errors and len(tally.errors) < MAX_ERRORS:
-            tally.errors.append(reason)
+        tally.note_error(status.last_error or "")
         self._progress(tally)
-
-
-async def _take(queue: asyncio.Queue[Event | None], most: int) -> list[Event]:
-    """Up to `most` events: waits for the first, takes the others already there; [] at the
-    end (the None sentinel)."""
-    first = await queue.get()
-    if first is None:
-        return []
-    batch = [first]
-    while len(batch) < most and not queue.empty():
-        event = queue.get_nowait()
-        if event is None:
-            queue.put_nowait(None)
-            break
-        batch.append(event)
-    return batch
-
-
-class Progress:
-    """A tqdm bar on a terminal; elsewhere one plain line each `every` events."""
-
-    def __init__(self, total: int | None, out: TextIO = sys.stderr, every: int = 1000) -> None:
-        self._out = out
-        self._every = every
-        self._bar: Any = None
-        if out.isatty():
-            from tqdm import tqdm
-
-            self._bar = tqdm(total=total, file=out, unit="event", dynamic_ncols=True)
-        self._shown = 0
-
-    def __call__(self, tally: Tally) -> None:
-        if self._bar is not None:
-            self._bar.update(tally.done - self._bar.n)
-            self._bar.set_postfix(
-                created=tally.created,
-                duplicate=tally.duplicate,
-                failed=tally.failed,
-                refresh=False,
-            )
-        elif tally.done - self._shown >= self._every:
-            self._shown = tally.done
-            print(f"backfill: {tally.done} done: {tally.summary()}", file=self._out, flush=True)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
 
 
 def parse_moment(text: str, tz: Any, flag: str) -> datetime:

@@ -37,6 +37,8 @@ class Health:
     leader: bool = False
     template_problems: list[str] = field(default_factory=list)
     verdicts: Verdicts | None = None  # each loaded rule: active or idle, and why
+    # The queues section of /status (trigger.daemon.queues.QueueStatus.describe).
+    queues: Callable[[], Awaitable[dict[str, Any]]] | None = None
 
 
 @dataclass
@@ -144,6 +146,7 @@ async def _status(ctx: HttpContext) -> web.Response:
             "leader": ctx.health.leader,
             "inFlight": ctx.pipeline.submitter.in_flight,
             "flow": flow.describe() if (flow := ctx.pipeline.submitter.flow) else None,
+            "queues": await ctx.health.queues() if ctx.health.queues is not None else {},
         }
     )
 

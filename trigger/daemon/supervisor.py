@@ -88,7 +88,7 @@ class Supervisor:
             try:
                 await factory()
                 if name in self._ending:
-                    self.metrics.source_up.labels(name).set(0)
+                    self.metrics.source_up.labels(label).set(0)
                     return
                 log.warning("source task ended; restarting", task=name)
             except asyncio.CancelledError:

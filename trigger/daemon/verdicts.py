@@ -247,7 +247,11 @@ def judge(
 
 def _active(rules: RuleSet, verdicts: Mapping[str, Verdict]) -> RuleSet:
     active = tuple(r for r in rules.rules if verdicts[r.name].state == "active")
-    return rules if len(active) == len(rules.rules) else RuleSet(active, files=rules.files)
+    return (
+        rules
+        if len(active) == len(rules.rules)
+        else RuleSet(active, files=rules.files, queues=rules.queues)
+    )
 
 
 @dataclass(frozen=True)

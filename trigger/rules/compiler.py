@@ -1,4 +1,5 @@
-"""Compile one rule document, reporting every problem it has, each at its place.
+"""Compile one rule document (or `kind: Queue` document), reporting every problem it has,
+each at its place.
 
 The schema (`model.py`) checks shape; this module compiles what the schema cannot judge —
 the OSS event names and key filter, cron schedules and timezone, the pattern, the CEL
@@ -28,14 +29,16 @@ from trigger.events import SourceKind
 from trigger.rules.expressions import compile_expression
 from trigger.rules.fields import Scope
 from trigger.rules.gates import GateShape
-from trigger.rules.model import GENERATE_NAME_MAX, SOURCE_OR_GATE, RuleDocument
+from trigger.rules.model import GENERATE_NAME_MAX, SOURCE_OR_GATE, QueueDocument, RuleDocument
 from trigger.rules.patterns import compile_pattern, match_leaf
+from trigger.rules.queue import Queue
 from trigger.rules.rule import GatePlan, Predicate, Rule
 from trigger.rules.schedules import ScheduleError, compile_schedule, compile_timezone
 from trigger.rules.templating import Template, TemplateEngine
 from trigger.rules.yamldoc import Document, Path
 
 T = TypeVar("T")
+D = TypeVar("D", bound=BaseModel)
 TEMPLATE_SCOPE: Final = frozenset({"event", "rule"})
 GATE_TEMPLATE_SCOPE: Final = frozenset({"gate", "rule"})
 GATE_FIELDS: Final = ("key", "members", "first", "timedOut")
@@ -51,6 +54,8 @@ class Session:
     rules: list[Rule] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     seen: dict[str, tuple[str, Document]] = field(default_factory=dict)
+    queues: list[Queue] = field(default_factory=list)
+    queues_seen: dict[str, tuple[str, Document]] = field(default_factory=dict)
     compiled: dict[tuple[str, ...], Any] = field(default_factory=dict)
 
     def memo(self, kind: str, source: Any, compile_: Callable[[Any], T]) -> T:
@@ -141,6 +146,8 @@ class DocumentCompiler:
     found: list[Problem] = field(default_factory=list)
     # Where the source and filter being compiled are: `spec`, or a gate member's place.
     base: Path = ("spec",)
+    model: type[BaseModel] = RuleDocument  # the schema of the document's kind
+    queue: str | None = None  # the name of a Queue document, for its messages
 
     @property
     def failed(self) -> bool:
@@ -153,6 +160,8 @@ class DocumentCompiler:
         line, column = self.doc.where(path, key=key)
         where = field_name(path if name is None else name)
         text = f"{where}: {message}" if where else message
+        if self.queue is not None:
+            text = f"queue {self.queue}: {text}"
         self.found.append(Problem(self.file, line, column, self.name, text))
 
     def compile(self) -> None:
@@ -169,8 +178,13 @@ class DocumentCompiler:
             self.problem((), "a rule document must be a mapping (apiVersion, kind, metadata, spec)")
             return
         metadata = value.get("metadata")
-        if isinstance(metadata, dict) and isinstance(metadata.get("name"), str):
-            self.name = metadata["name"]
+        named = metadata.get("name") if isinstance(metadata, dict) else None
+        if value.get("kind") == "Queue":
+            self.model, self.queue = QueueDocument, named if isinstance(named, str) else None
+            self.compile_queue(value)
+            return
+        if isinstance(named, str):
+            self.name = named
         document = self.validate(value)
         if document is not None:
             self.check_unique(document.metadata.name)
@@ -186,16 +200,21 @@ class DocumentCompiler:
     # --- the schema -----------------------------------------------------------------------
 
     def validate(self, value: dict[str, Any]) -> RuleDocument | None:
-        reported: set[Path] = set()
         spec = value.get("spec")
         # `source` is optional only beside a gate; a rule with neither is told about its
         # source at once, as a required field (pydantic's whole-model check runs only
         # once every field is valid, and would speak of gates to every plain rule).
         neither = isinstance(spec, dict) and "source" not in spec and "gate" not in spec
+        return self.validated(RuleDocument, value, neither=neither)
+
+    def validated(
+        self, model: type[D], value: dict[str, Any], *, neither: bool = False
+    ) -> D | None:
+        reported: set[Path] = set()
         if neither:
             self.schema_problem(("spec", "source"), "missing", "", reported)
         try:
-            return RuleDocument.model_validate(value)
+            return model.model_validate(value)
         except ValidationError as exc:
             for error in exc.errors(include_url=False):
                 if neither and SOURCE_OR_GATE in error["msg"]:
@@ -209,9 +228,11 @@ class DocumentCompiler:
             return  # one message per place: unions report once per member
         reported.add(path)
         if kind == "extra_forbidden":
-            self.problem(loc, f"unknown field{_nearest_key(loc)}", key=True)
+            self.problem(loc, f"unknown field{_nearest_key(loc, self.model)}", key=True)
         elif kind == "missing":
             self.problem(path, "required field is missing", key=bool(path), name=loc)
+        elif loc == ("kind",):
+            self.problem(path, "a document is a Rule or a Queue (kind: Rule, kind: Queue)")
         else:
             self.problem(path, message.removeprefix("Value error, "))
 
@@ -234,6 +255,27 @@ class DocumentCompiler:
         self.problem(
             ("metadata", "name"),
             f"duplicate rule name (first defined at {first[0]}:{line}:{column})",
+        )
+
+    # --- queues ----------------------------------------------------------------------------
+
+    def compile_queue(self, value: dict[str, Any]) -> None:
+        """A `kind: Queue` document: its Queue into the session, or its problems."""
+        if self.queue is not None:  # a duplicate is one, even when either is also wrong
+            first = self.session.queues_seen.setdefault(self.queue, (self.file, self.doc))
+            if first[1] is not self.doc:
+                line, column = first[1].where(("metadata", "name"))
+                self.problem(
+                    ("metadata", "name"),
+                    f"duplicate queue name (first defined at {first[0]}:{line}:{column})",
+                )
+        document = self.validated(QueueDocument, value)
+        if document is None or self.failed:
+            return
+        name, spec = document.metadata.name, document.spec
+        namespaces = tuple(spec.namespaces) if spec.namespaces is not None else None
+        self.session.queues.append(
+            Queue(name, spec.limit, namespaces, spec.description, self.file, self.doc.index)
         )
 
     # --- the parts --------------------------------------------------------------------------
@@ -531,9 +573,9 @@ def default_generate_name(rule: str) -> str:
     return f"{rule[: GENERATE_NAME_MAX - 1].rstrip('-')}-"
 
 
-def _nearest_key(loc: Path) -> str:
+def _nearest_key(loc: Path, root: type[BaseModel] = RuleDocument) -> str:
     """How to fix an unknown key: the nearest field its place has, or all of them."""
-    known = _model_fields(loc[:-1])
+    known = _model_fields(loc[:-1], root)
     close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
     if close:
         return f"; did you mean {close[0]!r}?"
@@ -541,8 +583,8 @@ def _nearest_key(loc: Path) -> str:
     return f" ({owner} has: {', '.join(known)})" if known else ""
 
 
-def _model_fields(path: Path) -> list[str]:
-    model: Any = RuleDocument
+def _model_fields(path: Path, root: type[BaseModel] = RuleDocument) -> list[str]:
+    model: Any = root
     for part in path:
         info = model.model_fields.get(part) if isinstance(part, str) else None
         if info is None:

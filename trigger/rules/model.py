@@ -1,4 +1,4 @@
-"""The rule file schema (DESIGN §3), as strict pydantic models.
+"""The rule file schema (DESIGN §3, and §7's `kind: Queue`), as strict pydantic models.
 
 This is the contract users write against: unknown keys are errors, names are DNS-1123,
 durations are strings such as `90s`, `15m`, `1h30m`. Models here only check shape; patterns,
@@ -10,7 +10,15 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    field_validator,
+    model_validator,
+)
 
 from trigger.events import SourceKind
 
@@ -23,6 +31,9 @@ GENERATE_NAME_MAX: Final = 43
 _DURATION: Final = re.compile(r"^(?:(\d+(?:\.\d+)?)(ms|s|m|h|d))+$")
 _DURATION_PART: Final = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNIT_SECONDS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+# Argo's `spec.priority` is an int32; a semaphore's limit is read as one too.
+INT32_MIN: Final = -(2**31)
+INT32_MAX: Final = 2**31 - 1
 
 
 def parse_duration(value: Any) -> float:
@@ -205,6 +216,32 @@ class WorkflowSpec(Strict):
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
     spec: dict[str, Any] | None = None
+    # A queue's name (a `kind: Queue` document) and the Workflow's priority in it; both
+    # are fixed per rule (see README "Queues").
+    queue: str | None = None
+    priority: StrictInt | None = Field(default=None, ge=INT32_MIN, le=INT32_MAX)
+
+    @field_validator("queue")
+    @classmethod
+    def _queue(cls, queue: str | None) -> str | None:
+        if queue is not None and (len(queue) > 63 or not DNS1123_LABEL.match(queue)):
+            raise ValueError(f"queue {queue!r} is not a queue name (a DNS-1123 label)")
+        return queue
+
+    @model_validator(mode="after")
+    def _queue_owns_its_fields(self) -> WorkflowSpec:
+        """`queue` and `priority` write spec.synchronization.semaphores and spec.priority:
+        the same fields in the `spec` overlay would be overwritten or fight them."""
+        overlay = self.spec or {}
+        sync = overlay.get("synchronization")
+        if self.queue is not None and isinstance(sync, dict) and "semaphores" in sync:
+            raise ValueError(
+                "spec.synchronization.semaphores is set by workflow.queue; declare the "
+                "limit as a `kind: Queue` document, or drop workflow.queue"
+            )
+        if self.priority is not None and "priority" in overlay:
+            raise ValueError("spec.priority and workflow.priority are both set; keep one")
+        return self
 
     @field_validator("namespace")
     @classmethod
@@ -345,3 +382,28 @@ class RuleDocument(Strict):
     kind: Literal["Rule"]
     metadata: Metadata
     spec: Spec
+
+
+class QueueSpec(Strict):
+    """A job queue: at most `limit` of its Workflows run at once in each namespace."""
+
+    limit: StrictInt = Field(ge=1, le=INT32_MAX)
+    namespaces: list[str] | None = Field(default=None, min_length=1)
+    description: str | None = None
+
+    @field_validator("namespaces")
+    @classmethod
+    def _namespaces(cls, namespaces: list[str] | None) -> list[str] | None:
+        for namespace in namespaces or ():
+            if len(namespace) > 63 or not DNS1123_LABEL.match(namespace):
+                raise ValueError(f"namespace {namespace!r} is not a DNS-1123 label")
+        if namespaces is not None and len(set(namespaces)) != len(namespaces):
+            raise ValueError("a namespace is listed twice")
+        return namespaces
+
+
+class QueueDocument(Strict):
+    apiVersion: Literal["trigger/v1"]
+    kind: Literal["Queue"]
+    metadata: Metadata
+    spec: QueueSpec

@@ -24,6 +24,7 @@ from typing import Any, Final
 from trigger.errors import RenderError, TriggerError
 from trigger.events import ANNOTATION_EVENT_ID, Event, default_idempotency_key
 from trigger.rules.model import GENERATE_NAME_MAX
+from trigger.rules.queue import LABEL_QUEUE, semaphore
 from trigger.rules.rule import Rule
 
 GROUP: Final = "argoproj.io"
@@ -98,6 +99,8 @@ def build_workflow(
     """Assemble the Workflow object from already rendered parts."""
     spec_in = rule.workflow
     labels = {**spec_in.labels, LABEL_RULE: rule.name, LABEL_SOURCE: rule.kind}
+    if spec_in.queue is not None:
+        labels[LABEL_QUEUE] = spec_in.queue
     annotations = dict(spec_in.annotations)
     annotations[ANNOTATION_IDEMPOTENCY_KEY] = key
     if event is not None:
@@ -118,6 +121,11 @@ def build_workflow(
         spec["arguments"] = {"parameters": [{"name": k, "value": v} for k, v in parameters.items()]}
     if spec_in.entrypoint:
         spec["entrypoint"] = spec_in.entrypoint
+    if spec_in.queue is not None:
+        # Beside any mutexes the overlay declares (semaphores there are refused at load).
+        spec["synchronization"] = {**spec.get("synchronization", {}), **semaphore(spec_in.queue)}
+    if spec_in.priority is not None:
+        spec["priority"] = spec_in.priority
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "Workflow",

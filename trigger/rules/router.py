@@ -17,6 +17,7 @@ from typing import Any, Final, Literal
 from trigger.decoders.kafka import view as kafka_view
 from trigger.errors import DecodeError, ExpressionError, Problem
 from trigger.events import Event
+from trigger.rules.queue import Queue, queue_namespaces
 from trigger.rules.rule import Rule
 
 FailureKind = Literal["decode", "expression"]
@@ -79,8 +80,10 @@ class RuleSet:
         *,
         files: tuple[str, ...] = (),
         warnings: tuple[Problem, ...] = (),
+        queues: Mapping[str, Queue] | None = None,
     ) -> None:
         self.rules = rules
+        self.queues: Mapping[str, Queue] = dict(queues or {})  # `kind: Queue`, by name
         self.files = files
         self.warnings = warnings  # what the loader found worth a look (an empty file)
         self.by_name: Mapping[str, Rule] = {r.name: r for r in rules}
@@ -117,6 +120,14 @@ class RuleSet:
 
     def __len__(self) -> int:
         return len(self.rules)
+
+    def queue_namespaces(self) -> dict[str, tuple[str, ...]]:
+        """Each queue's namespaces: declared, or where the Workflows of its rules run."""
+        used: dict[str, set[str]] = defaultdict(set)
+        for rule in self.rules:
+            if rule.workflow.queue is not None:
+                used[rule.workflow.queue].add(rule.workflow.namespace)
+        return {n: queue_namespaces(q, used.get(n, ())) for n, q in self.queues.items()}
 
     def kinds(self) -> set[str]:
         return {rule.kind for rule in self.rules}

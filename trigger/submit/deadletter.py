@@ -12,6 +12,11 @@ that fails (a full disk) is a `StorageError`: temporary, so the event is not ack
 The file is never rotated by trigger: dead letters are rare and precious; rotate it with
 logrotate (`copytruncate`) or ship it, as for any log.
 
+`trigger replay` rewrites the file (a new file renamed over it). The writer and the replay
+agree on `fcntl.flock` of the file: each append holds it, and `lock_current` re-opens the
+path when the descriptor held no longer is the file there (the replay renamed its own over
+it), so an append made while a replay runs lands in the file the replay leaves.
+
 One dead letter per (event, rule, reason): a redelivered event — a sender's retry, a
 Kafka record handled again after a restart — must not write its letter again.
 `OnceDeadLetters` remembers the identities written (the last `REMEMBER`), and learns
@@ -25,6 +30,7 @@ and why its document was left out.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import hashlib
 import json
 import os
@@ -58,6 +64,7 @@ class DeadLetter:
     event_subject: str | None = None
     event: dict[str, Any] | None = field(default=None, compare=False)
     payload: str | None = None  # the undecoded payload (text or base64) when no event exists
+    replays: int = 0  # `trigger replay` runs that re-drove it and saw it fail again
 
     @classmethod
     def of(
@@ -181,17 +188,45 @@ class FileDeadLetterSink:
     def _append(self, line: bytes) -> None:
         if self._fd is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        size = os.fstat(self._fd).st_size
+        self._fd = fd = lock_current(self.path, self._fd, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         try:
-            view = memoryview(line)
-            while view:
-                view = view[os.write(self._fd, view) :]
-            os.fsync(self._fd)
-        except OSError:
-            # A line cut short by a full disk would glue itself to the next one.
-            os.ftruncate(self._fd, size)
+            size = os.fstat(fd).st_size
+            try:
+                view = memoryview(line)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            except OSError:
+                # A line cut short by a full disk would glue itself to the next one.
+                os.ftruncate(fd, size)
+                raise
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def lock_current(path: Path, fd: int | None, flags: int) -> int:
+    """A descriptor of the file now at `path`, holding its exclusive `flock` (blocking).
+
+    `fd` (one opened before, or None) is kept when it still is that file; otherwise it is
+    closed and the path opened again with `flags` — the lock may be won on a file that
+    was renamed away meanwhile, so the check follows every wait."""
+    while True:
+        if fd is None:
+            fd = os.open(path, flags, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            held = os.fstat(fd)
+            try:
+                there = os.stat(path)
+            except FileNotFoundError:
+                there = None
+        except BaseException:
+            os.close(fd)
             raise
+        if there is not None and (there.st_dev, there.st_ino) == (held.st_dev, held.st_ino):
+            return fd
+        os.close(fd)  # closing releases the lock too
+        fd = None
 
 
 def _read_identities(path: Path, max_bytes: int) -> list[Identity]:

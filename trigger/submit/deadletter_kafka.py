@@ -3,8 +3,11 @@
 A poison Kafka record is re-produced to its cluster's `dead_letter_topic` with its original
 key, value and headers, plus headers saying why (`trigger.rule`, `trigger.error.class`,
 `trigger.error.message`, `trigger.event.id`, `trigger.time`) and where it came from
-(`trigger.original.topic`, `.partition`, `.offset`) — the Kafka Connect convention, so
-the record can be inspected and replayed to its topic as it was.
+(`trigger.original.topic`, `.partition`, `.offset`, `.timestamp`) — the Kafka Connect
+convention, so the record can be inspected and replayed (`trigger replay kafka:TOPIC`
+decodes it again as the record it was: the original timestamp is part of a Kafka event's
+idempotency key, so a replayed record gets the Workflow name the daemon gave it).
+`trigger.replays` counts the replays that saw it fail again.
 
 A `DeadLetter` keeps only the decoded event document, not the record's bytes, so the
 Kafka source declares the record it is handling with `origin_scope(KafkaOrigin(...))`
@@ -50,6 +53,7 @@ class KafkaOrigin:
     key: bytes | None
     value: bytes | None
     headers: tuple[tuple[str, bytes | None], ...] = ()  # a header value may be null
+    timestamp: int | None = None  # epoch milliseconds; None (or -1) when it has none
 
     @property
     def event_id(self) -> str:
@@ -86,6 +90,10 @@ def dead_letter_headers(record: DeadLetter, origin: KafkaOrigin) -> list[tuple[s
         "original.partition": str(origin.partition).encode(),
         "original.offset": str(origin.offset).encode(),
     }
+    if origin.timestamp is not None:
+        extra["original.timestamp"] = str(origin.timestamp).encode()
+    if record.replays:
+        extra["replays"] = str(record.replays).encode()
     return [*origin.headers, *((HEADER_PREFIX + k, v) for k, v in extra.items())]
 
 
@@ -99,13 +107,14 @@ class KafkaTopicWriter:
         self._lock = asyncio.Lock()
 
     async def write(self, record: DeadLetter, origin: KafkaOrigin) -> None:
+        await self.send(origin.key, origin.value, dead_letter_headers(record, origin))
+
+    async def send(
+        self, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes | None]]
+    ) -> None:
+        """Produce one record as given (a dead letter `trigger replay` leaves as it was)."""
         producer = await self._started()
-        await producer.send_and_wait(
-            self.topic,
-            value=origin.value,
-            key=origin.key,
-            headers=dead_letter_headers(record, origin),
-        )
+        await producer.send_and_wait(self.topic, value=value, key=key, headers=headers)
 
     async def _started(self) -> Any:
         async with self._lock:

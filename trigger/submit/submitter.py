@@ -102,7 +102,8 @@ class SubmitHooks(Protocol):
     def on_exhausted(
         self, rule: Rule, event: Event | None, attempts: int, error: Exception
     ) -> None:
-        """Temporary errors outlasted the retry policy (before raising or dead-lettering)."""
+        """Temporary errors outlasted the retry policy and are raised to the caller (when
+        they are dead-lettered instead, `on_dead_letter` is what is called)."""
 
     def on_dead_letter(self, record: DeadLetter) -> None:
         """A dead letter was written."""
@@ -358,8 +359,8 @@ class Submitter:
             except TemporarySubmitError as exc:
                 delay = policy.delay(attempt, exc.retry_after, self._rng)
                 if policy.exhausted(attempt, waited, delay):
-                    self._hooks.on_exhausted(rule, event, attempt, exc)
                     if on_exhausted == "raise":
+                        self._hooks.on_exhausted(rule, event, attempt, exc)
                         raise
                     return await self._dead_letter(
                         rule,

@@ -62,6 +62,20 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if and .Values.checkTemplates (include "trigger.kubernetesSink" .) -}}true{{- end -}}
 {{- end -}}
 
+{{/* Queues (`kind: Queue` in the rules): the leader keeps the semaphore ConfigMap
+     trigger-queues in the workflow namespaces. `queues: null` looks for a line
+     `kind: Queue` in the inline rule files; an existing rules ConfigMap cannot be read
+     here: set `queues: true`. */}}
+{{- define "trigger.queues" -}}
+{{- if include "trigger.kubernetesSink" . -}}
+{{- if kindIs "invalid" .Values.queues -}}
+{{- range $file, $text := .Values.rules.files -}}
+{{- if regexMatch "(?m)^kind:[ \t]*[\"']?Queue[\"']?[ \t]*(#.*)?$" $text -}}true{{- end -}}
+{{- end -}}
+{{- else if .Values.queues -}}true{{- end -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "trigger.leaseName" -}}
 {{- default (include "trigger.fullname" .) .Values.leader.leaseName -}}
 {{- end -}}

@@ -261,6 +261,7 @@ class KafkaSource:
             record.key,
             record.value,
             tuple(record.headers),
+            record.timestamp,
         )
         attempt = 0
         with origin_scope(origin):

@@ -21,7 +21,7 @@ from typing import Final
 from trigger.testing.kubeapi.errors import ApiStatusError, conflict, invalid, not_found
 from trigger.testing.kubeapi.resources import JSON, NAMESPACES, Resource, key_of
 from trigger.testing.kubeapi.selectors import Selector, object_matches
-from trigger.testing.kubeapi.validation import kind_of, validate
+from trigger.testing.kubeapi.validation import kind_of, validate, validate_content
 
 Clock = Callable[[], datetime]
 
@@ -219,6 +219,7 @@ class Store:
         }
         if rtype == NAMESPACES:
             obj.update(spec={"finalizers": ["kubernetes"]}, status={"phase": "Active"})
+        validate_content(rtype, obj)
         self._check_size(obj)
         self._bucket(rtype)[key_of(obj)] = obj
         self._emit(rtype, "ADDED", obj, None)
@@ -272,6 +273,7 @@ class Store:
             "metadata": meta,
         }
         validate(rtype, meta)
+        validate_content(rtype, new)
         if new == current:
             return current  # a no-op write neither bumps resourceVersion nor notifies watchers
         if rtype.custom and _spec(new) != _spec(current):

@@ -1,7 +1,8 @@
 """What the API server refuses in an object before it stores it.
 
-Names and labels that break the RFC 1123 and label rules, and an `apiVersion` or `kind`
-that contradicts the URL the object was sent to.
+Names and labels that break the RFC 1123 and label rules, annotations that are not
+strings, a ConfigMap whose `data` is not a map of strings under valid keys, and an
+`apiVersion` or `kind` that contradicts the URL the object was sent to.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ _DNS_SUBDOMAIN: Final = re.compile(
 )
 _DNS_LABEL: Final = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _LABEL_PART: Final = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
+_CONFIGMAP_KEY: Final = re.compile(r"[-._a-zA-Z0-9]+")
+CONFIGMAPS: Final = Resource("", "v1", "configmaps")
 
 
 def _label_problem(key: Any, value: Any) -> str | None:
@@ -53,6 +56,34 @@ def validate(rtype: Resource, meta: JSON) -> None:
         problem = _label_problem(key, value)
         if problem:
             raise invalid(rtype, name, f"metadata.labels[{key}]", value, problem)
+
+
+def validate_content(rtype: Resource, obj: JSON) -> None:
+    """What Go's typed decoding and validation refuse beyond metadata names and labels:
+    a non-string annotation (400, the JSON does not decode), and for a ConfigMap a
+    non-string `data` value (400) or a key outside [-._a-zA-Z0-9] (422)."""
+    meta = obj.get("metadata") or {}
+    annotations = meta.get("annotations") or {}
+    if not isinstance(annotations, dict) or not all(
+        isinstance(v, str) for v in annotations.values()
+    ):
+        raise ApiStatusError(400, "metadata.annotations must be a map of strings")
+    if rtype != CONFIGMAPS:
+        return
+    data = obj.get("data") or {}
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        raise ApiStatusError(
+            400, "json: cannot unmarshal a non-string into ConfigMap.data of type string"
+        )
+    for key in data:
+        if len(key) > 253 or not _CONFIGMAP_KEY.fullmatch(key):
+            raise invalid(
+                rtype,
+                str(meta.get("name")),
+                f"data[{key}]",
+                key,
+                "a valid config key must consist of alphanumeric characters, '-', '_' or '.'",
+            )
 
 
 def kind_of(rtype: Resource, body: JSON) -> str:
