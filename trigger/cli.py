@@ -18,7 +18,7 @@ import sys
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import structlog
 import yaml
@@ -34,6 +34,7 @@ from trigger.errors import (
     SourceError,
     SubmitError,
     TemporarySubmitError,
+    TriggerError,
 )
 from trigger.events import Event, parse_time
 from trigger.rules.loader import load_rules
@@ -41,6 +42,9 @@ from trigger.rules.render import render
 from trigger.rules.router import RuleSet
 from trigger.rules.rule import Rule
 from trigger.settings import Settings, load_settings, origin
+
+if TYPE_CHECKING:
+    from trigger.core.gatekeeper import GateReplay
 
 DEFAULT_RULES = "rules/"
 EXAMPLE_RULES = Path(__file__).parent / "examples" / "rules"
@@ -491,9 +495,9 @@ def cmd_fire(args: argparse.Namespace) -> int:
     rules = _load(list(settings.rules), sys.stderr)
     if rules is None:
         return 1
-    rule = rules.by_name.get(args.rule)
+    rule, problem = _firable(rules, args.rule)
     if rule is None:
-        print(f"trigger: error: no rule named {args.rule!r}", file=sys.stderr)
+        print(f"trigger: error: {problem}", file=sys.stderr)
         return 2
     parameters, problems = _fire_parameters(rule, overrides)
     for problem in problems:
@@ -505,6 +509,23 @@ def cmd_fire(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"trigger: error: {exc}", file=sys.stderr)
         return 2
+
+
+def _firable(rules: RuleSet, name: str) -> tuple[Rule | None, str]:
+    """The rule `trigger fire NAME` creates a Workflow of — a gate rule by its own name,
+    as it fires (its parameters see `gate`: each templated one needs `-p`) — or why none."""
+    members = rules.gates.get(name)
+    if members is not None:
+        assert members[0].gate is not None
+        return members[0].gate.rule, ""
+    rule = rules.by_name.get(name)
+    if rule is not None and rule.gate is not None:
+        gate = rule.gate.rule.name
+        return None, (
+            f"rule {name} is member {rule.gate.member!r} of the gate {gate}, which creates "
+            f"no Workflow of its own: fire the gate: trigger fire {gate}"
+        )
+    return rule, "" if rule is not None else f"no rule named {name!r}"
 
 
 def _fire_parameters(rule: Rule, given: dict[str, str]) -> tuple[dict[str, str], list[str]]:
@@ -597,6 +618,13 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         return 1
     rule = rules.by_name.get(args.rule)
     try:
+        if rule is None and args.rule in rules.gates:
+            raise ConfigError(f"rule {args.rule} is a gate: backfill takes cron and OSS rules")
+        if rule is not None and rule.gate is not None:
+            raise ConfigError(
+                f"rule {rule.name} is a member of the gate {rule.gate.rule.name}: "
+                "backfill takes cron and OSS rules, not gate members"
+            )
         if rule is None:
             raise ConfigError(f"no rule named {args.rule!r}")
         if rule.kind not in ("cron", "oss"):
@@ -1078,8 +1106,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
             print(f"{len(errors)} problem(s) found", file=sys.stdout)
             return 1
     print(
-        f"ok: {len(rules)} rule(s) in {len(rules.files)} file(s): "
-        f"{len(verdicts.active)} active, {len(verdicts.idle)} idle"
+        f"ok: {len(rules.written)} rule(s) in {len(rules.files)} file(s): "
+        f"{verdicts.active_count} active, {len(verdicts.idle)} idle"
         + (f"; {len(rules.queues)} queue(s)" if rules.queues else "")
     )
     return 0
@@ -1102,7 +1130,10 @@ def cmd_match(args: argparse.Namespace) -> int:
     rules = _load(_settings(args)[0].rules, sys.stderr)
     if rules is None:
         return 1
+    from trigger.core.gatekeeper import GateReplay
+
     status = 0
+    gates = GateReplay()
     for name in args.events:
         try:
             events = decode_file(Path(name))
@@ -1111,23 +1142,32 @@ def cmd_match(args: argparse.Namespace) -> int:
             status = 1
             continue
         for event in events:
-            status = max(status, _match_one(rules, event, args))
+            status = max(status, _match_one(rules, event, args, gates))
+    for line in gates.progress():
+        print(line, file=sys.stderr)
     return status
 
 
-def _match_one(rules: RuleSet, event: Event, args: argparse.Namespace) -> int:
+def _match_one(rules: RuleSet, event: Event, args: argparse.Namespace, gates: GateReplay) -> int:
     routed = rules.route(event, cluster=args.cluster)
     status = 0
     for failure in routed.failures:
         print(f"event {event.id}: rule {failure.rule.name}: {failure.message}", file=sys.stderr)
     for match in routed.matches:
+        pairs = [(match.rule, match.event)]
         try:
-            workflow = render(match.rule, match.event)
-        except RenderError as exc:
+            if match.rule.gate is not None:  # gates fire over the whole set of event files
+                firings, notes = gates.add(match.rule, match.event)
+                for note in notes:
+                    print(f"event {event.id}: {note}", file=sys.stderr)
+                pairs = [(match.rule.gate.rule, firing) for firing in firings]
+            workflows = [render(rule, routed_event) for rule, routed_event in pairs]
+        except TriggerError as exc:
             print(f"error: {exc}", file=sys.stderr)
             status = 1
             continue
-        _emit(workflow, args.output)
+        for workflow in workflows:
+            _emit(workflow, args.output)
     if args.explain:
         matched = {m.rule.name for m in routed.matches}
         for line in rules.explain_misses(event, matched, cluster=args.cluster):

@@ -174,6 +174,14 @@ class OssSettings(_Section):
     poll: OssPollSettings = OssPollSettings()
 
 
+class GateSettings(_Section):
+    """Gates (rules with `spec.gate`)."""
+
+    # How often the leader times out gates past their window and retries what their
+    # outboxes hold (on the daemon's clock). A gate ends at most this long after its window.
+    sweep_interval: Seconds = Field(default=10.0, gt=0)
+
+
 class LogSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"  # auto: console on a terminal, else JSON
@@ -222,6 +230,7 @@ class Settings(_Section):
     leader: LeaderSettings = LeaderSettings()
     kafka: KafkaSettings = KafkaSettings()
     oss: OssSettings = OssSettings()
+    gates: GateSettings = GateSettings()
     log: LogSettings = LogSettings()
     decisions: DecisionSettings = DecisionSettings()
     ui: UiSettings = UiSettings()

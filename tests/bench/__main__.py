@@ -17,9 +17,13 @@ with it. The parts reuse the bench modules beside this one:
   rss      daemon RSS from ready to 1M events (kafka)                   target within 10 %
   scale    `kube` with two daemons in one group: their ratio, and the
            scale-out factor over one daemon (kafka)                     (reported)
+  gates    gate members' events/s into 1,000 and 100,000 open gates on
+           the file store (and 1,000 on ConfigMaps), state bytes per
+           open gate (gates)                                            (reported)
 
 Run: .venv/bin/python -m tests.bench [--quick] [--parts routing,load,...] [--out FILE]
      [--kube N] [--local N] [--local-runs N] [--senders N] [--each N] [--rss N]
+     [--gate-events N]
 Writes tests/bench/results/summary.json (or --out).
 """
 
@@ -37,11 +41,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.bench import kafka, push, routing
+from tests.bench import gates, kafka, push, routing
 from trigger.testing.kafka import KafkaBroker
 
 RESULTS = Path(__file__).parent / "results"
-PARTS = ("routing", "load", "kube", "local", "push", "rss", "scale")
+PARTS = ("routing", "load", "kube", "local", "push", "rss", "scale", "gates")
 KAFKA_PARTS = {"kube", "local", "rss", "scale"}
 
 
@@ -67,10 +71,13 @@ class Sizes:
     senders: int
     each: int
     rss: int
+    open_gates: tuple[int, ...]
+    gate_events: int
+    configmap_gates: int
 
 
-FULL = Sizes((10, 1_000, 10_000), 20_000, 3, 20_000, 60_000, 5, 200, 20, 1_000_000)
-QUICK = Sizes((10, 100, 1_000), 2_000, 1, 300, 2_000, 1, 20, 3, 3_000)
+FULL = Sizes((10, 1_000, 10_000), 20_000, 3, 20_000, 60_000, 5, 200, 20, 1_000_000, (1_000, 100_000), 500, 1_000)  # fmt: skip
+QUICK = Sizes((10, 100, 1_000), 2_000, 1, 300, 2_000, 1, 20, 3, 3_000, (1_000,), 100, 100)
 
 
 def routing_rows(figures: dict[str, Any], parts: set[str]) -> list[Row]:
@@ -122,6 +129,25 @@ def push_rows(found: dict[str, Any]) -> list[Row]:
             rows.append(Row("push", f"{kind} → Workflow {cut}, {found['senders']} senders / bare",
                             f"{ratio:.2f}× ({got[f'{cut}_ms']:.0f} vs {bare[f'{cut}_ms']:.0f} ms)",
                             f"≤ {target}×", ratio <= target))  # fmt: skip
+    return rows
+
+
+def gates_rows(found: dict[str, Any]) -> list[Row]:
+    base = found["baseline"]
+    rows = []
+    for run_ in found["runs"]:
+        rows.append(Row("gates", f"gate events/s into {run_['gates']:,} open gates (file store)",
+                        f"{run_['events_per_s']:,.0f}/s ({run_['ratio_to_baseline']:.2f}× of "
+                        f"{base['gates']} gates: {base['events_per_s']:,.0f}/s)", "(reported)",
+                        None))  # fmt: skip
+        rows.append(Row("gates", f"state bytes per open gate, {run_['gates']:,} gates",
+                        f"{run_['state_bytes_per_open_gate']:,} B (one key "
+                        f"{run_['one_gate_key_json_bytes']:,} B JSON)", "(reported)", None))  # fmt: skip
+    if "configmap" in found:
+        cm = found["configmap"]
+        rows.append(Row("gates", f"gate events/s into {cm['gates']:,} open gates (ConfigMaps)",
+                        f"{cm['events_per_s']:,.0f}/s ({cm['state_bytes_per_open_gate']:,} B "
+                        "per gate)", "(reported)", None))  # fmt: skip
     return rows
 
 
@@ -186,6 +212,11 @@ def run(sizes: Sizes, parts: set[str], quick: bool) -> dict[str, Any]:
         if "push" in parts:
             details["push"] = asyncio.run(push.measure(work, sizes.senders, sizes.each))
             rows += push_rows(details["push"])
+        if "gates" in parts:
+            details["gates"] = asyncio.run(
+                gates.run(list(sizes.open_gates), sizes.gate_events, sizes.configmap_gates)
+            )
+            rows += gates_rows(details["gates"])
     order: Callable[[Row], int] = lambda row: PARTS.index(row.part)  # noqa: E731
     summary["rows"] = [asdict(r) for r in sorted(rows, key=order)]
     summary["details"] = details
@@ -218,14 +249,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated of {PARTS}")
     parser.add_argument("--out", type=Path, default=RESULTS / "summary.json")
-    for name in ("kube", "local", "local_runs", "senders", "each", "rss"):
+    for name in ("kube", "local", "local_runs", "senders", "each", "rss", "gate_events"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, help="overrides the size")
     args = parser.parse_args(argv)
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
     if unknown := parts - set(PARTS):
         parser.error(f"unknown parts: {sorted(unknown)}")
     sizes = QUICK if args.quick else FULL
-    overrides = {k: v for k in ("kube", "local", "local_runs", "senders", "each", "rss")
+    overrides = {k: v for k in ("kube", "local", "local_runs", "senders", "each", "rss", "gate_events")
                  if (v := getattr(args, k)) is not None}  # fmt: skip
     sizes = Sizes(**(asdict(sizes) | overrides))
     summary = run(sizes, parts, args.quick)

@@ -26,6 +26,8 @@ from typing import Any
 import oss2
 
 from tests.daemon import DaemonProcess
+from trigger.core.state import load_state_file
+from trigger.errors import ConfigError
 
 RESULTS = Path(__file__).parent / "results"
 OBJECTS = 105_000
@@ -95,8 +97,8 @@ def upload(endpoint: str, total: int) -> float:
 
 def checkpoint_bytes(state: Path) -> int:
     try:
-        data = json.loads(state.read_text())
-    except (OSError, ValueError):
+        data = load_state_file(state)  # the snapshot and its journal
+    except (OSError, ConfigError):
         return 0
     sizes = [
         len(json.dumps(v, sort_keys=True, separators=(",", ":")))

@@ -96,7 +96,7 @@ LEASE = {
 
 def state(ns: str = NAMESPACE) -> set[Rule]:
     # One ConfigMap per state key, named from the key: no resourceNames can list them.
-    return {("Role", ns, "", "configmaps", ("create", "get", "update"), ())}
+    return {("Role", ns, "", "configmaps", ("create", "get", "list", "update"), ())}
 
 
 def queues(ns: str) -> set[Rule]:

@@ -23,6 +23,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.daemon import DaemonProcess, wait_for
+from trigger.core.state import load_state_file
+from trigger.errors import ConfigError
 
 SECRET = "disk-secret"
 RULES = """
@@ -195,8 +197,8 @@ spec:
 
 def state_of(path: Path) -> dict[str, object]:
     try:
-        found: dict[str, object] = json.loads(path.read_text())
-    except (OSError, ValueError):
+        found: dict[str, object] = load_state_file(path)  # the snapshot and its journal
+    except (OSError, ConfigError):
         return {}
     return found
 
@@ -209,7 +211,10 @@ def test_a_full_disk_under_the_state_file_is_counted_and_survived(
     on again."""
     rules = tmp_path / "rules"
     rules.mkdir()
-    (rules / "cron.yaml").write_text(CRON_RULE)
+    # Twenty rules, so that state writes come fast: a write to the state's journal still
+    # succeeds on a full disk while it fits the file's last, partly used page.
+    many = [CRON_RULE.replace("every-second}", f"every-second-{n}}}") for n in range(19)]
+    (rules / "cron.yaml").write_text("---".join([CRON_RULE, *many]))
     state = disk.path / "state.json"
     daemon = DaemonProcess(tmp_path, rules, extra_args=("--state", f"file:{state}"))
     try:

@@ -26,7 +26,7 @@ from tests.daemon import DaemonProcess, running, until, wait_for
 from trigger.clock import VirtualClock
 from trigger.core.metrics import Metrics
 from trigger.core.pipeline import MetricsHooks, Pipeline
-from trigger.core.state import FileStateStore
+from trigger.core.state import FileStateStore, load_state_file
 from trigger.events import format_time
 from trigger.rules.loader import load_rules
 from trigger.settings import Settings
@@ -184,9 +184,10 @@ def poll_settings(**poll: Any) -> Settings:
 
 
 async def broken_state(rig: Rig) -> FileStateStore:
-    """A file store that opened fine and then cannot write: its file became a directory."""
+    """A file store that opened fine and then cannot write: its journal (where writes go)
+    became a directory."""
     store = await FileStateStore.open(rig.tmp / "state.json", metrics=rig.pipeline.metrics)
-    (rig.tmp / "state.json").mkdir()
+    (rig.tmp / "state.json.journal").mkdir()
     return store
 
 
@@ -270,7 +271,7 @@ async def test_checkpoint_stays_small_for_old_objects(rig: Rig) -> None:
     rig.settings = Settings.model_validate({"oss": {"poll": {"page_size": 100}}})
     rig.seed(500)
     await (await rig.poller()).poll_once()
-    (value,) = json.loads((rig.tmp / "state.json").read_text()).values()
+    (value,) = load_state_file(rig.tmp / "state.json").values()
     assert len(json.dumps(value)) < 300
     assert Checkpoint.load(value).seen == {}
 
@@ -542,7 +543,7 @@ async def test_source_reports_a_checkpoint_it_cannot_save_until_it_can(rig: Rig)
     assert problem.startswith(f"oss poll: {BUCKET}: state file") and "cannot write" in problem
     assert "cannot save the checkpoint" in rig.pipeline.status["poll-in"].last_error
     assert len(rig.workflows) == 3
-    (rig.tmp / "state.json").rmdir()
+    (rig.tmp / "state.json.journal").rmdir()
     await rig.clock.advance(30)
     await eventually(lambda: not source.problems(), "the problem cleared")
     await eventually(lambda: rig.pipeline.status["poll-in"].last_error is None, "error cleared")
@@ -690,12 +691,12 @@ async def test_daemon_readyz_lists_a_poll_checkpoint_that_cannot_be_saved(
         try:
             daemon.start(ready=False)
             await until(lambda: daemon.get("/readyz").status == 200, what="readiness")
-            (tmp_path / "state.json").mkdir()  # every write of the state file now fails
+            (tmp_path / "state.json.journal").mkdir()  # every state write now fails
             held.release()
             await until(lambda: "problems" in problem_report(daemon), what="a problem")
             ready = problem_report(daemon)
             rule = daemon.get("/status").json()["rules"]["poll-in"]
-            (tmp_path / "state.json").rmdir()
+            (tmp_path / "state.json.journal").rmdir()
             await until(lambda: "problems" not in problem_report(daemon), what="problem gone")
             created_in_the_end = created(daemon)
         finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
@@ -26,6 +27,7 @@ from trigger.core.state import (
     StateError,
     StateTooLarge,
     configmap_name,
+    load_state_file,
     open_state_store,
     validate_key,
 )
@@ -82,11 +84,15 @@ async def test_file_store_missing_file_is_empty_state(tmp_path: Path) -> None:
 
 
 async def test_file_store_leaves_no_temporary_files(tmp_path: Path) -> None:
-    """Writes replace the file atomically: only the state file remains in the directory."""
+    """Writes go to the journal, snapshots replace the file atomically: no temporary file
+    remains, and after a clean close only the state file."""
     store = await FileStateStore.open(tmp_path / "state.json")
     for n in range(5):
         await store.put(f"cron/rule-{n}", {"n": n})
+    assert set(os.listdir(tmp_path)) <= {"state.json", "state.json.journal"}
+    await store.close()
     assert os.listdir(tmp_path) == ["state.json"]
+    assert json.loads((tmp_path / "state.json").read_text()) == {f"cron/rule-{n}": {"n": n} for n in range(5)}  # fmt: skip
 
 
 async def test_file_store_get_returns_a_copy(tmp_path: Path) -> None:
@@ -119,7 +125,7 @@ async def test_file_store_concurrent_updates_all_apply(tmp_path: Path) -> None:
     store = await FileStateStore.open(path)
     await asyncio.gather(*(store.update(KEY, increment) for _ in range(50)))
     assert await store.get(KEY) == {"n": 50}
-    assert json.loads(path.read_text())[KEY] == {"n": 50}
+    assert load_state_file(path)[KEY] == {"n": 50}
 
 
 async def test_file_store_refuses_state_over_the_size_limit(tmp_path: Path) -> None:
@@ -130,7 +136,7 @@ async def test_file_store_refuses_state_over_the_size_limit(tmp_path: Path) -> N
         await store.put("big", {"blob": "x" * MAX_BYTES})
     assert not caught.value.temporary
     assert await store.get("big") is None
-    assert json.loads((tmp_path / "state.json").read_text()) == {KEY: {"n": 1}}
+    assert load_state_file(tmp_path / "state.json") == {KEY: {"n": 1}}
 
 
 async def test_file_store_one_huge_key_does_not_stop_another(tmp_path: Path) -> None:
@@ -543,3 +549,63 @@ async def test_open_kubernetes_without_a_client_is_config_error() -> None:
     """`kubernetes` without a cluster connection is a ConfigError, not a crash later."""
     with pytest.raises(ConfigError, match="Kubernetes"):
         await open_state_store("kubernetes")
+
+
+async def test_file_store_journal_replays_after_a_crash(tmp_path: Path) -> None:
+    """A store that never closed (killed): reopening replays its journal over the last
+    snapshot, and a last line cut short mid-write is dropped and cut off the file."""
+    path = tmp_path / "state.json"
+    store = await FileStateStore.open(path)
+    await store.put("cron/a", {"n": 1})
+    await store.put("cron/b", {"n": 2})
+    await store.update("cron/a", lambda _: None)
+    journal = tmp_path / "state.json.journal"
+    whole = journal.read_bytes()
+    with journal.open("ab") as out:
+        out.write(b'{"k":"cron/c","v":{"n"')  # the write a SIGKILL cut short
+    reopened = await FileStateStore.open(path)
+    assert (await reopened.keys(""), await reopened.get("cron/b")) == (["cron/b"], {"n": 2})
+    assert journal.read_bytes() == whole
+    await reopened.put("cron/c", {"n": 3})
+    assert load_state_file(path) == {"cron/b": {"n": 2}, "cron/c": {"n": 3}}
+
+
+async def test_file_store_snapshot_folds_the_journal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once the journal outgrows its threshold the file is written in the background with
+    every key while writes go on; a clean close folds the rest in and removes the
+    journals."""
+    monkeypatch.setattr("trigger.core.state.COMPACT_MIN", 200)
+    path = tmp_path / "state.json"
+    store = await FileStateStore.open(path)
+    for n in range(10):
+        await store.put(f"cron/rule-{n % 3}", {"n": n, "pad": "x" * 20})
+    latest = {f"cron/rule-{n % 3}": {"n": n, "pad": "x" * 20} for n in range(7, 10)}
+    end = time.monotonic() + 10
+    while not path.exists():  # only a snapshot writes the file: the store started empty
+        assert time.monotonic() < end, "no snapshot"
+        await asyncio.sleep(0.01)  # polling interval, not synchronization
+    assert set(json.loads(path.read_text())) <= set(latest)
+    assert load_state_file(path) == latest
+    await store.close()
+    assert json.loads(path.read_text()) == latest
+    assert os.listdir(tmp_path) == ["state.json"]
+
+
+async def test_file_store_replays_a_journal_moved_aside_before_the_journal(
+    tmp_path: Path,
+) -> None:
+    """A crash while a snapshot was being written: the journal moved aside for it replays
+    before the newer journal, over the older file."""
+    path = tmp_path / "state.json"
+    path.write_text(json.dumps({"cron/a": {"n": 1}}))
+    (tmp_path / "state.json.journal.old").write_text(
+        '{"k":"cron/a","v":{"n":2}}\n{"k":"cron/b","v":{"n":1}}\n'
+    )
+    (tmp_path / "state.json.journal").write_text('{"k":"cron/a","v":{"n":3}}\n')
+    store = await FileStateStore.open(path)
+    assert (await store.get("cron/a"), await store.get("cron/b")) == ({"n": 3}, {"n": 1})
+    await store.close()
+    assert load_state_file(path) == {"cron/a": {"n": 3}, "cron/b": {"n": 1}}
+    assert os.listdir(tmp_path) == ["state.json"]

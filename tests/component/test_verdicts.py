@@ -61,18 +61,24 @@ def test_validate_start_log_readyz_and_status_agree(clone: Path, daemon: DaemonP
     said = {rule: m["reason"] for rule, m in lines.items()}
     assert "Kafka cluster 'default' is not configured" in said["large-order-check"]
     assert "GITHUB_WEBHOOK_SECRET is not set" in said["deploy-on-push"]
-    assert "6 active, 2 idle" in validated.stdout
+    assert "7 active, 2 idle" in validated.stdout  # the nightly-load gate counts once
 
     logged = {e["rule"]: e["reason"] for e in daemon.log_events() if e.get("event") == "rule idle"}
     ready = daemon.get("/readyz").json()["rules"]
     status = daemon.get("/status").json()["rules"]
     assert logged == said
     assert ready["idle"] == said
-    assert ready["active"] == 6
+    assert ready["active"] == 7
     assert {name: r["reason"] for name, r in status.items() if r["verdict"] == "idle"} == said
     assert {name for name, r in status.items() if r["verdict"] == "active"} == set(status) - SHIPPED_IDLE  # fmt: skip
     started = next(e for e in daemon.log_events() if e.get("event") == "trigger started")
-    assert (started["active"], started["idle"]) == (6, 2)
+    assert (started["active"], started["idle"]) == (7, 2)
+    gate = status["nightly-load"]
+    assert gate["source"] == "gate" and gate["verdict"] == "active"
+    assert {n: (m["rule"], m["verdict"]) for n, m in gate["members"].items()} == {
+        "hourly": ("nightly-load.hourly", "active"),
+        "marker": ("nightly-load.marker", "active"),
+    }
 
 
 def test_readyz_lists_only_sources_with_an_active_rule(daemon: DaemonProcess) -> None:
@@ -143,3 +149,42 @@ def test_strict_reload_refuses_a_rule_that_would_be_idle(tmp_path: Path) -> None
         assert list(process.get("/status").json()["rules"]) == ["tick"]
     finally:
         process.stop()
+
+
+GATE = """
+apiVersion: trigger/v1
+kind: Rule
+metadata: {name: load}
+spec:
+  gate:
+    key: "{{ event.id }}"
+    window: 1h
+    members:
+      files:
+        source: {oss: {bucket: b}}
+      approval:
+        source: {kafka: {topics: [approvals]}}
+  workflow: {template: t, namespace: default}
+"""
+
+
+def test_status_shows_a_gate_that_cannot_complete(tmp_path: Path) -> None:
+    """A gate whose Kafka member has no cluster: /status and /readyz show the gate once,
+    idle because it cannot complete, with each member's own verdict inside."""
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "gate.yaml").write_text(GATE)
+    process = DaemonProcess(tmp_path, rules)
+    try:
+        process.start()
+        ready = process.get("/readyz").json()["rules"]
+        status = process.get("/status").json()["rules"]
+    finally:
+        process.stop()
+    assert (ready["count"], ready["active"], list(ready["idle"])) == (1, 0, ["load"])
+    assert list(status) == ["load"]
+    gate = status["load"]
+    assert (gate["source"], gate["verdict"]) == ("gate", "idle")
+    assert gate["reason"].startswith("the gate cannot complete: member approval is idle: Kafka cluster")  # fmt: skip
+    members = {name: (m["source"], m["verdict"]) for name, m in gate["members"].items()}
+    assert members == {"files": ("oss", "active"), "approval": ("kafka", "idle")}

@@ -127,8 +127,9 @@ def test_match_explain_says_why_not(tmp_path: Path) -> None:
     result = trigger("match", "--explain", "--rules", str(EXAMPLE_RULES), str(event))
     assert result.returncode == 0
     assert result.stderr.splitlines() == [
-        "event orders/0/1: 7 rules are for other sources (cron: nightly-report; oss: "
-        "ingest-csv, ingest-orders-json, refresh-partition; webhook: deploy-on-push; "
+        "event orders/0/1: 8 rules are for other sources (cron: nightly-report; oss: "
+        "ingest-csv, ingest-orders-json, refresh-partition, nightly-load (gate); "
+        "webhook: deploy-on-push; "
         "workflow: report-after-load, alert-on-failure)",
         "event orders/0/1: rule large-order-check: no match: filter.pattern: "
         "event.value.amount is 5, expected numeric >= 100",

@@ -70,6 +70,7 @@ def test_examples_all_covered() -> None:
             "kafka-minimal.json",
             "kafka-order.json",
             "mns-push.xml",
+            "oss-day-batch.json",
             "oss-minimal.json",
             "webhook-minimal.json",
             "webhook-request.json",

@@ -75,7 +75,7 @@ def test_directory_is_searched_recursively(tmp_path: Path) -> None:
         ),
         (
             GOOD.replace("  workflow:\n", "  bogus: 1\n  workflow:\n"),
-            "F:10:3: rule ingest-csv: bogus: unknown field (spec has: source, filter, workflow, idempotencyKey, rateLimit, retry)",
+            "F:10:3: rule ingest-csv: bogus: unknown field (spec has: source, gate, filter, workflow, idempotencyKey, rateLimit, retry)",
         ),
         (
             GOOD.replace("    template: ingest\n", ""),

@@ -277,7 +277,8 @@ def test_readme_queue_example_loads_and_queues(tmp_path: Path) -> None:
         block for block in blocks("yaml") if re.search(r"^kind: (Queue|Rule)$", block, re.M)
     ]
     queue = next(d for d in documents if re.search(r"^kind: Queue$", d, re.M))
-    rule = next(d for d in documents if "name: nightly-load" in d)
+    # The queued nightly-load, not the gate of that name in "Gates".
+    rule = next(d for d in documents if re.search(r"^ +queue: nightly-batch", d, re.M))
     (tmp_path / "rules.yaml").write_text(queue + "---\n" + rule)
     rules = load_rules([tmp_path])
     (loaded,) = rules.rules

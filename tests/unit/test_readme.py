@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel
 
 from tests.conftest import EXAMPLE_EVENTS, EXAMPLE_RULES, REPO
+from trigger.core.gatekeeper import GateReplay
 from trigger.decoders.detect import decode_file
 from trigger.rules.loader import load_rules
 from trigger.rules.render import render
@@ -176,10 +177,27 @@ def test_shipped_rule_comment_says_what_it_renders(file: str, name: str, comment
     assert claims, f"{file}: rule {name}: the comment says nothing it renders: {comment!r}"
     rules = load_rules([str(EXAMPLE_RULES)])
     for event_file, parameter, value in claims:
-        (event,) = decode_file(EXAMPLE_EVENTS / event_file)
-        (match,) = [m for m in rules.route(event).matches if m.rule.name == name]
-        parameters = render(match.rule, match.event)["spec"]["arguments"]["parameters"]
+        events = decode_file(EXAMPLE_EVENTS / event_file)
+        if any(r.gate is not None and r.gate.rule.name == name for r in rules.rules):
+            workflow = gate_workflow(rules, events, name)
+        else:
+            (event,) = events
+            (match,) = [m for m in rules.route(event).matches if m.rule.name == name]
+            workflow = render(match.rule, match.event)
+        parameters = workflow["spec"]["arguments"]["parameters"]
         assert {p["name"]: p["value"] for p in parameters}[parameter] == value, comment
+
+
+def gate_workflow(rules: Any, events: list[Any], name: str) -> dict[str, Any]:
+    """The one Workflow the gate rule `name` fires over `events` (as `trigger match` plays it)."""
+    replay, fired = GateReplay(), []
+    for event in events:
+        for match in rules.route(event).matches:
+            if match.rule.gate is not None and match.rule.gate.rule.name == name:
+                firings, _ = replay.add(match.rule, match.event)
+                fired += [render(match.rule.gate.rule, firing) for firing in firings]
+    (workflow,) = fired
+    return workflow
 
 
 @pytest.mark.parametrize("source", RULE_SOURCES)

@@ -126,3 +126,42 @@ def test_loopback_only_is_the_address_being_loopback(
     """Any IPv4 or IPv6 listen address is loopback-only exactly when it is a loopback one."""
     host = f"[{address}]" if address.version == 6 else str(address)
     assert loopback_only(f"{host}:{port}") is address.is_loopback
+
+
+GATE = """
+apiVersion: trigger/v1
+kind: Rule
+metadata: {name: load}
+spec:
+  gate:
+    key: "{{ event.id }}"
+    window: 1h
+    members:
+      files:
+        source: {oss: {bucket: b}}
+      approval:
+        source: {kafka: {topics: [approvals]}}
+  workflow: {template: t, namespace: default}
+"""
+
+
+@pytest.mark.parametrize(("settings", "idle"), [({}, True), ({"kafka": KAFKA}, False)])
+def test_a_gate_is_one_rule_idle_when_a_member_is(
+    write_rules: Callable[..., Path], settings: dict[str, Any], idle: bool
+) -> None:
+    """A gate counts once; a member idle for lack of a Kafka cluster makes it say it cannot
+    complete and why, on the member's line; its other member stays active for routing."""
+    path = write_rules(GATE)
+    verdicts = judge([str(path)], Settings(**settings), {})
+    assert verdicts.rules.written == ("load",)
+    assert {r.name for r in verdicts.active.rules} >= {"load.files"}
+    if not idle:
+        assert (verdicts.active_count, verdicts.idle, verdicts.problems(strict=False)) == (1, {}, [])  # fmt: skip
+        return
+    assert (verdicts.active_count, list(verdicts.idle)) == (0, ["load"])
+    assert verdicts.idle["load"].startswith(
+        "the gate cannot complete: member approval is idle: Kafka cluster 'default' is not configured"
+    )
+    (problem,) = verdicts.problems(strict=False)
+    assert (problem.rule, problem.line) == ("load", 12)  # the approval member's `source:`
+    assert verdicts.of("load.approval").state == "idle" and verdicts.of("load.files").state == "active"  # fmt: skip

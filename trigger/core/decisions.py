@@ -51,6 +51,7 @@ class Outcome(enum.StrEnum):
     CREATED = "created"
     DUPLICATE = "duplicate"
     DEAD_LETTERED = "dead-lettered"
+    GATED = "gated"  # a gate member's event, recorded in its gate (which fires once complete)
 
 
 # What `?outcome=` and `--outcome` accept besides the outcomes: "other-source", the rules

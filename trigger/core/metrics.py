@@ -186,6 +186,36 @@ class Metrics:
             ["rule", "reason"],
             registry=r,
         )
+        self.gate_events = Counter(
+            "trigger_gate_events",
+            "Events of gate members as their gate recorded them, by gate rule and outcome "
+            "(opened: the first of a gate; added; duplicate: already in the gate or in one "
+            "that closed within its window; surplus: beyond the member's count).",
+            ["rule", "outcome"],
+            registry=r,
+        )
+        self.gates_closed = Counter(
+            "trigger_gates_closed",
+            "Gates that closed, by gate rule and outcome (fired: complete; timeout-fired, "
+            "timeout-dead-letter, timeout-dropped: per onTimeout). Counted by the replica "
+            "that performs the action; one a crash interrupted is performed, and counted, "
+            "again.",
+            ["rule", "outcome"],
+            registry=r,
+        )
+        self.gates_open = Gauge(
+            "trigger_gates_open",
+            "Gates collecting events, by gate rule, as the leader's last sweep found them.",
+            ["rule"],
+            registry=r,
+        )
+        self.gate_state_bytes = Histogram(
+            "trigger_gate_state_bytes",
+            "Size of a gate key's stored state (JSON bytes) after each event recorded in it.",
+            ["rule"],
+            buckets=(256, 1024, 4096, 16384, 65536, 262144, 1048576),
+            registry=r,
+        )
         self.workflow_watch_restarts = Counter(
             "trigger_workflow_watch_restarts",
             "Watches of finished Workflows that ended early, by reason (gone: the watermark "

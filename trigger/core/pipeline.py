@@ -22,8 +22,9 @@ import structlog
 from trigger.clock import Clock
 from trigger.core.decisions import Decision, Decisions
 from trigger.core.decisions import Outcome as Decided
+from trigger.core.gatekeeper import GateKeeper
 from trigger.core.metrics import Metrics, source_label
-from trigger.errors import DecodeError, RenderError
+from trigger.errors import DecodeError, RenderError, TemporarySubmitError
 from trigger.events import Event
 from trigger.rules.render import render
 from trigger.rules.router import Routed, RuleSet
@@ -62,6 +63,8 @@ class Pipeline:
     clock: Clock
     status: dict[str, RuleStatus] = field(default_factory=dict)
     decisions: Decisions = field(default_factory=lambda: Decisions(DEFAULT_DECISIONS))
+    # Records gate members' events; set once the state store is open (see assembly).
+    gates: GateKeeper | None = None
 
     def swap(self, rules: RuleSet) -> None:
         """Atomically replace the rule set; in-flight events finish with the old one."""
@@ -94,8 +97,13 @@ class Pipeline:
         if routed.matches:
             for match in routed.matches:
                 self._matched(match.rule, event)
-            pairs = [(m.rule, m.event) for m in routed.matches]
-            outcomes = await self._submit(event, decision, pairs, on_exhausted)
+            pairs = [(m.rule, m.event) for m in routed.matches if m.rule.gate is None]
+            if pairs:
+                outcomes = await self._submit(event, decision, pairs, on_exhausted)
+            # Recorded before `handle` returns: the source acknowledges only after.
+            for match in routed.matches:
+                if match.rule.gate is not None:
+                    outcomes += await self._gate(match.rule, match.event, decision)
         # Poison letters last: while a match fails temporarily the event is redelivered,
         # and a letter written before would be written again by every redelivery.
         for failure in poison:
@@ -200,6 +208,23 @@ class Pipeline:
         _log_decision(decision)
         return outcomes
 
+    async def _gate(self, rule: Rule, event: Event, decision: Decision) -> list[Outcome]:
+        """Record a gate member's event in its gate (stored before this returns); the
+        outcomes — the gate's Workflow when this completed it — are counted and noted."""
+        assert rule.gate is not None
+        try:
+            if self.gates is None:
+                raise TemporarySubmitError("gates are not ready: the state store is not open yet")
+            outcomes = await self.gates.record(rule, event)
+        except Exception as exc:
+            decision.note(rule.name, Decided.FAILED, f"{type(exc).__name__}: {exc}")
+            raise
+        if not any(o.rule == rule.name for o in outcomes):
+            decision.note(rule.name, Decided.GATED, f"recorded in gate {rule.gate.rule.name}")
+        for outcome in outcomes:
+            self._record(event, outcome, decision)
+        return outcomes
+
     def _matched(self, rule: Rule, event: Event) -> None:
         self.metrics.child(self.metrics.events_matched, rule.name).inc()
         status = self.status.setdefault(rule.name, RuleStatus())
@@ -219,6 +244,13 @@ class Pipeline:
         status.dead_letters += 1
         status.last_error = message
         log.warning("event is poison for rule", event_id=event.id, rule=rule, error=message)
+
+    def record_outcome(self, event: Event, outcome: Outcome) -> None:
+        """Count and log an outcome reached off an event's path (a gate the leader's sweep
+        fired or timed out) as `handle` does its own, with a decision record of its own."""
+        decision = self.decisions.record(event, self.clock.now(), 0)
+        self._record(event, outcome, decision)
+        _log_decision(decision)
 
     def _record(self, event: Event, outcome: Outcome, decision: Decision) -> None:
         status = self.status.setdefault(outcome.rule, RuleStatus())
@@ -287,7 +319,7 @@ def _plan(
         return None
     items = []
     for match in routed.matches:
-        if match.rule.document.spec.rateLimit is not None:
+        if match.rule.document.spec.rateLimit is not None or match.rule.gate is not None:
             return None
         try:
             workflow = render(match.rule, match.event)

@@ -5,8 +5,16 @@ objects. Every key is its own unit of size: a value may take up to `MAX_BYTES` (
 ConfigMap limit) encoded, and one key's growth never stops another key from being saved.
 Two implementations:
 
-- `FileStateStore`: one JSON file, for a single daemon process (the default). Each write
-  rewrites the file atomically; only the written key's size is checked.
+- `FileStateStore`: one JSON file, for a single daemon process (the default), and its
+  journal beside it (`PATH.journal`). A write appends the key's new value to the journal
+  as one JSON line and fsyncs it — it costs the value's size, not the whole state's, so
+  100,000 gate keys write as fast as ten — and the file is rewritten atomically (a
+  snapshot) once the journal outgrows it, in the background: the journal is moved aside
+  (`PATH.journal.old`) and writes go on to a new one while the snapshot is written, then
+  the old journal is dropped; at close, in the foreground. Opening reads the snapshot,
+  then replays the old journal and the journal (each line sets one key, so a journal left
+  beside a newer snapshot replays to the same state); a last line cut short by a crash was
+  never acknowledged and is dropped. Only the written key's size is checked.
 - `ConfigMapStateStore`: one ConfigMap per key, shared by replicas. Names derive from the
   configured name and the key (`trigger-state-cron-nightly-report-1a2b3c4d5e`), labelled
   `trigger.dev/state-store=<name>` and annotated with the key. Writes use each ConfigMap's
@@ -28,6 +36,7 @@ A value over the limit is a `StateTooLarge` naming the key and its size, logged 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import hashlib
 import json
@@ -53,6 +62,8 @@ Updater = Callable[[Value | None], Value | None]
 T = TypeVar("T")
 
 MAX_BYTES: Final = 1024 * 1024
+JOURNAL_SUFFIX: Final = ".journal"
+COMPACT_MIN: Final = 4 * 1024 * 1024  # journal bytes before a snapshot, at the least
 MAX_KEY: Final = 200
 DEFAULT_CONFIGMAP: Final = "trigger-state"
 NAMESPACE_FILE: Final = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
@@ -115,6 +126,10 @@ class StateStore(Protocol):
         """Atomically replace the value with `fn(current)`; None deletes. Returns the result."""
         ...
 
+    async def keys(self, prefix: str) -> list[str]:
+        """The keys that hold a value and start with `prefix`, sorted."""
+        ...
+
     async def close(self) -> None:
         """Release resources; the store is unusable afterwards."""
         ...
@@ -168,7 +183,18 @@ class _Reporter:
 # --- file ------------------------------------------------------------------------------
 
 
-def _load_file(path: Path) -> dict[str, Value]:
+def load_state_file(path: Path, *, repair: bool = False) -> dict[str, Value]:
+    """The state a file store at `path` holds: its snapshot with its journal replayed.
+    Blocking. With `repair` (the store opening it), a journal's last line cut short by a
+    crash is cut off the file; without, it is only ignored (a reader beside a running
+    daemon may see a line being written)."""
+    data = _load_snapshot(path)
+    _replay(rotated_path(path), data, repair=repair)  # a snapshot's, if one was cut short
+    _replay(journal_path(path), data, repair=repair)
+    return data
+
+
+def _load_snapshot(path: Path) -> dict[str, Value]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -187,6 +213,82 @@ def _load_file(path: Path) -> dict[str, Value]:
     return data
 
 
+def journal_path(path: Path) -> Path:
+    return path.with_name(path.name + JOURNAL_SUFFIX)
+
+
+def rotated_path(path: Path) -> Path:
+    """Where the journal moves while a snapshot of it is written (see `FileStateStore`)."""
+    return path.with_name(path.name + JOURNAL_SUFFIX + ".old")
+
+
+def _replay(journal: Path, data: dict[str, Value], *, repair: bool) -> None:
+    try:
+        raw = journal.read_bytes()
+    except FileNotFoundError:
+        return
+    except OSError as err:
+        raise ConfigError(f"state journal {journal}: cannot read: {err}") from err
+    whole = raw.rfind(b"\n") + 1  # anything after the last newline was never fsynced
+    for number, line in enumerate(raw[:whole].splitlines(), 1):
+        try:
+            entry = json.loads(line)
+            key, value = entry["k"], entry["v"]
+        except (ValueError, KeyError, TypeError) as err:
+            raise ConfigError(
+                f"state journal {journal} is corrupt at line {number} ({err}); fix or remove "
+                "it by hand: dropping it would forget the writes since the last snapshot"
+            ) from err
+        if value is None:
+            data.pop(key, None)
+        else:
+            data[key] = value
+    if repair and whole < len(raw):
+        os.truncate(journal, whole)
+
+
+def _append(journal: Path, line: bytes, size: int) -> None:
+    """Append one journal line and fsync it; on failure cut the file back to `size`, so a
+    partly written line never sits in front of the next one. Blocking."""
+    created = not journal.exists()
+    try:
+        with journal.open("ab") as out:
+            out.write(line)
+            out.flush()
+            os.fsync(out.fileno())
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.truncate(journal, size)
+        raise
+    if created:  # the new file's directory entry must survive a power cut too
+        _fsync_directory(journal.parent)
+
+
+def _rotate(journal: Path, rotated: Path) -> bool:
+    """Move the journal aside for a snapshot, unless an earlier snapshot's is still there
+    (that one failed: its entries must stay before the journal's). Blocking."""
+    if rotated.exists() or not journal.exists():
+        return False
+    os.replace(journal, rotated)
+    _fsync_directory(journal.parent)
+    return True
+
+
+def _fold(path: Path, text: str) -> None:
+    """Write the snapshot atomically, then drop the journal moved aside for it. Blocking."""
+    _write_atomically(path, text)
+    rotated_path(path).unlink(missing_ok=True)
+    _fsync_directory(path.parent)
+
+
+def _fsync_directory(directory: Path) -> None:
+    handle = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
 def _write_atomically(path: Path, text: str) -> None:
     # Temp file in the same directory so os.replace is a rename on one filesystem; the
     # directory fsync makes the rename itself survive a power cut.
@@ -201,15 +303,12 @@ def _write_atomically(path: Path, text: str) -> None:
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    _fsync_directory(path.parent)
 
 
 class FileStateStore:
-    """State in one JSON file, owned by one daemon process; open it with `open()`."""
+    """State in one JSON file and its journal, owned by one daemon process; open it with
+    `open()` (see the module docstring)."""
 
     def __init__(
         self,
@@ -226,6 +325,12 @@ class FileStateStore:
         self._lock = asyncio.Lock()
         self._reporter = _Reporter(metrics)
         self._observer = observer  # told of writes the disk refused (a full disk)
+        self._journal = journal_path(self.path)
+        self._journal_bytes = _size(self._journal)
+        # The journal is folded into the snapshot once it is larger than this: about the
+        # snapshot's size, so each byte of state is rewritten about once per byte appended.
+        self._compact_at = max(COMPACT_MIN, _size(self.path))
+        self._folding: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(
@@ -238,7 +343,7 @@ class FileStateStore:
     ) -> FileStateStore:
         """Load the file (a missing file is empty state); a corrupt one is a ConfigError."""
         target = Path(path)
-        data = await asyncio.to_thread(_load_file, target)
+        data = await asyncio.to_thread(load_state_file, target, repair=True)
         return cls(target, data, max_bytes=max_bytes, metrics=metrics, observer=observer)
 
     async def get(self, key: str) -> Value | None:
@@ -247,6 +352,9 @@ class FileStateStore:
 
     async def put(self, key: str, value: Value) -> None:
         await self.update(key, lambda _: value)
+
+    async def keys(self, prefix: str) -> list[str]:
+        return sorted(k for k in self._data if k.startswith(prefix))
 
     async def update(self, key: str, fn: Updater) -> Value | None:
         validate_key(key)
@@ -265,23 +373,87 @@ class FileStateStore:
         size = 0 if encoded is None else len(encoded.encode())
         if size > self.max_bytes:
             raise StateTooLarge(f"state file {self.path}", key, size, self.max_bytes)
-        data = {k: v for k, v in self._data.items() if k != key}
-        if new is not None:
-            data[key] = copy.deepcopy(new)
-        text = json.dumps(data, sort_keys=True, indent=1, allow_nan=False) + "\n"
+        line = f'{{"k":{json.dumps(key)},"v":{encoded or "null"}}}\n'.encode()
         try:
-            await asyncio.to_thread(_write_atomically, self.path, text)
+            await asyncio.to_thread(_append, self._journal, line, self._journal_bytes)
         except OSError as err:
             report(storage_error("state", str(self.path), err), self._observer)
             raise StateError(
                 f"state file {self.path}: cannot write: {err}", temporary=True, reason="io"
             ) from err
-        self._data = data
+        self._journal_bytes += len(line)
+        if new is None:
+            self._data.pop(key, None)
+        else:
+            self._data[key] = copy.deepcopy(new)
+        if self._journal_bytes > self._compact_at and self._folding is None:
+            await self._begin_snapshot()
         return copy.deepcopy(new)
 
-    async def close(self) -> None:
-        async with self._lock:  # let a write in flight finish
+    async def _begin_snapshot(self) -> None:
+        """Under the lock: move the journal aside and take a view of the state, then write
+        the snapshot from the view in the background while writes go on to a new journal.
+        (The view is a shallow copy: stored values are replaced, never changed in place.)
+        Opening replays the moved journal before the new one, so a crash at any point
+        loses nothing."""
+        try:
+            if await asyncio.to_thread(_rotate, self._journal, rotated_path(self.path)):
+                self._journal_bytes = 0
+        except OSError as err:
+            self._snapshot_failed(err)
             return
+        self._folding = asyncio.create_task(self._write_snapshot(dict(self._data)))
+
+    async def _write_snapshot(self, view: dict[str, Value]) -> None:
+        """A failure is logged and retried later: the writes are durable in the journals."""
+        try:
+            text = await asyncio.to_thread(
+                json.dumps, view, sort_keys=True, indent=1, allow_nan=False
+            )
+            await asyncio.to_thread(_fold, self.path, text + "\n")
+        except OSError as err:
+            self._snapshot_failed(err)
+        else:
+            self._compact_at = max(COMPACT_MIN, len(text))
+        finally:
+            self._folding = None
+
+    def _snapshot_failed(self, err: OSError) -> None:
+        report(storage_error("state", str(self.path), err), self._observer)
+        self._compact_at = self._journal_bytes * 2 + COMPACT_MIN  # not at every write
+        log.warning("state snapshot failed; the journal keeps growing", error=str(err))
+
+    async def snapshot(self) -> None:
+        """Fold everything written so far into the file now (waiting for a snapshot under
+        way first) and empty the journal; close does this."""
+        async with self._lock:
+            if self._folding is not None:
+                await self._folding
+            if not self._journal_bytes and not rotated_path(self.path).exists():
+                return
+            try:
+                text = await asyncio.to_thread(
+                    json.dumps, self._data, sort_keys=True, indent=1, allow_nan=False
+                )
+                await asyncio.to_thread(_fold, self.path, text + "\n")
+                await asyncio.to_thread(self._journal.unlink, missing_ok=True)
+            except OSError as err:
+                self._snapshot_failed(err)
+                return
+            self._journal_bytes = 0
+            self._compact_at = max(COMPACT_MIN, len(text))
+
+    async def close(self) -> None:
+        """Let a write in flight finish, then fold the journal in: a clean stop leaves the
+        file alone."""
+        await self.snapshot()
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 # --- ConfigMap -------------------------------------------------------------------------
@@ -394,6 +566,28 @@ class ConfigMapStateStore:
 
     async def put(self, key: str, value: Value) -> None:
         await self.update(key, lambda _: value)
+
+    async def keys(self, prefix: str) -> list[str]:
+        """Read from the store's ConfigMaps (by label and key annotation); a ConfigMap
+        whose value was deleted holds no key. Keys still only in the single ConfigMap of
+        earlier versions are not listed (gate keys never were there)."""
+
+        async def listed() -> list[str]:
+            found = await self._core.list_namespaced_config_map(
+                self.namespace, label_selector=f"{LABEL_STORE}={store_label(self.name)}"
+            )
+            keys = []
+            for item in found.items:
+                key = (item.metadata.annotations or {}).get(ANNOTATION_KEY, "")
+                if key.startswith(prefix) and DATA_KEY in (item.data or {}):
+                    keys.append(key)
+            return sorted(keys)
+
+        try:
+            return await self._retrying(self.name, listed)
+        except StateError as err:
+            self._reporter.failed(prefix, err)
+            raise
 
     async def update(self, key: str, fn: Updater) -> Value | None:
         name = configmap_name(self.name, key)

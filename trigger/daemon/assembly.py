@@ -26,6 +26,7 @@ from trigger import __version__
 from trigger.clock import Clock, SystemClock
 from trigger.core.decisions import Decisions
 from trigger.core.flowwatch import FlowWatch
+from trigger.core.gatekeeper import GateKeeper
 from trigger.core.lograte import LogRate
 from trigger.core.metrics import Metrics
 from trigger.core.pipeline import MetricsHooks, Pipeline
@@ -321,6 +322,9 @@ class Daemon:
         runners = await self._listen(ctx)
         supervisor = Supervisor(self.clock, self.metrics)
         state = await open_state(s.state, sink, self.metrics, self.storage_watch)
+        pipeline.gates = GateKeeper(
+            state, submitter, dead_letters, self.clock, self.metrics, pipeline.record_outcome
+        )
         sources = SourceManager(
             SourceContext(pipeline, self.metrics, self.clock, sink, state, s, dict(os.environ)),
             supervisor,
@@ -573,9 +577,9 @@ class Daemon:
         log.info(
             "rules reloaded",
             why=why,
-            rules=len(verdicts.rules),
+            rules=len(verdicts.rules.written),
             files=len(verdicts.rules.files),
-            active=len(verdicts.active),
+            active=verdicts.active_count,
             idle=len(verdicts.idle),
         )
         self._report_idle(verdicts)
@@ -596,7 +600,7 @@ class Daemon:
             "rules loaded",
             origin=self.rules_origin,
             paths=list(self.settings.rules),
-            rules=len(rules),
+            rules=len(rules.written),
             files=len(rules.files),
         )
         self._report_idle(verdicts, refused=refused)
@@ -607,7 +611,7 @@ class Daemon:
         for warning in verdicts.rules.warnings:  # e.g. a rule file with no rules in it
             log.warning("rule file warning", problem=str(warning))
         report = log.error if refused else log.warning
-        for name, verdict in verdicts.by_rule.items():
+        for name, verdict in verdicts.shown.items():
             if verdict.state == "idle":
                 report("rule idle", rule=name, reason=verdict.reason, where=verdict.where)
 
@@ -632,8 +636,8 @@ class Daemon:
         log.info(
             "trigger started",
             version=__version__,
-            rules=len(rules),
-            active=len(verdicts.active),
+            rules=len(rules.written),
+            active=verdicts.active_count,
             idle=len(verdicts.idle),
             files=len(rules.files),
             sink=s.sink,

@@ -113,11 +113,11 @@ def _metrics_handler(metrics: Metrics) -> Callable[[web.Request], Awaitable[web.
 async def _readyz(ctx: HttpContext) -> web.Response:
     health = ctx.health
     detail: dict[str, Any] = {
-        "rules": {"loaded": health.rules_loaded, "count": len(ctx.pipeline.rules)},
+        "rules": {"loaded": health.rules_loaded, "count": len(ctx.pipeline.rules.written)},
         "sources": health.sources,
     }
     if health.verdicts is not None:  # idle rules are shown, not fatal: strict mode refuses them
-        detail["rules"]["active"] = len(health.verdicts.active)
+        detail["rules"]["active"] = health.verdicts.active_count
         detail["rules"]["idle"] = health.verdicts.idle
     if health.reload_error:
         detail["rules"]["lastReloadError"] = health.reload_error
@@ -140,19 +140,9 @@ async def _readyz(ctx: HttpContext) -> web.Response:
 
 
 async def _status(ctx: HttpContext) -> web.Response:
-    rules = ctx.pipeline.rules
-    verdicts = ctx.health.verdicts
     return web.json_response(
         {
-            "rules": {
-                rule.name: {
-                    "source": rule.kind,
-                    "file": rule.file,
-                    **_verdict(verdicts, rule.name),
-                    **ctx.pipeline.status.get(rule.name, RuleStatus()).as_dict(),
-                }
-                for rule in rules.rules
-            },
+            "rules": {name: _rule_status(ctx, name) for name in ctx.pipeline.rules.written},
             "lastReloadError": ctx.health.reload_error or None,
             "templateProblems": ctx.health.template_problems,
             "leader": ctx.health.leader,
@@ -161,6 +151,31 @@ async def _status(ctx: HttpContext) -> web.Response:
             "queues": await ctx.health.queues() if ctx.health.queues is not None else {},
         }
     )
+
+
+def _rule_status(ctx: HttpContext, name: str) -> dict[str, Any]:
+    """One rule as written: a gate rule once (its firings' counts), its members inside
+    (each one's verdict and the events it matched)."""
+    rules, verdicts, status = ctx.pipeline.rules, ctx.health.verdicts, ctx.pipeline.status
+    members = rules.gates.get(name)
+    rule = rules.by_name[name] if members is None else members[0]
+    shown: dict[str, Any] = {
+        "source": rule.kind if members is None else "gate",
+        "file": rule.file,
+        **_verdict(verdicts, name),
+        **status.get(name, RuleStatus()).as_dict(),
+    }
+    if members is not None:
+        shown["members"] = {
+            member.gate.member if member.gate else member.name: {
+                "rule": member.name,
+                "source": member.kind,
+                **_verdict(verdicts, member.name),
+                **status.get(member.name, RuleStatus()).as_dict(),
+            }
+            for member in members
+        }
+    return shown
 
 
 def _verdict(verdicts: Verdicts | None, name: str) -> dict[str, Any]:

@@ -55,6 +55,7 @@ from trigger.submit.submitter import Submitter
 
 COMMON: Final = frozenset({"id", "source", "type", "subject", "time", "data"})
 RULE_MISSING: Final = "RuleMissing"
+GATE_NOT_REPLAYED: Final = "GateNotReplayed"
 EXPRESSION_FAILED: Final = "ExpressionError"
 Kind = Literal["created", "duplicate", "filtered", "failed"]
 
@@ -256,6 +257,9 @@ class Replay:
 
     async def one(self, record: DeadLetter, event: Event) -> Result:
         """Re-drive one record; its Workflows, or why it failed again."""
+        gate = gate_problem(self.rules, record.rule)
+        if gate is not None:
+            return self._failed(record, GATE_NOT_REPLAYED, gate, attempts=0)
         rule = self.rules.by_name.get(record.rule) if record.rule else None
         if record.rule and rule is None:
             message = f"no rule named {record.rule!r} in the current rules"
@@ -322,6 +326,21 @@ class Replay:
         return pipeline
 
 
+def gate_problem(rules: RuleSet, name: str | None) -> str | None:
+    """Why a record of a gate is not replayed, or None. A gate's letters — a gate that
+    timed out, a member's event its full state refused — hold one event of a set whose
+    state lives in the state store, which a replay does not open."""
+    if name in rules.gates:
+        return f"rule {name} is a gate: a gate that timed out is not replayed"
+    rule = rules.by_name.get(name) if name else None
+    if rule is not None and rule.gate is not None:
+        return (
+            f"rule {name} is member {rule.gate.member!r} of the gate {rule.gate.rule.name}: "
+            "events of gates are not replayed"
+        )
+    return None
+
+
 def chosen(letters: Sequence[Letter], select: Selection) -> list[Letter]:
     """The letters a replay takes: records holding an event, selected."""
     return [x for x in letters if x.record is not None and x.problem is None and select(x.record)]
@@ -333,6 +352,9 @@ def plan(rules: RuleSet, letter: Letter, cluster: str = "default") -> list[dict[
     record, event = letter.record, letter.event
     assert record is not None and event is not None
     chosen = rules
+    gate = gate_problem(rules, record.rule)
+    if gate is not None:
+        raise Unreplayable(gate)
     if record.rule:
         rule = rules.by_name.get(record.rule)
         if rule is None:

@@ -37,6 +37,7 @@ MODULES: Final[tuple[tuple[str, str], ...]] = (
     ("oss-poll", "trigger.sources.oss.poll"),
     ("kafka", "trigger.sources.kafka.source"),
     ("workflow", "trigger.sources.workflow.source"),
+    ("gates", "trigger.sources.gates"),
 )
 
 

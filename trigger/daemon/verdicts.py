@@ -16,6 +16,11 @@ returns, so they cannot disagree. A rule is
   invalid;
 - *active* otherwise.
 
+A gate rule is routed as one rule per member (`RULE.MEMBER`), and each member has its own
+verdict (an idle member's source does not consume for it). Everything that shows rules to
+a user — `validate`, the start log, /readyz, /status — shows the gate rule once: idle when
+some member is idle, since the gate cannot complete then, with the member and its reason.
+
 The security choices are made here too, each on its own facts: a receiver with nothing
 to check (EventBridge with neither a token nor signature verification, MNS with signature
 verification off, a webhook path without `auth`) takes unauthenticated deliveries only
@@ -28,6 +33,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Final, Literal
 
 from trigger.errors import Problem, RuleError
@@ -139,24 +145,48 @@ class Verdicts:
     receiver uses (judged together, so a 401 and an idle verdict have one cause)."""
 
     rules: RuleSet
-    by_rule: Mapping[str, Verdict]
+    by_rule: Mapping[str, Verdict]  # per routed rule: a gate's members one by one
     active: RuleSet
     webhooks: Mapping[str, PathAuth]
 
     def of(self, name: str) -> Verdict:
-        return self.by_rule.get(name, ACTIVE)
+        """The verdict of a routed rule or, by its name, of a gate rule as a whole."""
+        return self.shown.get(name) or self.by_rule.get(name, ACTIVE)
+
+    @cached_property
+    def shown(self) -> dict[str, Verdict]:
+        """Each rule as the user wrote it (a gate once, see the module docstring)."""
+        found = {}
+        for name in self.rules.written:
+            members = self.rules.gates.get(name)
+            found[name] = self.by_rule.get(name, ACTIVE) if members is None else self._gate(members)
+        return found
+
+    def _gate(self, members: tuple[Rule, ...]) -> Verdict:
+        idle = [(m, self.by_rule[m.name]) for m in members if self.by_rule[m.name].state == "idle"]
+        if not idle:
+            return ACTIVE
+        why = "; ".join(
+            f"member {m.gate.member if m.gate else m.name} is idle: {v.reason}" for m, v in idle
+        )
+        return Verdict("idle", f"the gate cannot complete: {why}", idle[0][1].where)
+
+    @property
+    def active_count(self) -> int:
+        """How many rules (a gate once) are active."""
+        return sum(v.state == "active" for v in self.shown.values())
 
     @property
     def idle(self) -> dict[str, str]:
-        """Idle rules and why, in load order."""
-        return {n: v.reason or "" for n, v in self.by_rule.items() if v.state == "idle"}
+        """Idle rules (a gate once) and why, in load order."""
+        return {n: v.reason or "" for n, v in self.shown.items() if v.state == "idle"}
 
     def problems(self, *, strict: bool) -> list[Problem]:
-        """One `file:line:column: rule NAME: idle: …` line per idle rule; warnings unless
-        `strict`."""
+        """One `file:line:column: rule NAME: idle: …` line per idle rule (a gate once);
+        warnings unless `strict`."""
         prefix = "" if strict else "warning: "
         found = []
-        for name, verdict in self.by_rule.items():
+        for name, verdict in self.shown.items():
             if verdict.state == "idle":
                 file, line, column = verdict.where.rsplit(":", 2)
                 message = f"{prefix}idle: {verdict.reason}"
@@ -191,6 +221,8 @@ def assess(
             verdicts[rule.name] = ACTIVE
             continue
         field, reason = found
+        if rule.gate is not None:  # a member's source is written inside the gate
+            field = f"gate.members.{rule.gate.member}.{field}"
         about = TemplateProblem(rule.name, rule.file, rule.index, field, "")
         at = locate(about, rules, documents=documents)
         verdicts[rule.name] = Verdict("idle", reason, f"{at.file}:{at.line}:{at.column}")

@@ -12,6 +12,7 @@ about, spelled one way: the path below `spec` (`filter.pattern.size[0].numeric`,
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 import re
@@ -27,10 +28,11 @@ from trigger.errors import ExpressionError, PatternError, Problem, TemplateError
 from trigger.events import SourceKind
 from trigger.rules.expressions import compile_expression
 from trigger.rules.fields import Scope
-from trigger.rules.model import GENERATE_NAME_MAX, QueueDocument, RuleDocument
+from trigger.rules.gates import GateShape
+from trigger.rules.model import GENERATE_NAME_MAX, SOURCE_OR_GATE, QueueDocument, RuleDocument
 from trigger.rules.patterns import compile_pattern, match_leaf
 from trigger.rules.queue import Queue
-from trigger.rules.rule import Predicate, Rule
+from trigger.rules.rule import GatePlan, Predicate, Rule
 from trigger.rules.schedules import ScheduleError, compile_schedule, compile_timezone
 from trigger.rules.templating import Template, TemplateEngine
 from trigger.rules.yamldoc import Document, Path
@@ -38,6 +40,8 @@ from trigger.rules.yamldoc import Document, Path
 T = TypeVar("T")
 D = TypeVar("D", bound=BaseModel)
 TEMPLATE_SCOPE: Final = frozenset({"event", "rule"})
+GATE_TEMPLATE_SCOPE: Final = frozenset({"gate", "rule"})
+GATE_FIELDS: Final = ("key", "members", "first", "timedOut")
 KINDS: Final = ("oss", "kafka", "cron", "webhook", "workflow")
 _LABEL_VALUE: Final = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
@@ -140,6 +144,8 @@ class DocumentCompiler:
     doc: Document
     name: str | None = None
     found: list[Problem] = field(default_factory=list)
+    # Where the source and filter being compiled are: `spec`, or a gate member's place.
+    base: Path = ("spec",)
     model: type[BaseModel] = RuleDocument  # the schema of the document's kind
     queue: str | None = None  # the name of a Queue document, for its messages
 
@@ -182,6 +188,11 @@ class DocumentCompiler:
         document = self.validate(value)
         if document is not None:
             self.check_unique(document.metadata.name)
+        if "gate" in _get(value, "spec"):
+            members, firing = self.gate_parts(_get(value, "spec"))
+            if document is not None and not self.failed:
+                self.session.rules.extend(self.build_gate(document, members, firing))
+            return
         compiled = self.parts(Parts.of(value))
         if document is not None and not self.failed:
             self.session.rules.append(self.build(document, compiled))
@@ -189,14 +200,25 @@ class DocumentCompiler:
     # --- the schema -----------------------------------------------------------------------
 
     def validate(self, value: dict[str, Any]) -> RuleDocument | None:
-        return self.validated(RuleDocument, value)
+        spec = value.get("spec")
+        # `source` is optional only beside a gate; a rule with neither is told about its
+        # source at once, as a required field (pydantic's whole-model check runs only
+        # once every field is valid, and would speak of gates to every plain rule).
+        neither = isinstance(spec, dict) and "source" not in spec and "gate" not in spec
+        return self.validated(RuleDocument, value, neither=neither)
 
-    def validated(self, model: type[D], value: dict[str, Any]) -> D | None:
+    def validated(
+        self, model: type[D], value: dict[str, Any], *, neither: bool = False
+    ) -> D | None:
+        reported: set[Path] = set()
+        if neither:
+            self.schema_problem(("spec", "source"), "missing", "", reported)
         try:
             return model.model_validate(value)
         except ValidationError as exc:
-            reported: set[Path] = set()
             for error in exc.errors(include_url=False):
+                if neither and SOURCE_OR_GATE in error["msg"]:
+                    continue
                 self.schema_problem(tuple(error["loc"]), error["type"], error["msg"], reported)
             return None
 
@@ -260,16 +282,8 @@ class DocumentCompiler:
 
     def parts(self, parts: Parts) -> dict[str, Any]:
         """Compile every part, recording each problem; what compiled, by Rule field."""
-        compiled: dict[str, Any] = {}
-        if parts.kind == "oss":
-            compiled.update(self.oss_parts(parts.source))
-        elif parts.kind == "cron":
-            compiled.update(self.cron_parts(parts.source))
         scope = parts.scope()
-        if parts.pattern is not None:
-            compiled["pattern"] = self.pattern(parts.pattern, scope)
-        if parts.expr is not None:
-            compiled["expr"] = self.expression(parts.expr)
+        compiled = self.source_parts(parts, scope)
         compiled["parameters"] = tuple(self.parameters(parts.parameters, scope))
         if parts.idempotency_key is not None:
             compiled["idempotency_key"] = self.template(
@@ -278,8 +292,59 @@ class DocumentCompiler:
         self.check_labels(parts.labels, parts.annotations)
         return compiled
 
+    def source_parts(self, parts: Parts, scope: Scope | None) -> dict[str, Any]:
+        """The source's and the filter's compiled parts, by Rule field."""
+        compiled: dict[str, Any] = {}
+        if parts.kind == "oss":
+            compiled.update(self.oss_parts(parts.source))
+        elif parts.kind == "cron":
+            compiled.update(self.cron_parts(parts.source))
+        if parts.pattern is not None:
+            compiled["pattern"] = self.pattern(parts.pattern, scope)
+        if parts.expr is not None:
+            compiled["expr"] = self.expression(parts.expr)
+        return compiled
+
+    def gate_parts(
+        self, spec: Mapping[str, Any]
+    ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+        """A gate's members (each compiled like a rule's source and filter, at its place),
+        its key (checked against every member's events) and its Workflow's parameters
+        (which see `gate` and `rule`)."""
+        gate = _get(spec, "gate")
+        members: dict[str, dict[str, Any]] = {}
+        scopes: list[tuple[str, Scope]] = []
+        for name, member in _get(gate, "members").items():
+            if not isinstance(name, str) or type(member) is not dict:
+                continue  # the schema says so
+            parts = Parts.of({"spec": {**member, "workflow": {}}})
+            scope = parts.scope()
+            self.base = ("spec", "gate", "members", name)
+            try:
+                members[name] = self.source_parts(parts, scope)
+            finally:
+                self.base = ("spec",)
+            if scope is not None:
+                scopes.append((name, scope))
+        key = gate.get("key")
+        if isinstance(key, str):
+            members_key = self.template(("spec", "gate", "key"), key, None)
+            for at, why in _member_problems(members_key, scopes):
+                self.problem(("spec", "gate", "key"), f"{at}: {why}")
+            for compiled in members.values():
+                compiled["key"] = members_key
+        workflow = _get(spec, "workflow")
+        names = frozenset(n for n in _get(gate, "members") if isinstance(n, str))
+        firing = {
+            "parameters": tuple(
+                self.parameters(_get(workflow, "parameters"), None, gate_members=names)
+            )
+        }
+        self.check_labels(_get(workflow, "labels"), _get(workflow, "annotations"))
+        return members, firing
+
     def pattern(self, source: Mapping[str, Any], scope: Scope | None) -> Any:
-        base = ("spec", "filter", "pattern")
+        base = (*self.base, "filter", "pattern")
         pattern = None
         try:
             pattern = self.session.memo("pattern", source, compile_pattern)
@@ -294,11 +359,15 @@ class DocumentCompiler:
         try:
             return self.session.memo("expr", source, compile_expression)
         except ExpressionError as exc:
-            self.problem(("spec", "filter", "expr"), str(exc))
+            self.problem((*self.base, "filter", "expr"), str(exc))
             return None
 
     def parameters(
-        self, raw: Mapping[Any, Any], scope: Scope | None
+        self,
+        raw: Mapping[Any, Any],
+        scope: Scope | None,
+        *,
+        gate_members: frozenset[str] | None = None,
     ) -> Iterator[tuple[str, Template]]:
         for name, value in raw.items():
             path = ("spec", "workflow", "parameters", name)
@@ -309,29 +378,43 @@ class DocumentCompiler:
             if text is None:
                 self.problem(path, "must be a string, number or boolean")
                 continue
-            template = self.template(path, text, scope)
+            template = self.template(path, text, scope, gate_members=gate_members)
             if template is not None:
                 yield name, template
 
-    def template(self, path: Path, source: str, scope: Scope | None) -> Template | None:
+    def template(
+        self,
+        path: Path,
+        source: str,
+        scope: Scope | None,
+        *,
+        gate_members: frozenset[str] | None = None,
+    ) -> Template | None:
+        """Compile a template and check the names it uses; `gate_members` is given for a
+        gate rule's Workflow templates, which see `gate` and `rule` instead of `event`."""
         try:
             template = self.session.engine.compile(source)
         except TemplateError as exc:
             self.problem(path, str(exc))
             return None
-        unknown = template.variables - TEMPLATE_SCOPE
+        roots = TEMPLATE_SCOPE if gate_members is None else GATE_TEMPLATE_SCOPE
+        unknown = template.variables - roots
         if unknown:
             names = ", ".join(sorted(unknown))
-            self.problem(path, f"unknown name(s) {names} (templates see only event and rule)")
+            seen = " and ".join(sorted(roots))
+            self.problem(path, f"unknown name(s) {names} (templates see only {seen})")
             return None
         problems = [(p, scope.check(p)) for p in sorted(template.paths, key=str)] if scope else []
+        if gate_members is not None:
+            paths = sorted(template.paths, key=str)
+            problems += [(p, _gate_path_problem(p, gate_members)) for p in paths]
         for named, why in problems:
             if why is not None:
                 self.problem(path, f"{_event_path(named)}: {why}")
         return template
 
     def oss_parts(self, oss: Mapping[str, Any]) -> dict[str, Any]:
-        base = ("spec", "source", "oss")
+        base = (*self.base, "source", "oss")
         parts: dict[str, Any] = {}
         events = oss.get("events", ["ObjectCreated:*"])
         if isinstance(events, list) and all(isinstance(e, str) for e in events):
@@ -358,7 +441,7 @@ class DocumentCompiler:
                 return _always
             if "*" in bare[:-1] or not re.match(r"^[A-Za-z]+(:[A-Za-z*]+)?$", bare):
                 self.problem(
-                    ("spec", "source", "oss", "events", i),
+                    (*self.base, "source", "oss", "events", i),
                     f"{name!r} is not an OSS event name "
                     "(e.g. ObjectCreated:PutObject, ObjectCreated:*, oss:ObjectRemoved:*)",
                 )
@@ -370,7 +453,7 @@ class DocumentCompiler:
         return lambda t: t in frozen or (bool(starts) and t.startswith(starts))
 
     def cron_parts(self, cron: Mapping[str, Any]) -> dict[str, Any]:
-        base = ("spec", "source", "cron")
+        base = (*self.base, "source", "cron")
         schedules = []
         raw = cron.get("schedules")
         for i, text in enumerate(raw if isinstance(raw, list) else []):
@@ -405,13 +488,47 @@ class DocumentCompiler:
 
     # --- the Rule ---------------------------------------------------------------------------
 
-    def build(self, document: RuleDocument, compiled: Mapping[str, Any]) -> Rule:
+    def build_gate(
+        self,
+        document: RuleDocument,
+        members: Mapping[str, Mapping[str, Any]],
+        firing: Mapping[str, Any],
+    ) -> list[Rule]:
+        """A gate rule is one rule per member (`RULE.MEMBER`, routed like any rule, with
+        the member's source and filter) sharing one GatePlan: the gate rule as it fires."""
+        spec = document.spec
+        gate = spec.gate
+        assert gate is not None
+        first = next(iter(gate.members.values()))
+        fires = self.build(document, firing, kind=first.source.kind)
+        shape = GateShape(
+            {n: m.count for n, m in gate.members.items()}, gate.window, gate.onTimeout
+        )
+        rules = []
+        for name, member in gate.members.items():
+            compiled = dict(members[name])
+            key = compiled.pop("key")
+            plan = GatePlan(rule=fires, member=name, key=key, shape=shape)
+            own = spec.model_copy(update={"source": member.source, "filter": member.filter})
+            rule = self.build(document.model_copy(update={"spec": own}), compiled)
+            rules.append(
+                dataclasses.replace(rule, name=f"{document.metadata.name}.{name}", gate=plan)
+            )
+        return rules
+
+    def build(
+        self,
+        document: RuleDocument,
+        compiled: Mapping[str, Any],
+        *,
+        kind: SourceKind | None = None,
+    ) -> Rule:
         spec = document.spec
         return Rule(
             name=document.metadata.name,
             file=self.file,
             index=self.doc.index,
-            kind=spec.source.kind,
+            kind=kind or spec.origin.kind,
             document=document,
             generate_name=(
                 spec.workflow.generateName or default_generate_name(document.metadata.name)
@@ -424,6 +541,31 @@ class DocumentCompiler:
             },
             **compiled,
         )
+
+
+def _member_problems(
+    template: Template | None, scopes: Sequence[tuple[str, Scope]]
+) -> Iterator[tuple[str, str]]:
+    """A gate key renders for every member's events: each field it names must exist in
+    each member's source (one problem per field, naming the members that lack it)."""
+    if template is None:
+        return
+    for named in sorted(template.paths, key=str):
+        lacking = [(member, why) for member, scope in scopes if (why := scope.check(named))]
+        if lacking:
+            members = ", ".join(member for member, _ in lacking)
+            yield _event_path(named), f"{lacking[0][1]} (member {members})"
+
+
+def _gate_path_problem(path: Sequence[str | int], members: frozenset[str]) -> str | None:
+    """Why a `gate.…` path names nothing: `gate` has key, members.NAME, first, timedOut."""
+    if path[0] != "gate" or len(path) < 2:
+        return None
+    if path[1] not in GATE_FIELDS:
+        return f"gate has no field {path[1]!r} (it has: {', '.join(GATE_FIELDS)})"
+    if path[1] == "members" and len(path) > 2 and path[2] not in members:
+        return f"the gate has no member {path[2]!r} (it has: {', '.join(sorted(members))})"
+    return None
 
 
 def default_generate_name(rule: str) -> str:

@@ -305,13 +305,76 @@ class Retry(Strict):
     backoff: Backoff = Field(default_factory=Backoff)
 
 
-class Spec(Strict):
+SOURCE_OR_GATE: Final = "a rule needs exactly one of source and gate"
+GATE_MEMBER: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+# A gate's state holds its members' events: bounded so one key stays far below 1 MiB.
+GATE_COUNT_MAX: Final = 1000
+
+
+class GateMember(Strict):
+    """One kind of event a gate waits for: where it comes from, which, and how many."""
+
     source: Source
+    filter: Filter | None = None
+    count: int = Field(default=1, ge=1, le=GATE_COUNT_MAX)
+
+
+class Gate(Strict):
+    """Fire once every member has `count` distinct events with the same rendered `key`,
+    within `window` of the first; `onTimeout` says what an incomplete gate becomes."""
+
+    key: str
+    members: dict[str, GateMember] = Field(min_length=1)
+    window: Duration
+    onTimeout: Literal["dead-letter", "fire", "drop"] = "dead-letter"
+
+    @field_validator("members")
+    @classmethod
+    def _names(cls, members: dict[str, GateMember]) -> dict[str, GateMember]:
+        for name in members:
+            if not GATE_MEMBER.match(name):
+                raise ValueError(
+                    f"member name {name!r} must be a template name: letters, digits and '_', "
+                    "not starting with a digit, at most 63 characters (templates write "
+                    "gate.members.NAME)"
+                )
+        return members
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, window: float) -> float:
+        if window <= 0:
+            raise ValueError("window must be longer than zero")
+        return window
+
+
+class Spec(Strict):
+    source: Source | None = None
+    gate: Gate | None = None
     filter: Filter | None = None
     workflow: WorkflowSpec
     idempotencyKey: str | None = None
     rateLimit: RateLimit | None = None
     retry: Retry | None = None
+
+    @model_validator(mode="after")
+    def _source_or_gate(self) -> Spec:
+        if (self.source is None) == (self.gate is None):
+            raise ValueError(SOURCE_OR_GATE)
+        if self.gate is not None and self.filter is not None:
+            raise ValueError("a gate rule has no filter of its own: filter each gate member")
+        if self.gate is not None and self.idempotencyKey is not None:
+            raise ValueError(
+                "a gate rule has no idempotencyKey: its Workflow is named after the gate's key "
+                "and first event"
+            )
+        return self
+
+    @property
+    def origin(self) -> Source:
+        """The source of a plain rule (gate rules have theirs per member)."""
+        assert self.source is not None, "a gate rule's sources are its members'"
+        return self.source
 
 
 class RuleDocument(Strict):

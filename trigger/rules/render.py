@@ -81,6 +81,8 @@ def render_parameters(rule: Rule, event: Event, context: Mapping[str, Any]) -> d
 def render(rule: Rule, event: Event) -> dict[str, Any]:
     """The Workflow for this (rule, event); raises RenderError when a template fails."""
     context = {"event": event.doc, "rule": rule.context}
+    if rule.gate is None and "gate" in event.fields:  # a gate firing (trigger.core.gatekeeper)
+        context["gate"] = event.fields["gate"]
     key = idempotency_key(rule, event, context)
     parameters = render_parameters(rule, event, context)
     return build_workflow(rule, workflow_name(rule, key), parameters, event=event, key=key)

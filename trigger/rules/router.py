@@ -89,6 +89,13 @@ class RuleSet:
         self.files = files
         self.warnings = warnings  # what the loader found worth a look (an empty file)
         self.by_name: Mapping[str, Rule] = {r.name: r for r in rules}
+        # A gate rule is routed as one rule per member (`RULE.MEMBER`); these are the
+        # members of each gate, by the gate rule's name, and the names as the user wrote
+        # them (a gate once), in load order.
+        self.gates: Mapping[str, tuple[Rule, ...]] = _gates(rules)
+        self.written: tuple[str, ...] = tuple(
+            dict.fromkeys(r.gate.rule.name if r.gate is not None else r.name for r in rules)
+        )
         self._oss: dict[str, _PrefixIndex] = defaultdict(_PrefixIndex)
         self._kafka: dict[tuple[str, str], list[Rule]] = defaultdict(list)
         self._webhook: dict[tuple[str, str], list[Rule]] = defaultdict(list)
@@ -246,17 +253,32 @@ class RuleSet:
         self, event: Event, matched: Collection[str], *, cluster: str = "default"
     ) -> list[str]:
         """Why each rule not in `matched` does not match `event`: the rules of other sources
-        together in one line, then one line per rule of the event's own source."""
+        together in one line, then one line per rule of the event's own source. A gate is
+        one rule: it matched if a member did, else its line says why each member did not."""
         others: dict[str, list[str]] = defaultdict(list)
         lines = []
-        for rule in self.rules:
-            if rule.name in matched:
+        for name in self.written:
+            members = self.gates.get(name)
+            if members is None:
+                rule = self.by_name[name]
+                if name in matched:
+                    continue
+                if rule.kind != event.source:
+                    others[rule.kind].append(name)
+                    continue
+                lines.append(f"rule {name}: no match: {self.explain(rule, event, cluster=cluster)}")
                 continue
-            if rule.kind != event.source:
-                others[rule.kind].append(rule.name)
+            if any(m.name in matched for m in members):
                 continue
-            reason = self.explain(rule, event, cluster=cluster)
-            lines.append(f"rule {rule.name}: no match: {reason}")
+            if all(m.kind != event.source for m in members):
+                others[members[0].kind].append(f"{name} (gate)")
+                continue
+            why = "; ".join(
+                f"member {m.gate.member if m.gate else m.name}: "
+                f"{self.explain(m, event, cluster=cluster)}"
+                for m in members
+            )
+            lines.append(f"rule {name}: no match: gate {why}")
         if others:
             count = sum(map(len, others.values()))
             by_kind = sorted(others.items())
@@ -264,6 +286,14 @@ class RuleSet:
             are = "rules are" if count > 1 else "rule is"
             lines.insert(0, f"{count} {are} for other sources ({listed})")
         return lines
+
+
+def _gates(rules: tuple[Rule, ...]) -> dict[str, tuple[Rule, ...]]:
+    found: dict[str, list[Rule]] = defaultdict(list)
+    for rule in rules:
+        if rule.gate is not None:
+            found[rule.gate.rule.name].append(rule)
+    return {name: tuple(members) for name, members in found.items()}
 
 
 def _filters_pass(rule: Rule, event: Event) -> bool:

@@ -17,12 +17,12 @@ from typing import Final
 from jinja2 import nodes
 
 PathT = tuple[str | int, ...]
-ROOTS: Final = frozenset({"event", "rule"})
+ROOTS: Final = frozenset({"event", "rule", "gate"})
 _METHODS: Final = frozenset(dir(dict) + dir(list) + dir(str) + dir(int) + dir(float))
 
 
 def field_paths(ast: nodes.Template) -> frozenset[PathT]:
-    """Every `event…` and `rule…` path the template reads, as far as it is known."""
+    """Every `event…`, `rule…` and `gate…` path the template reads, as far as it is known."""
     shadowed = {
         node.name
         for node in ast.find_all(nodes.Name)
