@@ -20,16 +20,15 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from urllib.parse import quote
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, TypeVar
+from urllib.parse import quote
 
 import aiohttp
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
-from kubernetes_asyncio.client.rest import RESTResponse
 from kubernetes_asyncio.config.config_exception import ConfigException
 from kubernetes_asyncio.config.kube_config import (
     KUBE_CONFIG_DEFAULT_LOCATION,
@@ -279,10 +278,10 @@ class KubernetesSink:
         headers = {**JSON_HEADERS, **api.default_headers}
         if api.cookie:
             headers["Cookie"] = api.cookie
-        await api.update_params_for_auth(headers, None, AUTH_SETTINGS)
+        await api.update_params_for_auth(headers, [], AUTH_SETTINGS)
         response = await api.rest_client.request(
             "POST",
-            api.configuration.host + path,
+            f"{api.configuration.host}{path}",
             headers=headers,
             body=body,
             _preload_content=False,
@@ -292,8 +291,10 @@ class KubernetesSink:
             data = await response.read()
         finally:
             response.release()
-        if not 200 <= response.status <= 299:
-            raise ApiException(http_resp=RESTResponse(response, data))
+        if not 200 <= response.status <= 299:  # what the REST layer's preloading raises
+            error = ApiException(status=response.status, reason=response.reason)
+            error.body, error.headers = data, response.headers
+            raise error
         try:
             return json.loads(data)
         except ValueError:  # not JSON: the generated API hands back the text
