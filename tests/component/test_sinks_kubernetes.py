@@ -196,6 +196,22 @@ async def test_recreate_is_already_exists(
         await sink.create(make_workflow("dup"))
 
 
+async def test_create_is_one_post_to_the_workflow_collection(
+    sink: KubernetesSink, kube: KubeEmulator, make_workflow: Callable[..., dict[str, Any]]
+) -> None:
+    """A create is one POST to the path the generated client uses; a redelivery adds a GET."""
+    kube.requests.clear()
+    await sink.create(make_workflow("once"))
+    with pytest.raises(AlreadyExists):
+        await sink.create(make_workflow("once"))
+    collection = f"/apis/{G}/{V}/namespaces/data/{WF}"
+    assert [(method, path) for method, path, _ in kube.requests] == [
+        ("POST", collection),
+        ("POST", collection),
+        ("GET", f"{collection}/once"),
+    ]
+
+
 async def test_generate_name_is_not_stored(
     kube: KubeEmulator, sink: KubernetesSink, make_workflow: Callable[..., dict[str, Any]]
 ) -> None:

@@ -248,3 +248,17 @@ async def test_backoff_ends_when_the_backend_recovers() -> None:
     assert sleeper.done()
     assert flow.state == "healthy"
     await flow.close()
+
+
+async def test_holds_one_window_of_send_and_answer_times() -> None:
+    """However many creates go through, the controller keeps only the last window's times."""
+    clock = VirtualClock()
+    flow = controller(clock, initial_rate=1e6)  # never binds: admit() answers at once
+    for _ in range(2000):
+        ticket = await flow.admit()
+        await clock.advance(0.01)
+        flow.done(ticket, "ok")
+    window = MEASURE_WINDOW / 0.01 + 1
+    assert len(flow._sent) <= window
+    assert len(flow._answered_ok) <= window
+    await flow.close()

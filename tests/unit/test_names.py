@@ -6,6 +6,8 @@ prefix rules are checked where a user writes them (the rule file), with file:lin
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -50,6 +52,16 @@ def valid_name(name: str) -> bool:
 def test_the_hash_is_twenty_base32_characters(rule: str, key: str, attempt: int) -> None:
     """Every hash is 20 characters of a-z and 2-7: 100 bits."""
     assert HASH.fullmatch(name_hash(rule, key, attempt))
+
+
+@given(rule=rule_names, key=keys, attempt=st.integers(0, MAX_ALTERNATES))
+def test_the_hash_is_the_first_100_bits_of_sha256_in_base32(
+    rule: str, key: str, attempt: int
+) -> None:
+    """The hash is the lower-case base32 of SHA-256's first 100 bits, as names always were."""
+    text = f"{rule}\0{key}" if attempt == 0 else f"{rule}\0{key}\0{attempt}"
+    digest = hashlib.sha256(text.encode()).digest()
+    assert name_hash(rule, key, attempt) == base64.b32encode(digest).decode()[:20].lower()
 
 
 @given(rule=rule_names, key=keys)

@@ -225,9 +225,16 @@ class Pipeline:
             self._record(event, outcome, decision)
         return outcomes
 
+    def _status(self, rule: str) -> RuleStatus:
+        """The rule's status, made on its first use (not a spare one per event)."""
+        status = self.status.get(rule)
+        if status is None:
+            status = self.status[rule] = RuleStatus()
+        return status
+
     def _matched(self, rule: Rule, event: Event) -> None:
         self.metrics.child(self.metrics.events_matched, rule.name).inc()
-        status = self.status.setdefault(rule.name, RuleStatus())
+        status = self._status(rule.name)
         status.matched += 1
         status.last_event = event.id
         status.last_event_time = event.doc["time"]
@@ -240,7 +247,7 @@ class Pipeline:
         )
         await self.dead_letters.write(record)
         self.metrics.child(self.metrics.dead_letters, rule, DecodeError.__name__).inc()
-        status = self.status.setdefault(rule, RuleStatus())
+        status = self._status(rule)
         status.dead_letters += 1
         status.last_error = message
         log.warning("event is poison for rule", event_id=event.id, rule=rule, error=message)
@@ -253,7 +260,7 @@ class Pipeline:
         _log_decision(decision)
 
     def _record(self, event: Event, outcome: Outcome, decision: Decision) -> None:
-        status = self.status.setdefault(outcome.rule, RuleStatus())
+        status = self._status(outcome.rule)
         ids = {"event_id": event.id, "rule": outcome.rule, "workflow": outcome.workflow}
         decision.note(outcome.rule, _DECIDED[outcome.kind], outcome.workflow)
         if outcome.kind == "created":

@@ -25,12 +25,13 @@ def cron_tick(
     daemon did not fire (an event file for `trigger match`) is taken as fired on time: a
     null `fireTime` would fail every template that renders it."""
     moment = parse_time(scheduled, where="scheduledTime")
+    text = format_time(moment)  # once: a backfill makes thousands of ticks
     fields: dict[str, Any] = {
         "rule": rule,
         "schedule": schedule,
-        "scheduledTime": format_time(moment),
+        "scheduledTime": text,
         "timezone": timezone,
-        "fireTime": format_time(moment if fired is None else fired),
+        "fireTime": text if fired is None else format_time(fired),
     }
     return Event(
         id=cron_event_id(rule, moment),

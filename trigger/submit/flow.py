@@ -240,7 +240,7 @@ class FlowController:
 
     def _ok(self, ticket: Ticket, now: float) -> None:
         self._failures = 0
-        self._answered_ok.append(now)
+        _keep(self._answered_ok, now)
         latency = max(0.0, now - ticket.sent)
         self._fastest = latency if self._fastest is None else min(self._fastest, latency)
         self._latency = latency if self._latency is None else 0.8 * self._latency + 0.2 * latency
@@ -346,7 +346,7 @@ class FlowController:
         now = self._clock.monotonic()
         self.in_flight += 1
         self._sends += 1
-        self._sent.append(now)
+        _keep(self._sent, now)
         if probe:
             self._probe_out = True
         return Ticket(now, probe, self._sends)
@@ -421,3 +421,10 @@ class FlowController:
         if self._observer is not None:
             self._observer.changed(self, why)
 
+
+def _keep(times: deque[float], now: float) -> None:
+    """Append `now`, dropping what fell out of MEASURE_WINDOW: the deque holds one window
+    of times, not one per create since the last cut."""
+    times.append(now)
+    while times[0] < now - MEASURE_WINDOW:
+        times.popleft()

@@ -199,7 +199,8 @@ class Submitter:
         """Render and create the Workflow for (rule, event); see the module docstring.
         With `deferred`, a dead letter is appended there instead of written: the caller
         writes it with `write_dead_letters` once the event is otherwise done."""
-        with self._tracked():
+        self._begin()
+        try:  # not `with self._tracked()`: one generator per Workflow showed in profiles
             try:
                 workflow = render(rule, event)
             except RenderError as exc:
@@ -207,6 +208,8 @@ class Submitter:
                     rule, event, None, exc, attempts=0, deferred=deferred
                 )
             return await self._create(rule, event, workflow, on_exhausted, deferred)
+        finally:
+            self._end()
 
     async def submit_many(
         self, pairs: Iterable[tuple[Rule, Event]], *, on_exhausted: OnExhausted = "raise"
@@ -331,7 +334,6 @@ class Submitter:
             return await self._dead_letter(rule, event, name, exc, attempts=0, deferred=deferred)
         started = self._clock.monotonic()
         await self._rate_limit(rule, event)
-        policy = self._policy(rule)
         attempt, waited, alternate = 0, 0.0, 0
         while True:
             attempt += 1
@@ -364,6 +366,7 @@ class Submitter:
                     rule, event, name, exc, attempts=attempt, deferred=deferred
                 )
             except TemporarySubmitError as exc:
+                policy = self._policy(rule)
                 delay = policy.delay(attempt, exc.retry_after, self._rng)
                 if policy.exhausted(attempt, waited, delay):
                     if on_exhausted == "raise":
@@ -463,11 +466,17 @@ class Submitter:
     @contextlib.contextmanager
     def _tracked(self, count: int = 1) -> Iterator[None]:
         """Count submissions in flight for their whole life, however they end."""
-        self._in_flight += count
-        self._idle.clear()
+        self._begin(count)
         try:
             yield
         finally:
-            self._in_flight -= count
-            if self._in_flight == 0:
-                self._idle.set()
+            self._end(count)
+
+    def _begin(self, count: int = 1) -> None:
+        self._in_flight += count
+        self._idle.clear()
+
+    def _end(self, count: int = 1) -> None:
+        self._in_flight -= count
+        if self._in_flight == 0:
+            self._idle.set()

@@ -162,10 +162,13 @@ def check_rendered(workflow: Mapping[str, Any], catalog: TemplateLookup) -> str 
     info = catalog.get(key.namespace, key.name, key.cluster_scope)
     if info is None:
         raise TemplateMissing(key)
+    enums = info.enums
+    if not enums:
+        return None
     refusals: list[str] = []
     for given in (spec.get("arguments") or {}).get("parameters") or []:
         name, value = str(given.get("name")), scalar_text(given.get("value"))
-        declared = info.parameter(name)
+        declared = enums.get(name)
         refused = None if declared is None or value is None else _refused(declared, value, key)
         if refused:
             refusals.append(f"parameter {name}: {refused}")

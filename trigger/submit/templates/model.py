@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, NamedTuple
 
 
@@ -56,6 +57,12 @@ class TemplateInfo:
 
     def parameter(self, name: str) -> TemplateParameter | None:
         return next((p for p in self.parameters if p.name == name), None)
+
+    @cached_property
+    def enums(self) -> dict[str, TemplateParameter]:
+        """The parameters that declare an `enum`, by name: all a rendered Workflow's values
+        are checked against (made once per template, not once per Workflow)."""
+        return {p.name: p for p in self.parameters if p.enum is not None}
 
 
 class MalformedTemplate(ValueError):
