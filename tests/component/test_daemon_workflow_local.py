@@ -98,3 +98,39 @@ def test_finish_chains_the_next_stage_once(tmp_path: Path, valid_workflow: Workf
         valid_workflow(alert)
     finally:
         d.stop()
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_the_three_stage_example_runs_on_the_embedded_default(
+    tmp_path: Path, valid_workflow: WorkflowChecker
+) -> None:
+    """README "Gates", on a laptop: `trigger run` with its defaults (state in ./state/,
+    which does not exist yet; local sink) and the shipped rules; the day's 24 files and
+    marker posted as EventBridge deliveries fire one nightly load; `trigger finish`
+    Succeeded fires one report."""
+    d = DaemonProcess(tmp_path, REPO / "rules")
+    d.argv = ["--rules", str(REPO / "rules"), "--listen", f"127.0.0.1:{d.port}"]
+    batch = (REPO / "trigger" / "examples" / "events" / "oss-day-batch.json").read_bytes()
+    try:
+        d.start()
+        answer = d.post("/oss/eventbridge", batch, {"Content-Type": "application/json"})
+        assert answer.status == 200, answer.body
+        (load,) = wait_for(lambda: manifests(d, "nightly-load-"), what="the nightly load")
+        name = load["metadata"]["name"]
+        files = {p["name"]: p["value"] for p in load["spec"]["arguments"]["parameters"]}
+        assert len(files["files"].split(",")) == 24, files
+        done = finish(d, name, "-n", "data", "--phase", "Succeeded", "-p", "table=sales_0601")
+        assert done.returncode == 0, done.stderr
+        (report,) = wait_for(lambda: manifests(d, "report-after-load-"), what="the report")
+        parameters = {p["name"]: p["value"] for p in report["spec"]["arguments"]["parameters"]}
+        assert parameters["table"] == "sales_0601" and parameters["upstream"] == name
+        assert (tmp_path / "state").is_dir()
+        again = d.post("/oss/eventbridge", batch, {"Content-Type": "application/json"})
+        assert again.status == 200, again.body  # answered once each event is recorded
+        assert len(manifests(d, "nightly-load-")) == 1
+        valid_workflow(load)
+        valid_workflow(report)
+    finally:
+        d.stop()

@@ -76,6 +76,26 @@ async def test_file_store_round_trips_through_a_reopen(tmp_path: Path) -> None:
     assert json.loads(path.read_text()) == {KEY: {"watermark": "2025-01-01T02:00:00Z"}}
 
 
+async def test_file_store_creates_its_directory(tmp_path: Path) -> None:
+    """The default state path (./state/trigger-state.json) on a fresh machine: the folder
+    does not exist yet; the store makes it, and the first write and a reopen work."""
+    path = tmp_path / "state" / "nested" / "trigger-state.json"
+    store = await FileStateStore.open(path)
+    await store.put("cron/nightly", {"last": "2026-12-06T02:00:00Z"})
+    await store.close()
+    reopened = await FileStateStore.open(path)
+    assert await reopened.get("cron/nightly") == {"last": "2026-12-06T02:00:00Z"}
+    await reopened.close()
+
+
+async def test_file_store_refuses_a_directory_it_cannot_make(tmp_path: Path) -> None:
+    """A state folder that cannot be made (a file is in the way) is a ConfigError at open,
+    not a failure of every later write."""
+    (tmp_path / "state").write_text("a file, not a folder")
+    with pytest.raises(ConfigError, match="state"):
+        await FileStateStore.open(tmp_path / "state" / "trigger-state.json")
+
+
 async def test_file_store_missing_file_is_empty_state(tmp_path: Path) -> None:
     """Opening a path that does not exist yet gives an empty store and creates nothing."""
     store = await FileStateStore.open(tmp_path / "sub" / "state.json")

@@ -251,6 +251,8 @@ def _append(journal: Path, line: bytes, size: int) -> None:
     """Append one journal line and fsync it; on failure cut the file back to `size`, so a
     partly written line never sits in front of the next one. Blocking."""
     created = not journal.exists()
+    if created:  # the first write: the folder may not exist yet (./state/ on a fresh machine)
+        journal.parent.mkdir(parents=True, exist_ok=True)
     try:
         with journal.open("ab") as out:
             out.write(line)
