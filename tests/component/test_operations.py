@@ -210,7 +210,7 @@ def test_production_values_pass_strict_mode_with_the_secret(helm: Any, tmp_path:
     args = ("validate", "rules/", "--config", str(tmp_path / "config.yaml"))
     ok = trigger(*args, env=SECRET_ENV)
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    assert ok.stdout.strip().endswith("8 active, 0 idle")
+    assert ok.stdout.strip().endswith("9 active, 0 idle")
     without = {**SECRET_ENV}
     del without["GITHUB_WEBHOOK_SECRET"]
     environ = {k: v for k, v in os.environ.items() if k != "GITHUB_WEBHOOK_SECRET"}
