@@ -229,6 +229,18 @@ def test_and_or_conditions_split_into_a_gate_and_a_plain_rule(tmp_path: Path) ->
     assert any("one rule per alternative" in n.message for n in conversion.notes)
 
 
+def test_conditions_reset_by_cron_is_reported_against_the_gate_window() -> None:
+    """`conditionsReset` by cron is not carried over: the report names the gate's window."""
+    objects = multi_sensor()
+    template = objects[-1][0]["spec"]["triggers"][0]["template"]
+    template["conditionsReset"] = [{"byTime": {"cron": "59 23 * * *", "timezone": "UTC"}}]
+    conversion = convert(objects)
+    assert len(conversion.rules) == 1
+    (note,) = [n for n in conversion.notes if n.path.endswith(".conditionsReset")]
+    assert note.severity == "dropped"
+    assert "59 23 * * *" in note.message and "24h after its first event" in note.message
+
+
 @pytest.mark.parametrize(
     ("conditions", "why"),
     [

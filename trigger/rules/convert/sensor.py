@@ -269,7 +269,7 @@ def _gate_notes(names: list[str], key: str, where: str, origin: Origin, out: Con
         f"gate key is the constant {key!r} and events of different batches are grouped by "
         "arrival, as in Argo Events (set gate.key to a field the events share to join them "
         "by batch). A second event of a dependency before the others come is not kept: "
-        "the gate keeps its first",
+        "the gate keeps the first, where Argo Events' JetStream bus keeps the latest",
     )
     out.note(
         origin,
