@@ -229,6 +229,32 @@ def test_and_or_conditions_split_into_a_gate_and_a_plain_rule(tmp_path: Path) ->
     assert any("one rule per alternative" in n.message for n in conversion.notes)
 
 
+@pytest.mark.parametrize(
+    ("src", "value"),
+    [
+        ({"dataTemplate": "a={{ .Input.body.a }}"}, "a=from the webhook"),
+        ({}, '{"a":"from the webhook"}'),  # no key: the whole body, as JSON
+        ({"contextKey": "subject"}, "/example"),
+        ({"dataKey": "body.missing", "value": "fallback"}, "fallback"),
+    ],
+)
+def test_gate_parameters_read_their_members_event(
+    src: dict[str, Any], value: str, tmp_path: Path
+) -> None:
+    """Every kind of parameter source reads the member's event in the gate's templates."""
+    objects = multi_sensor()
+    parameter = objects[-1][0]["spec"]["triggers"][0]["template"]["k8s"]["parameters"][0]
+    parameter["src"] = {"dependencyName": "test-dependency-webhook", **src}
+    conversion = convert(objects)
+    rules = load(conversion, tmp_path)
+    name = conversion.rules[0]["metadata"]["name"]
+    (workflow,) = gate_workflows(
+        rules, [WEBHOOK_A, calendar_tick(f"{name}.test_dependency_calendar")]
+    )
+    arguments = resolve(workflow, conversion)["spec"]["arguments"]["parameters"]
+    assert arguments[0] == {"name": "message1", "value": value}
+
+
 def test_conditions_reset_by_cron_is_reported_against_the_gate_window() -> None:
     """`conditionsReset` by cron is not carried over: the report names the gate's window."""
     objects = multi_sensor()
