@@ -396,6 +396,28 @@ def test_or_conditions_make_one_rule_per_dependency(
         assert ran["metadata"]["labels"]["team"] == "risk"
 
 
+def test_an_and_of_webhook_and_kafka_keeps_each_members_filters(tmp_path: Path) -> None:
+    """`http && stream`: each member keeps its filters; the Kafka rate limit is reported."""
+    objects = read_objects((CONVERT / WRITTEN).read_text(), WRITTEN)
+    sensor = next(o for o, _ in objects if o["kind"] == "Sensor")
+    sensor["spec"]["triggers"][0]["template"]["conditions"] = "http && stream"
+    conversion = convert(objects)
+    rules = load(conversion, tmp_path)
+    (gate,) = [r["spec"]["gate"] for r in conversion.rules]
+    plain = convert_fixtures(WRITTEN).rules
+    for member, side in (("http", "orders-check-http"), ("stream", "orders-check-stream")):
+        (rule,) = [r["spec"] for r in plain if r["metadata"]["name"] == side]
+        assert gate["members"][member] == {
+            "source": rule["source"],
+            **({"filter": rule["filter"]} if "filter" in rule else {}),
+        }
+    refused = {"orderId": "A-1", "amount": 50, "currency": "USD", "region": "us-east-1"}
+    assert workflows(rules, {"webhook": {"path": "/orders", "body": refused}}) == []
+    assert any(
+        "rate limit does not apply to the gate member stream" in n.message for n in conversion.notes
+    )
+
+
 def test_kafka_side_uses_template_defaults_and_image_parameter(
     tmp_path: Path, valid_workflow: WorkflowChecker
 ) -> None:
