@@ -414,7 +414,8 @@ def test_an_and_of_webhook_and_kafka_keeps_each_members_filters(tmp_path: Path) 
     refused = {"orderId": "A-1", "amount": 50, "currency": "USD", "region": "us-east-1"}
     assert workflows(rules, {"webhook": {"path": "/orders", "body": refused}}) == []
     assert any(
-        "rate limit does not apply to the gate member stream" in n.message for n in conversion.notes
+        "rate limit is not carried over to the gate member stream" in n.message
+        for n in conversion.notes
     )
 
 

@@ -243,19 +243,15 @@ def _gate_rule(
                 origin,
                 f"spec.dependencies[{dep.get('name')}]",
                 "dropped",
-                f"its EventSource's rate limit does not apply to the gate member {member} "
-                "(a gate rule's rateLimit limits the Workflows it creates)",
+                f"its EventSource's rate limit is not carried over to the gate member "
+                f"{member}: gate members have no rate limit of their own",
             )
     name = dns_name(origin.name, built.name, *names) if built.several else built.rule_name
     key = dns_name(origin.name, built.name)
     _gate_notes(names, key, where, origin, out)
     gate = {"key": key, "window": GATE_WINDOW, "onTimeout": "drop", "members": members}
-    document = rule_document(name, {}, _with_values(built, events, origin, out), extra=built.extra)
-    document["spec"] = {
-        "gate": gate,
-        **{k: v for k, v in document["spec"].items() if k != "source"},
-    }
-    return document
+    workflow = _with_values(built, events, origin, out)
+    return rule_document(name, None, workflow, gate=gate, extra=built.extra)
 
 
 def _gate_notes(names: list[str], key: str, where: str, origin: Origin, out: Conversion) -> None:
