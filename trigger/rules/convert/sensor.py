@@ -127,6 +127,7 @@ def _trigger(
         action_where,
         _policies(trigger, where, origin, out),
         len(branches) > 1,
+        f"{where}.template" + (".conditions" if template.get("conditions") else ""),
     )
     for branch in branches:
         missing = [d for d in branch if d not in deps]
@@ -192,6 +193,7 @@ class _Built:
     where: str
     extra: dict[str, Any]
     several: bool
+    conditions: str  # the field path the ways to fire it come from
 
 
 def _rule(
@@ -221,7 +223,7 @@ def _gate_rule(
     (count 1, as Argo Events keeps one slot each), a constant key, GATE_WINDOW, drop.
     None when a dependency's source or filters do not carry over."""
     names = [str(d.get("name")) for d in deps]
-    where = f"{built.where.rsplit('.', 1)[0]}.conditions"
+    where = built.conditions  # `template` itself when all dependencies are implied
     members: dict[str, Any] = {}
     events: dict[str, tuple[DataMap, str]] = {}
     for dep, member in zip(deps, _member_names(names, where, origin, out), strict=True):
