@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import FIXTURES
+from trigger.core.gatekeeper import GateReplay
 from trigger.decoders.detect import decode_document
 from trigger.rules.convert import Conversion, convert, read_objects
 from trigger.rules.convert.writer import files
@@ -41,6 +42,23 @@ def workflows(rules: RuleSet, event: dict[str, Any]) -> list[dict[str, Any]]:
     routed = rules.route(decoded)
     assert not routed.failures, routed.failures
     return [render(m.rule, m.event) for m in routed.matches]
+
+
+def gate_workflows(rules: RuleSet, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The Workflows the rules create over these events in order, gates played as
+    `trigger match` plays them (each event's own time as the clock)."""
+    replay, created = GateReplay(), []
+    for event in events:
+        (decoded,) = decode_document(json.dumps(event), where="event")
+        routed = rules.route(decoded)
+        assert not routed.failures, routed.failures
+        for match in routed.matches:
+            if match.rule.gate is None:
+                created.append(render(match.rule, match.event))
+                continue
+            firings, _ = replay.add(match.rule, match.event)
+            created += [render(match.rule.gate.rule, firing) for firing in firings]
+    return created
 
 
 def resolve(workflow: dict[str, Any], conversion: Conversion) -> dict[str, Any]:

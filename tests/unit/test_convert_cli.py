@@ -14,6 +14,7 @@ from tests.convert_helpers import CONVERT
 ARGO_EVENTS = [
     str(CONVERT / "argo-events-eventsource-webhook.yaml"),
     str(CONVERT / "argo-events-sensor-webhook.yaml"),
+    str(CONVERT / "argo-events-eventsource-calendar.yaml"),
     str(CONVERT / "argo-events-sensor-multi-dependencies.yaml"),
 ]
 
@@ -36,14 +37,18 @@ def test_convert_to_a_directory_that_validates(tmp_path: Path) -> None:
     assert result.stdout == ""
     assert sorted(p.name for p in (out / "rules").iterdir()) == [
         "hello.yaml",
+        "multi-dependencies-multi-dependencies-workflow-trigger.yaml",  # a gate
         "nightly-export.yaml",
         "webhook-webhook-workflow-trigger.yaml",
     ]
-    assert len(list((out / "workflowtemplates").iterdir())) == 3
+    assert len(list((out / "workflowtemplates").iterdir())) == 4
     report = (out / "REPORT.md").read_text()
     assert "## Sensor multi-dependencies" in report
-    assert "`spec.triggers[0].template`: all of" in report
-    assert "multi-dependencies: spec.triggers[0].template: not carried over" in result.stderr
+    assert "`spec.triggers[0].template`: " in report  # no conditions: all dependencies
+    assert "became one gate rule" in report
+    assert (
+        "multi-dependencies: spec.triggers[0].template: carried over differently" in result.stderr
+    )
     assert result.stderr.rstrip().endswith(f"report in {out / 'REPORT.md'}")
     validated = trigger("validate", str(out / "rules"))
     assert validated.returncode == 0, validated.stdout + validated.stderr

@@ -13,8 +13,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.conftest import EXAMPLE_EVENTS, SHARED_SCHEMA, WorkflowChecker
-from tests.convert_helpers import CONVERT, convert_fixtures, load, original, resolve, workflows
+from tests.convert_helpers import (
+    CONVERT,
+    convert_fixtures,
+    gate_workflows,
+    load,
+    original,
+    resolve,
+    workflows,
+)
 from trigger.rules.convert import Origin, convert, read_objects
+from trigger.rules.convert.conditions import ConditionError, alternatives
 from trigger.rules.convert.eventdata import data_condition, govaluate_to_cel
 from trigger.rules.convert.eventsources import interval_schedule
 from trigger.rules.expressions import compile_expression
@@ -137,15 +146,195 @@ def test_special_trigger_reports_args_and_fixed_name(tmp_path: Path) -> None:
     )
 
 
-def test_and_dependencies_are_reported_not_converted() -> None:
-    """Two dependencies that must both happen need a gate: reported, nothing written."""
-    conversion = convert_fixtures(
-        ES.format("webhook"), ES.format("calendar"), SENSOR.format("multi-dependencies")
-    )
+MULTI = SENSOR.format("multi-dependencies")
+# One batch: the webhook's request an hour before the calendar's tick, as the gate's clock.
+WEBHOOK_A = {
+    "webhook": {
+        "path": "/example",
+        "body": {"a": "from the webhook"},
+        "time": "2025-01-01T00:00:00Z",
+    }
+}
+
+
+def calendar_tick(rule: str) -> dict[str, Any]:
+    return {"cron": {"rule": rule, "scheduledTime": "2025-01-01T00:00:10Z"}}
+
+
+def multi_sensor(conditions: str | None = None, **webhook_dep: Any) -> list[Any]:
+    """The upstream multi-dependencies Sensor with its EventSources, the trigger's
+    `conditions` and the webhook dependency's fields changed as given."""
+    sensor = original(MULTI)
+    sensor["spec"]["dependencies"][0].update(webhook_dep)
+    if conditions is not None:
+        sensor["spec"]["triggers"][0]["template"]["conditions"] = conditions
+    objects = [*read_objects((CONVERT / ES.format("webhook")).read_text(), "webhook.yaml")]
+    objects += read_objects((CONVERT / ES.format("calendar")).read_text(), "calendar.yaml")
+    return [*objects, (sensor, Origin("sensor.yaml", "Sensor", "multi-dependencies"))]
+
+
+@pytest.mark.parametrize("webhook_first", [True, False])
+def test_and_dependencies_become_one_gate_that_fires_the_original_workflow(
+    webhook_first: bool, tmp_path: Path, valid_workflow: WorkflowChecker
+) -> None:
+    """Both dependencies, in either order, fire the gate once with the original Workflow."""
+    conversion = convert_fixtures(ES.format("webhook"), ES.format("calendar"), MULTI)
+    rules = load(conversion, tmp_path)
+    (rule,) = conversion.rules
+    name = rule["metadata"]["name"]
+    gate = rule["spec"]["gate"]
+    assert set(gate["members"]) == {"test_dependency_webhook", "test_dependency_calendar"}
+    assert (gate["key"], gate["window"], gate["onTimeout"]) == (name, "24h", "drop")
+    tick = calendar_tick(f"{name}.test_dependency_calendar")
+    events = [WEBHOOK_A, tick] if webhook_first else [tick, WEBHOOK_A]
+    assert gate_workflows(rules, events[:1]) == []
+    (workflow,) = gate_workflows(rules, [*events, events[0]])  # a third event waits anew
+    ran = resolve(workflow, conversion)
+    valid_workflow(ran)
+    assert ran["spec"] == expected_spec(MULTI, "from the webhook", "2025-01-01T00:00:10Z")
+    assert ran["metadata"]["name"].startswith("multi-signal-workflow-")
+    changed = [n.message for n in conversion.notes if n.severity == "changed"]
+    assert any("grouped by arrival" in m for m in changed)
+    assert any("waits 24h after its first event" in m for m in changed)
+
+
+def test_a_gate_member_whose_filter_does_not_carry_over_keeps_the_gate_back() -> None:
+    """One dependency of an AND with a filter that has no equivalent: no rule at all."""
+    conversion = convert(multi_sensor(filters={"time": {"start": "04:00:00", "stop": "05:00:00"}}))
     assert conversion.rules == [] and conversion.templates == []
-    (note,) = [n for n in conversion.notes if n.path == "spec.triggers[0].template"]
-    assert note.severity == "dropped" and "(AND)" in note.message and "gates" in note.message
-    assert any(n.path == "spec.template" for n in conversion.notes)  # the Sensor's pod
+    messages = [n.message for n in conversion.notes if n.severity == "dropped"]
+    assert any(
+        "the gate for test-dependency-webhook && test-dependency-calendar" in m for m in messages
+    )
+
+
+def test_and_or_conditions_split_into_a_gate_and_a_plain_rule(tmp_path: Path) -> None:
+    """`(a && b) || c`: a gate for a && b, a plain rule for c, the difference reported."""
+    sensor = multi_sensor("(test-dependency-webhook && test-dependency-calendar) || solo")
+    sensor[-1][0]["spec"]["dependencies"].append(
+        {"name": "solo", "eventSourceName": "webhook", "eventName": "example"}
+    )
+    conversion = convert(sensor)
+    rules = load(conversion, tmp_path)
+    gate, solo_rule = conversion.rules
+    assert set(gate["spec"]["gate"]["members"]) == {
+        "test_dependency_webhook",
+        "test_dependency_calendar",
+    }
+    assert solo_rule["metadata"]["name"].endswith("-solo") and "source" in solo_rule["spec"]
+    (solo,) = gate_workflows(rules, [WEBHOOK_A])  # the webhook also waits in the gate
+    arguments = resolve(solo, conversion)["spec"]["arguments"]["parameters"]
+    values = {p["name"]: p["value"] for p in arguments}
+    assert values == {"message1": "hello world", "message2": "hello world"}  # not solo's
+    assert any("one rule per alternative" in n.message for n in conversion.notes)
+
+
+@pytest.mark.parametrize(
+    ("src", "value"),
+    [
+        ({"dataTemplate": "a={{ .Input.body.a }}"}, "a=from the webhook"),
+        ({}, '{"a":"from the webhook"}'),  # no key: the whole body, as JSON
+        ({"contextKey": "subject"}, "/example"),
+        ({"dataKey": "body.missing", "value": "fallback"}, "fallback"),
+    ],
+)
+def test_gate_parameters_read_their_members_event(
+    src: dict[str, Any], value: str, tmp_path: Path
+) -> None:
+    """Every kind of parameter source reads the member's event in the gate's templates."""
+    objects = multi_sensor()
+    parameter = objects[-1][0]["spec"]["triggers"][0]["template"]["k8s"]["parameters"][0]
+    parameter["src"] = {"dependencyName": "test-dependency-webhook", **src}
+    conversion = convert(objects)
+    rules = load(conversion, tmp_path)
+    name = conversion.rules[0]["metadata"]["name"]
+    (workflow,) = gate_workflows(
+        rules, [WEBHOOK_A, calendar_tick(f"{name}.test_dependency_calendar")]
+    )
+    arguments = resolve(workflow, conversion)["spec"]["arguments"]["parameters"]
+    assert arguments[0] == {"name": "message1", "value": value}
+
+
+def test_conditions_reset_by_cron_is_reported_against_the_gate_window() -> None:
+    """`conditionsReset` by cron is not carried over: the report names the gate's window."""
+    objects = multi_sensor()
+    template = objects[-1][0]["spec"]["triggers"][0]["template"]
+    template["conditionsReset"] = [{"byTime": {"cron": "59 23 * * *", "timezone": "UTC"}}]
+    conversion = convert(objects)
+    assert len(conversion.rules) == 1
+    (note,) = [n for n in conversion.notes if n.path.endswith(".conditionsReset")]
+    assert note.severity == "dropped"
+    assert "59 23 * * *" in note.message and "24h after its first event" in note.message
+
+
+@pytest.mark.parametrize(
+    ("conditions", "why"),
+    [
+        ("!test-dependency-webhook", "only dependency names"),
+        ("test-dependency-webhook &&", "ends where a dependency name"),
+        ("(test-dependency-webhook", "not closed"),
+        (" && ".join(f"(a{i} || b{i})" for i in range(5)), "more than 16 alternatives"),
+    ],
+)
+def test_conditions_that_are_not_rules_are_reported(conditions: str, why: str) -> None:
+    """A negation, a broken expression or a huge expansion: reported, nothing written."""
+    conversion = convert(multi_sensor(conditions))
+    assert conversion.rules == []
+    (note,) = [n for n in conversion.notes if n.path.endswith(".conditions")]
+    assert note.severity == "dropped" and why in note.message
+
+
+@pytest.mark.parametrize(
+    ("conditions", "expected"),
+    [
+        ("a", [("a",)]),
+        ("a && b", [("a", "b")]),
+        ("a || b", [("a",), ("b",)]),
+        ("(a && b) || c", [("a", "b"), ("c",)]),
+        ("a && (b || c)", [("a", "b"), ("a", "c")]),
+        ("a || (a && b)", [("a",)]),
+        ("(a && b) || (b && a)", [("a", "b")]),
+        ("dep-1 && dep.2", [("dep-1", "dep.2")]),
+        ("((a))", [("a",)]),
+    ],
+)
+def test_conditions_table(conditions: str, expected: list[tuple[str, ...]]) -> None:
+    """Conditions become the sets of dependencies that each fire the trigger."""
+    assert alternatives(conditions) == expected
+
+
+Tree = str | tuple[str, Any, Any]
+trees: st.SearchStrategy[Tree] = st.recursive(
+    st.sampled_from(["a", "b", "c", "d-1"]),
+    lambda inner: st.tuples(st.sampled_from(["&&", "||"]), inner, inner),
+    max_leaves=8,
+)
+
+
+def _text(tree: Tree) -> str:
+    return tree if isinstance(tree, str) else f"({_text(tree[1])} {tree[0]} {_text(tree[2])})"
+
+
+def _holds(tree: Tree, happened: set[str]) -> bool:
+    if isinstance(tree, str):
+        return tree in happened
+    left, right = _holds(tree[1], happened), _holds(tree[2], happened)
+    return left and right if tree[0] == "&&" else left or right
+
+
+@given(trees)
+def test_conditions_become_an_equivalent_or_of_ands(tree: Tree) -> None:
+    """For every set of dependencies that happened, some alternative holds iff Argo fires."""
+    try:
+        found = alternatives(_text(tree))
+    except ConditionError as exc:
+        assert "more than 16" in str(exc)
+        return
+    assert all(not set(a) < set(b) for a in found for b in found)  # none absorbs another
+    names = ["a", "b", "c", "d-1"]
+    for mask in range(1 << len(names)):
+        happened = {n for i, n in enumerate(names) if mask >> i & 1}
+        assert _holds(tree, happened) == any(set(a) <= happened for a in found)
 
 
 def test_filters_on_paths_a_webhook_never_has_keep_the_rule_back() -> None:
@@ -205,6 +394,29 @@ def test_or_conditions_make_one_rule_per_dependency(
             {"name": "note", "value": "order app"},  # operation: append
         ]
         assert ran["metadata"]["labels"]["team"] == "risk"
+
+
+def test_an_and_of_webhook_and_kafka_keeps_each_members_filters(tmp_path: Path) -> None:
+    """`http && stream`: each member keeps its filters; the Kafka rate limit is reported."""
+    objects = read_objects((CONVERT / WRITTEN).read_text(), WRITTEN)
+    sensor = next(o for o, _ in objects if o["kind"] == "Sensor")
+    sensor["spec"]["triggers"][0]["template"]["conditions"] = "http && stream"
+    conversion = convert(objects)
+    rules = load(conversion, tmp_path)
+    (gate,) = [r["spec"]["gate"] for r in conversion.rules]
+    plain = convert_fixtures(WRITTEN).rules
+    for member, side in (("http", "orders-check-http"), ("stream", "orders-check-stream")):
+        (rule,) = [r["spec"] for r in plain if r["metadata"]["name"] == side]
+        assert gate["members"][member] == {
+            "source": rule["source"],
+            **({"filter": rule["filter"]} if "filter" in rule else {}),
+        }
+    refused = {"orderId": "A-1", "amount": 50, "currency": "USD", "region": "us-east-1"}
+    assert workflows(rules, {"webhook": {"path": "/orders", "body": refused}}) == []
+    assert any(
+        "rate limit is not carried over to the gate member stream" in n.message
+        for n in conversion.notes
+    )
 
 
 def test_kafka_side_uses_template_defaults_and_image_parameter(
@@ -371,7 +583,9 @@ def test_every_fixture_converts_together_into_valid_objects(tmp_path: Path) -> N
     """All fixtures at once: one rule set that loads, and templates valid for Argo's schema."""
     conversion = convert_fixtures(*sorted(p.name for p in CONVERT.glob("*.yaml")))
     rules = load(conversion, tmp_path)
-    assert len(rules) == len(conversion.rules) >= 14
+    routed = {r.gate.rule.name if r.gate else r.name for r in rules.by_name.values()}
+    assert routed == {r["metadata"]["name"] for r in conversion.rules}  # a gate: one per member
+    assert len(conversion.rules) >= 15 and any("gate" in r["spec"] for r in conversion.rules)
     if not SHARED_SCHEMA.exists():
         pytest.skip("../shared/argo/schema.json is absent")
     from hera.workflows.models import WorkflowTemplate

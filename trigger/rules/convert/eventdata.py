@@ -77,6 +77,10 @@ class DataMap:
     shape: str  # what the original event's data holds, for the report
     whole: str = "event.data"  # what "the whole event" is when no key is given
 
+    def whole_at(self, root: str) -> str:
+        """`whole` for the event at `root` (a gate member's instead of `event`)."""
+        return root + self.whole.removeprefix("event")
+
 
 def gjson_path(path: str) -> FieldPath | None:
     """`body.items.0.name` → ("body", "items", 0, "name"); None for gjson's query syntax
@@ -93,8 +97,8 @@ def gjson_path(path: str) -> FieldPath | None:
     return tuple(out)
 
 
-def jinja_path(path: FieldPath) -> str:
-    text = "event"
+def jinja_path(path: FieldPath, root: str = "event") -> str:
+    text = root
     for seg in path:
         if isinstance(seg, int):
             text += f"[{seg}]"
@@ -274,9 +278,11 @@ _ARITHMETIC: Final = {("op", o) for o in "+-*/%"}
 _GO_ACTION: Final = re.compile(r"\{\{-?\s*(.*?)\s*-?\}\}")
 
 
-def go_template_to_jinja(template: str, data: DataMap) -> tuple[str | None, str | None]:
-    """A `dataTemplate` made of text and `{{ .Input.PATH }}` actions → Jinja and caveats,
-    or None and why not."""
+def go_template_to_jinja(
+    template: str, data: DataMap, root: str = "event"
+) -> tuple[str | None, str | None]:
+    """A `dataTemplate` made of text and `{{ .Input.PATH }}` actions → Jinja (over the event
+    at `root`) and caveats, or None and why not."""
     out: list[str] = []
     caveats: list[str] = []
     last = 0
@@ -286,7 +292,7 @@ def go_template_to_jinja(template: str, data: DataMap) -> tuple[str | None, str 
         action = match[1]
         if not action.startswith(".Input."):
             return None, f"{{{{ {action} }}}}: only {{{{ .Input.PATH }}}} actions are converted"
-        rendered, why = value_of(action[len(".Input.") :], data)
+        rendered, why = value_of(action[len(".Input.") :], data, root)
         if rendered is None:
             return None, why
         caveats.extend([why] if why else [])
@@ -295,9 +301,10 @@ def go_template_to_jinja(template: str, data: DataMap) -> tuple[str | None, str 
     return "".join(out), "; ".join(caveats) or None
 
 
-def value_of(key: str, data: DataMap) -> tuple[str | None, str | None]:
-    """The Jinja that renders the gjson path `key` of the original event, and what differs
-    (a caveat); or None and why not."""
+def value_of(key: str, data: DataMap, root: str = "event") -> tuple[str | None, str | None]:
+    """The Jinja that renders the gjson path `key` of the original event (trigger's event
+    at `root`: `event`, or a gate member's), and what differs (a caveat); or None and why
+    not."""
     path = gjson_path(key)
     if path is None:
         return None, f"{key!r} uses gjson query syntax, which has no equivalent"
@@ -306,4 +313,4 @@ def value_of(key: str, data: DataMap) -> tuple[str | None, str | None]:
         return None, f"{key!r} has no equivalent in trigger's event ({data.shape})"
     if isinstance(mapped, Constant):
         return literal(mapped.value), None
-    return "{{ " + jinja_path(mapped.path) + " }}", mapped.caveat
+    return "{{ " + jinja_path(mapped.path, root) + " }}", mapped.caveat

@@ -82,13 +82,15 @@ def target_of(
 def values_for(
     parameters: list[dict[str, Any]],
     targets: dict[int, Target],
-    dep: str,
-    data: DataMap,
+    events: dict[str, tuple[DataMap, str]],
     where: str,
     *,
     origin: Origin,
     out: Conversion,
 ) -> dict[str, str]:
+    """The rule's Workflow parameters, for the dependencies in `events`: each with its
+    payload map and where the rule's templates see its event (`event`, or a gate
+    member's `gate.members.NAME[0]`)."""
     # Argo Events applies the parameters in order onto the resource, so two that name
     # the same destination build on each other.
     values: dict[str, str] = {}
@@ -97,8 +99,12 @@ def values_for(
         if target is None:
             continue
         src: dict[str, Any] = parameter.get("src") or {}
-        if src.get("dependencyName") == dep:
-            value = _value(src, data, f"{where}.parameters[{index}].src", origin, out)
+        dep = src.get("dependencyName")
+        if dep in events:
+            data, root = events[dep]
+            value = _value(
+                src, data, root, f"{where}.parameters[{index}].src", origin=origin, out=out
+            )
         elif "value" in src:  # Argo Events' default when the dependency did not fire
             value = literal(src["value"])
         else:
@@ -116,7 +122,7 @@ def values_for(
 
 
 def _value(
-    src: dict[str, Any], data: DataMap, where: str, origin: Origin, out: Conversion
+    src: dict[str, Any], data: DataMap, root: str, where: str, *, origin: Origin, out: Conversion
 ) -> str | None:
     if src.get("useRawData"):
         out.note(
@@ -126,15 +132,15 @@ def _value(
             "objects render as compact JSON, strings as their text",
         )
     if src.get("dataTemplate"):
-        rendered, why = go_template_to_jinja(str(src["dataTemplate"]), data)
+        rendered, why = go_template_to_jinja(str(src["dataTemplate"]), data, root)
         key = "dataTemplate"
     elif src.get("dataKey"):
-        rendered, why = value_of(str(src["dataKey"]), data)
+        rendered, why = value_of(str(src["dataKey"]), data, root)
         key = "dataKey"
         if rendered is not None and "value" in src and rendered.startswith("{{ "):
             rendered = rendered[:-3] + f" | default({_jinja_string(src['value'])}) }}}}"
     elif src.get("contextKey") in _CONTEXT:
-        rendered, key = "{{ event." + str(src["contextKey"]) + " }}", "contextKey"
+        rendered, key = "{{ " + root + "." + str(src["contextKey"]) + " }}", "contextKey"
         why = (
             "the CloudEvent context is trigger's own event's (its id, type, source, subject, time)"
         )
@@ -143,8 +149,8 @@ def _value(
     elif src.get("contextKey") or src.get("contextTemplate"):
         rendered, why, key = None, "this context field has no equivalent", "contextKey"
     else:
-        rendered, key = "{{ " + data.whole + " | tojson }}", "dependencyName"
-        why = f"the whole event became {data.whole} as JSON"
+        rendered, key = "{{ " + data.whole_at(root) + " | tojson }}", "dependencyName"
+        why = f"the whole event became {data.whole_at(root)} as JSON"
     if rendered is None:
         out.note(
             origin, f"{where}.{key}", "dropped", f"{why}; the Workflow keeps the original value"

@@ -114,15 +114,17 @@ def dns_name(*parts: str, limit: int = MAX_NAME) -> str:
 
 def rule_document(
     name: str,
-    source: dict[str, Any],
+    source: dict[str, Any] | None,
     workflow: dict[str, Any],
     *,
     filter_: dict[str, Any] | None = None,
+    gate: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
     annotations: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """A `trigger/v1` Rule document, keys in the order the README shows them."""
-    spec: dict[str, Any] = {"source": source}
+    """A `trigger/v1` Rule document (of a `source`, or a `gate`), keys in the order the
+    README shows them."""
+    spec: dict[str, Any] = {"gate": gate} if source is None else {"source": source}
     if filter_:
         spec["filter"] = filter_
     spec["workflow"] = workflow

@@ -1,11 +1,11 @@
 """Argo Events `Sensor` (with its `EventSource`s) → rules, and the WorkflowTemplates they need.
 
 Each trigger that creates an Argo Workflow (`argoWorkflow` with `operation: submit`, or
-`k8s` creating a `Workflow`) becomes one rule per dependency that can fire it alone: the
-only dependency, or each side of an `||` in `conditions`. Dependencies that must all have
-happened (`&&`, the default for several) need a gate, which trigger does not have yet:
-such triggers are reported, not converted. The inline Workflow's spec becomes a
-WorkflowTemplate; the trigger's `parameters` become the rule's templated parameters.
+`k8s` creating a `Workflow`) becomes one rule per way its `conditions` can fire it
+(`conditions.py`): a dependency that fires it alone becomes a plain rule; dependencies
+that must all have happened (`&&`, the default for several) become one gate rule with a
+member per dependency. The inline Workflow's spec becomes a WorkflowTemplate; the
+trigger's `parameters` become the rule's templated parameters.
 """
 
 from __future__ import annotations
@@ -13,8 +13,10 @@ from __future__ import annotations
 import copy
 import re
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Literal
 
+from trigger.rules.convert.conditions import Alternative, ConditionError, alternatives
+from trigger.rules.convert.eventdata import DataMap
 from trigger.rules.convert.eventsources import SourcePlan, plan
 from trigger.rules.convert.filters import dependency_filter
 from trigger.rules.convert.parameters import Target, target_of, values_for
@@ -33,6 +35,8 @@ from trigger.rules.model import DNS1123_SUBDOMAIN, GENERATE_NAME_MAX
 
 Sources = dict[tuple[str, str], tuple[dict[str, Any], Origin]]
 _UNIT_SECONDS: Final = {"Second": 1.0, "Minute": 60.0, "Hour": 3600.0}
+# Argo Events waits for an AND's missing dependencies forever; a gate needs a window.
+GATE_WINDOW: Final = "24h"
 
 
 def convert(sensor: dict[str, Any], origin: Origin, sources: Sources) -> Conversion:
@@ -111,14 +115,9 @@ def _trigger(
     workflow, targets, new_template = _workflow(
         resource, parameters, base_name, action_where, origin=origin, out=out
     )
-    for key in ("conditionsReset", "parameters"):
-        if template.get(key):
-            out.note(
-                origin,
-                f"{where}.template.{key}",
-                "dropped",
-                "not converted: trigger rules have no trigger-level parameters or condition resets",
-            )
+    _reported_trigger_fields(
+        template, f"{where}.template", any(len(b) > 1 for b in branches), origin, out
+    )
     built = _Built(
         tname,
         base_name,
@@ -128,25 +127,63 @@ def _trigger(
         action_where,
         _policies(trigger, where, origin, out),
         len(branches) > 1,
+        f"{where}.template" + (".conditions" if template.get("conditions") else ""),
     )
-    for dep_name in branches:
-        dep = deps.get(dep_name)
-        if dep is None:
-            out.note(origin, f"{where}.template.conditions", "dropped", f"no dependency {dep_name}")
+    for branch in branches:
+        missing = [d for d in branch if d not in deps]
+        if missing:
+            out.note(
+                origin,
+                f"{where}.template.conditions",
+                "dropped",
+                f"no dependency {', '.join(missing)}",
+            )
             continue
-        if dep_name not in plans:
-            plans[dep_name] = _plan_for(dep, sources, origin, out)
-        found = plans[dep_name]
-        rule = None if found is None else _rule(built, dep, found[0], origin, out)
+        for dep_name in branch:
+            if dep_name not in plans:
+                plans[dep_name] = _plan_for(deps[dep_name], sources, origin, out)
+        if len(branch) == 1:
+            found = plans[branch[0]]
+            rule = None if found is None else _rule(built, deps[branch[0]], found[0], origin, out)
+        else:
+            rule = _gate_rule(built, [deps[d] for d in branch], plans, origin, out)
         if rule is not None:
             out.rules.append(rule)
     if new_template is not None and len(out.rules) > made:
         out.templates.append(new_template)
 
 
+def _reported_trigger_fields(
+    template: dict[str, Any], where: str, gated: bool, origin: Origin, out: Conversion
+) -> None:
+    """Say what becomes of a trigger's own `parameters` and `conditionsReset`."""
+    if template.get("parameters"):
+        out.note(
+            origin,
+            f"{where}.parameters",
+            "dropped",
+            "not converted: trigger rules have no trigger-level parameters",
+        )
+    resets = template.get("conditionsReset")
+    if resets:
+        crons = [str((r.get("byTime") or {}).get("cron")) for r in resets if isinstance(r, dict)]
+        instead = (
+            f"an open gate is forgotten {GATE_WINDOW} after its first event instead (gate.window)"
+            if gated
+            else "trigger rules have no condition resets"
+        )
+        out.note(
+            origin,
+            f"{where}.conditionsReset",
+            "dropped",
+            f"resetting the waiting dependencies by cron ({', '.join(crons)}) is not "
+            f"converted: {instead}",
+        )
+
+
 @dataclass
 class _Built:
-    """What one Sensor trigger makes, before it is split per dependency."""
+    """What one Sensor trigger makes, before it is split per way of firing it."""
 
     name: str
     rule_name: str
@@ -156,6 +193,7 @@ class _Built:
     where: str
     extra: dict[str, Any]
     several: bool
+    conditions: str  # the field path the ways to fire it come from
 
 
 def _rule(
@@ -163,37 +201,140 @@ def _rule(
 ) -> dict[str, Any] | None:
     """The rule for one dependency of a trigger; None when its filters do not carry over."""
     dep_name = str(dep.get("name"))
-    filter_, complete = dependency_filter(
-        dep, source_plan, f"spec.dependencies[{dep_name}]", origin, out
-    )
-    if not complete:
-        out.note(
-            origin,
-            f"spec.dependencies[{dep_name}].filters",
-            "dropped",
-            f"trigger "
-            f"{built.name}: not converted for this dependency, because a filter above "
-            "could not be carried over and the rule would fire for events the original "
-            "skipped; write that condition by hand",
-        )
+    filter_ = _filter(built, dep, source_plan, origin, out)
+    if filter_ is False:
         return None
     name = dns_name(origin.name, built.name, dep_name) if built.several else built.rule_name
-    workflow = copy.deepcopy(built.workflow)
-    values = values_for(
-        built.parameters,
-        built.targets,
-        dep_name,
-        source_plan.data,
-        built.where,
-        origin=origin,
-        out=out,
-    )
-    if values:
-        workflow["parameters"] = {**workflow.get("parameters", {}), **values}
+    workflow = _with_values(built, {dep_name: (source_plan.data, "event")}, origin, out)
     extra = dict(built.extra)
     if source_plan.rate_limit and "rateLimit" not in extra:
         extra["rateLimit"] = source_plan.rate_limit
-    return rule_document(name, source_plan.source, workflow, filter_=filter_, extra=extra)
+    return rule_document(name, source_plan.source, workflow, filter_=filter_ or None, extra=extra)
+
+
+def _gate_rule(
+    built: _Built,
+    deps: list[dict[str, Any]],
+    plans: dict[str, tuple[SourcePlan, Origin] | None],
+    origin: Origin,
+    out: Conversion,
+) -> dict[str, Any] | None:
+    """The gate rule for dependencies that must all happen: one member per dependency
+    (count 1, as Argo Events keeps one slot each), a constant key, GATE_WINDOW, drop.
+    None when a dependency's source or filters do not carry over."""
+    names = [str(d.get("name")) for d in deps]
+    where = built.conditions  # `template` itself when all dependencies are implied
+    members: dict[str, Any] = {}
+    events: dict[str, tuple[DataMap, str]] = {}
+    for dep, member in zip(deps, _member_names(names, where, origin, out), strict=True):
+        found = plans[str(dep.get("name"))]
+        filter_ = None if found is None else _filter(built, dep, found[0], origin, out)
+        if found is None or filter_ is False:
+            out.note(
+                origin,
+                where,
+                "dropped",
+                f"trigger {built.name}: the gate for {' && '.join(names)} is not written, "
+                f"because dependency {dep.get('name')} does not carry over (above)",
+            )
+            return None
+        members[member] = {"source": found[0].source, **({"filter": filter_} if filter_ else {})}
+        events[str(dep.get("name"))] = (found[0].data, f"gate.members.{member}[0]")
+        if found[0].rate_limit:
+            out.note(
+                origin,
+                f"spec.dependencies[{dep.get('name')}]",
+                "dropped",
+                f"its EventSource's rate limit is not carried over to the gate member "
+                f"{member}: gate members have no rate limit of their own",
+            )
+    name = dns_name(origin.name, built.name, *names) if built.several else built.rule_name
+    key = dns_name(origin.name, built.name)
+    _gate_notes(names, key, where, origin, out)
+    gate = {"key": key, "window": GATE_WINDOW, "onTimeout": "drop", "members": members}
+    workflow = _with_values(built, events, origin, out)
+    return rule_document(name, None, workflow, gate=gate, extra=built.extra)
+
+
+def _gate_notes(names: list[str], key: str, where: str, origin: Origin, out: Conversion) -> None:
+    together = " && ".join(names)
+    out.note(
+        origin,
+        where,
+        "changed",
+        f"{together} became one gate rule, one member each: Argo Events keeps one slot per "
+        "dependency and fires when all are filled; there is no correlation key, so the "
+        f"gate key is the constant {key!r} and events of different batches are grouped by "
+        "arrival, as in Argo Events (set gate.key to a field the events share to join them "
+        "by batch). A second event of a dependency before the others come is not kept: "
+        "the gate keeps the first, where Argo Events' JetStream bus keeps the latest",
+    )
+    out.note(
+        origin,
+        where,
+        "changed",
+        f"Argo Events waits for the missing dependencies forever (unless conditionsReset); "
+        f"the gate waits {GATE_WINDOW} after its first event and then drops what came "
+        "(gate.window, onTimeout: drop): set them to what your batches need",
+    )
+
+
+def _member_names(names: list[str], where: str, origin: Origin, out: Conversion) -> list[str]:
+    """Each dependency's gate member name: a template name (letters, digits, `_`)."""
+    members: list[str] = []
+    for name in names:
+        member = re.sub(r"[^A-Za-z0-9_]", "_", name)
+        member = (member if re.match(r"[A-Za-z_]", member) else f"d_{member}")[:63]
+        number = 2
+        while member in members:
+            member = f"{member[:60]}_{number}"
+            number += 1
+        if member != name:
+            out.note(
+                origin,
+                where,
+                "changed",
+                f"dependency {name} is the gate member {member} (member names are "
+                "template names: gate.members.NAME)",
+            )
+        members.append(member)
+    return members
+
+
+def _filter(
+    built: _Built, dep: dict[str, Any], source_plan: SourcePlan, origin: Origin, out: Conversion
+) -> dict[str, Any] | Literal[False] | None:
+    """The dependency's filter (None: none); False when one of its filters does not carry
+    over, which keeps the dependency's rule or gate member back."""
+    dep_name = str(dep.get("name"))
+    filter_, complete = dependency_filter(
+        dep, source_plan, f"spec.dependencies[{dep_name}]", origin, out
+    )
+    if complete:
+        return filter_
+    out.note(
+        origin,
+        f"spec.dependencies[{dep_name}].filters",
+        "dropped",
+        f"trigger "
+        f"{built.name}: not converted for this dependency, because a filter above "
+        "could not be carried over and the rule would fire for events the original "
+        "skipped; write that condition by hand",
+    )
+    return False
+
+
+def _with_values(
+    built: _Built, events: dict[str, tuple[DataMap, str]], origin: Origin, out: Conversion
+) -> dict[str, Any]:
+    """The rule's `workflow` with the trigger's parameters from these dependencies' events."""
+    workflow = copy.deepcopy(built.workflow)
+    values = values_for(
+        built.parameters, built.targets, events, built.where, origin=origin, out=out
+    )
+    if values:
+        workflow["parameters"] = {**workflow.get("parameters", {}), **values}
+    return workflow
 
 
 def _workflow_action(
@@ -244,31 +385,33 @@ def _workflow_action(
 
 def _branches(
     conditions: Any, names: list[str], where: str, origin: Origin, out: Conversion
-) -> list[str]:
-    """The dependencies that each fire the trigger alone; [] when several must all happen."""
+) -> list[Alternative]:
+    """The ways to fire the trigger: each the dependencies that must all have happened
+    (several: a gate); [] when `conditions` cannot be written as rules."""
     if not conditions:
-        if len(names) > 1:
-            out.note(
-                origin,
-                where,
-                "dropped",
-                f"all of {', '.join(names)} must happen (AND): "
-                "trigger has no gates to join events yet; not converted",
-            )
-            return []
-        return names
-    alternatives = [a.strip().strip("()").strip() for a in str(conditions).split("||")]
-    if any(re.search(r"&&|[()]", a) or not a for a in alternatives):
+        return [tuple(names)] if names else []
+    try:
+        found = alternatives(str(conditions))
+    except ConditionError as exc:
         out.note(
             origin,
             f"{where}.conditions",
             "dropped",
-            f"{conditions!r} needs several "
-            "dependencies together (AND): trigger has no gates to join events yet; "
-            "not converted",
+            f"{conditions!r}: {exc}; not converted",
         )
         return []
-    return alternatives
+    if len(found) > 1 and any(len(a) > 1 for a in found):
+        out.note(
+            origin,
+            f"{where}.conditions",
+            "changed",
+            f"{conditions!r} became one rule per alternative "
+            f"({' | '.join(' && '.join(a) for a in found)}), each waiting on its own: "
+            "Argo Events resets every dependency when the trigger fires, so an event "
+            "that waited for one alternative no longer counts after another fired; here "
+            "it still does, until its gate's window ends",
+        )
+    return found
 
 
 def _workflow(
