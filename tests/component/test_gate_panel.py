@@ -5,6 +5,7 @@ running daemon whose gate's members are webhooks."""
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 import urllib.parse
@@ -13,17 +14,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kubernetes_asyncio import client
 
 from tests.daemon import DaemonProcess, running
 from tests.statuspage import XSS_KEY, post
 from trigger.clock import VirtualClock
 from trigger.core.gatekeeper import GateKeeper
-from trigger.core.state import FileStateStore
+from trigger.core.state import ConfigMapStateStore, FileStateStore, StateStore, configmap_name
 from trigger.decoders.webhook import decode_webhook
 from trigger.rules.loader import load_rules
+from trigger.rules.router import RuleSet
 from trigger.submit.deadletter import FileDeadLetterSink
 from trigger.submit.local import LocalSink
 from trigger.submit.submitter import Submitter
+from trigger.testing.kubeapi import KubeEmulator
 
 RULES = """
 apiVersion: trigger/v1
@@ -122,24 +126,53 @@ def test_why_and_events_show_the_gated_detail(daemon: DaemonProcess) -> None:
     assert "part-9" in ids and all(i.startswith(("part-", "done-")) for i in ids)
 
 
-async def test_open_gates_are_bounded_per_rule_and_say_how_many_were_not_read(
-    tmp_path: Path,
-) -> None:
-    """Past `limit` open gates a rule shows `limit` and counts the keys it did not read."""
+async def open_three(tmp_path: Path, store: StateStore) -> tuple[GateKeeper, RuleSet]:
+    """A gate keeper over `store` with the gates of days a, b and c open."""
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES)
     loaded = load_rules([rules])
-    state = await FileStateStore.open(tmp_path / "state.json")
     sink = LocalSink(tmp_path / "workflows")
     letters = FileDeadLetterSink(tmp_path / "dead.jsonl")
     clock = VirtualClock()
-    keeper = GateKeeper(state, Submitter(sink, letters, clock), letters, clock)
+    keeper = GateKeeper(store, Submitter(sink, letters, clock), letters, clock)
     for day in ("a", "b", "c"):
         body = json.dumps({"day": day}).encode()
         headers = {"Content-Type": "application/json", "X-Request-Id": day}
         event = decode_webhook("/parts", "POST", headers, {}, body, received=clock.now())
         await keeper.record(loaded.by_name["batch.part"], event)
+    return keeper, loaded
+
+
+async def test_open_gates_are_bounded_per_rule_and_say_how_many_were_not_read(
+    tmp_path: Path,
+) -> None:
+    """Past `limit` open gates a rule shows `limit` and counts the keys it did not read."""
+    keeper, loaded = await open_three(tmp_path, await FileStateStore.open(tmp_path / "s.json"))
     [rule] = await keeper.open_gates(loaded, limit=2, within=10.0)
     assert (len(rule["gates"]), rule["keys"], rule["unread"], rule["error"]) == (2, 3, 1, None)
     [rule] = await keeper.open_gates(loaded, limit=5, within=10.0)
     assert sorted(g["key"] for g in rule["gates"]) == ["a", "b", "c"] and rule["unread"] == 0
+
+
+async def test_a_store_that_does_not_answer_shows_what_was_read_and_says_so(
+    tmp_path: Path,
+) -> None:
+    """ConfigMap state whose second gate read hangs: the read ends at `within` with the
+    first gate shown and the rule saying the store did not answer."""
+    async with KubeEmulator(namespaces=["trigger"]) as kube:
+        api_client = client.ApiClient(configuration=kube.client_configuration())
+        try:
+            store = ConfigMapStateStore(
+                api_client, "trigger", "trigger-state", clock=VirtualClock()
+            )
+            keeper, loaded = await open_three(tmp_path, store)
+            second = (await store.keys("gate/batch/"))[1]
+            held = kube.delay(
+                math.inf, method="GET", path_contains=configmap_name("trigger-state", second)
+            )
+            [rule] = await keeper.open_gates(loaded, limit=5, within=0.2)
+            held.release()
+        finally:
+            await api_client.close()
+    assert len(rule["gates"]) == 1 and (rule["keys"], rule["unread"]) == (3, 2)
+    assert rule["error"] == "the state store did not answer within 0.2s"
