@@ -251,7 +251,7 @@ def _inspect_parsers(commands: Any) -> None:
         help="a running daemon's decision records: what happened per rule per event",
         description="List the newest decision records of a running daemon (oldest first): "
         "per event, each rule's outcome (filtered, rate-limited, retrying, failed, created, "
-        "duplicate, dead-lettered) and how many rules were not for it. Exit 2 when the "
+        "duplicate, dead-lettered, gated) and how many rules were not for it. Exit 2 when the "
         "daemon cannot be reached.",
     )
     events.add_argument("--rule", metavar="RULE", help="only records where RULE took part")
@@ -269,7 +269,8 @@ def _inspect_parsers(commands: Any) -> None:
         help="why a running daemon did (not) fire for an event",
         description="Show a running daemon's decision record of EVENT_ID: each rule's "
         "outcome and, for a rule whose filter did not match, the check that failed, the field "
-        "and the value seen; the rules not for the event, grouped by why. Exit 1 when the "
+        "and the value seen, for a gate member the gate's key and what it still lacks; the "
+        "rules not for the event, grouped by why. Exit 1 when the "
         "daemon has no record of it (it keeps the last decisions.size), 2 when it cannot be "
         "reached.",
     )

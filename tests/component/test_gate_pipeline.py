@@ -345,22 +345,25 @@ async def test_reload_changing_members_while_a_gate_is_open(
 async def test_decision_records_say_gated_then_name_the_gate_workflow(
     tmp_path: Path, rules: Path
 ) -> None:
-    """Each member event's decision record says `gated` for its member; the event that
-    completes the gate also names the gate rule's created Workflow (issue 17's records)."""
+    """Each member event's decision record says `gated` for its member, with the gate's key
+    and what it still lacks after the event (`complete` for the one that completed it);
+    that event also names the gate rule's created Workflow (issue 17's records)."""
     events = batch("2026-12-06")
     async with Daemon(tmp_path, rules, VirtualClock()) as pipeline:
         for event in events:
             await pipeline.handle(event)
         records = {d.id: d.summary()["rules"] for d in pipeline.decisions._ring}
     [workflow] = workflows(tmp_path)
-    gated = "recorded in gate nightly-load"
-    for event in events[:-1]:
+    gate = "gate nightly-load key sales/2026-12-06"
+    for hour, event in enumerate(events[:-1]):
+        left = HOURS - hour - 1
+        lacking = f"hourly ({left}), marker (1)" if left else "marker (1)"
         assert records[event.id] == [
             {"rule": "nightly-load.marker", "outcome": "filtered", "detail": None},
-            {"rule": "nightly-load.hourly", "outcome": "gated", "detail": gated},
-        ]
+            {"rule": "nightly-load.hourly", "outcome": "gated", "detail": f"{gate}: missing {lacking}"},
+        ]  # fmt: skip
     assert records[events[-1].id] == [
         {"rule": "nightly-load.hourly", "outcome": "filtered", "detail": None},
-        {"rule": "nightly-load.marker", "outcome": "gated", "detail": gated},
+        {"rule": "nightly-load.marker", "outcome": "gated", "detail": f"{gate}: complete"},
         {"rule": "nightly-load", "outcome": "created", "detail": workflow["metadata"]["name"]},
     ]

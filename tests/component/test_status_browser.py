@@ -1,6 +1,6 @@
 """The status page in a real browser: headless Chromium (Debian's `chromium` and
 `chromium-driver`) driven by selenium, against a `trigger run` daemon that has seen created,
-duplicate, filtered and dead-lettered events. Skipped only where Chromium is absent and
+duplicate, filtered and dead-lettered events (and one with open gates). Skipped only where Chromium is absent and
 `CI` is not set; in CI its absence fails."""
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from tests.daemon import DaemonProcess
-from tests.statuspage import XSS_KEY, seeded
+from tests.component.test_gate_panel import RULES as GATE_RULES
+from tests.daemon import DaemonProcess, running
+from tests.statuspage import XSS_KEY, post, seeded
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
@@ -113,6 +114,26 @@ def test_the_detail_view_explains_and_escapes(
     assert not browser.find_elements(By.CSS_SELECTOR, "#event script")
     shot = tmp_path / "detail.png"
     assert browser.save_screenshot(str(shot)) and non_blank(shot)
+
+
+def test_open_gates_show_with_a_script_key_as_text(
+    browser: webdriver.Chrome, tmp_path: Path
+) -> None:
+    """The Open gates panel lists each open gate key with what it lacks; a `<script>` key
+    shows as text and runs nothing."""
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "rules.yaml").write_text(GATE_RULES)
+    with running(tmp_path, tmp_path / "rules") as daemon:
+        assert post(daemon, "/parts", "part-1", {"day": "2026-12-06"}) == 200
+        assert post(daemon, "/parts", "part-xss", {"day": XSS_KEY}) == 200
+        browser.get(daemon.url + "/")
+        wait(browser).until(expected_conditions.presence_of_element_located((By.ID, "open-gates")))
+        assert sorted(cells(browser, "open-gates", 1)) == sorted(["2026-12-06", XSS_KEY])
+        assert cells(browser, "open-gates", 6) == ["part (1), done (1)"] * 2
+        assert browser.title != "pwned"
+        assert not browser.find_elements(By.CSS_SELECTOR, "#open-gates script")
+        shot = tmp_path / "gates.png"
+        assert browser.save_screenshot(str(shot)) and non_blank(shot)
 
 
 def test_the_token_gate_in_the_browser(browser: webdriver.Chrome, tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ event that would overflow it (`GateStateTooLarge`) rather than blocking its sour
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import hashlib
 import json
@@ -35,12 +36,15 @@ from trigger.core.state import StateError, StateStore, StateTooLarge
 from trigger.errors import RenderError, TemporarySubmitError, TriggerError
 from trigger.events import Event, default_idempotency_key, format_time, parse_time
 from trigger.rules.gates import (
+    Recorded,
     Value,
     complete,
+    deadline,
     expire,
     idle,
     members_view,
     missing,
+    progress,
     record,
     settle,
 )
@@ -52,6 +56,17 @@ from trigger.submit.submitter import Outcome, OutcomeKind, Submitter
 log = structlog.get_logger("trigger.gates")
 TIMEOUT_ERROR: Final = "GateTimeout"
 TOO_LARGE_ERROR: Final = "GateStateTooLarge"
+KEY_SHOWN: Final = 100  # characters of a gate key a member's decision detail keeps
+
+
+@dataclass(frozen=True)
+class Recording:
+    """What recording a member's event did: the outcomes of any gate it fired (or the
+    member's dead letter), and for the member's decision record where the event went and
+    what its gate still lacks (`note`; None when the event was not recorded)."""
+
+    outcomes: list[Outcome]
+    note: str | None = None
 
 
 @dataclass
@@ -67,20 +82,22 @@ class GateKeeper:
     # event's path the outcomes go back to `Pipeline.handle`, which records them.
     on_outcome: Callable[[Event, Outcome], None] | None = None
 
-    async def record(self, rule: Rule, event: Event) -> list[Outcome]:
+    async def record(self, rule: Rule, event: Event) -> Recording:
         """Record `event` for the member `rule`; the outcomes of any gate this fired, or the
         member's dead letter when the event cannot be recorded (its key does not render, its
-        gate's state is full)."""
+        gate's state is full). The note is made from the state the store's update returned:
+        no second read."""
         plan = rule.gate
         assert plan is not None, "only gate members' rules are recorded"
         try:
             key = plan.key.render({"event": event.doc, "rule": plan.rule.context})
         except TriggerError as exc:
             error = RenderError(str(exc), rule=rule.name, field="gate.key", event_id=event.id)
-            return [await self._member_letter(event, rule.name, type(error).__name__, str(error))]
+            letter = await self._member_letter(event, rule.name, type(error).__name__, str(error))
+            return Recording([letter])
         event_id = default_idempotency_key(event)
         now = self.clock.now().timestamp()
-        outcome: list[str] = []  # the last call's (the store may call `add` again)
+        outcome: list[Recorded] = []  # the last call's (the store may call `add` again)
         dropped: list[bool] = []
 
         def add(state: Value | None) -> Value:
@@ -101,7 +118,8 @@ class GateKeeper:
             state = await self.store.update(plan.state_key(key), add)
         except StateTooLarge as exc:
             log.error("gate state is full", rule=plan.rule.name, gate_key=key, error=str(exc))
-            return [await self._member_letter(event, rule.name, TOO_LARGE_ERROR, str(exc))]
+            letter = await self._member_letter(event, rule.name, TOO_LARGE_ERROR, str(exc))
+            return Recording([letter])
         except StateError as exc:
             if exc.temporary:
                 raise TemporarySubmitError(f"gate state: {exc}") from exc
@@ -113,7 +131,11 @@ class GateKeeper:
             self.metrics.child(self.metrics.gate_state_bytes, name).observe(size)
             if dropped[0]:
                 self.metrics.child(self.metrics.gates_closed, name, "timeout-dropped").inc()
-        return [outcome for _, outcome in await self.perform(plan, key, state)]
+        note = None
+        if state is not None and outcome:
+            note = gated_note(plan, key, progress(state, plan.shape, event_id, outcome[0]))
+        performed = await self.perform(plan, key, state)
+        return Recording([outcome for _, outcome in performed], note)
 
     async def perform(
         self, plan: GatePlan, key: str, state: Value | None
@@ -169,6 +191,53 @@ class GateKeeper:
                 self.metrics.child(self.metrics.gates_open, name).set(still_open)
         return looked
 
+    async def open_gates(
+        self, rules: RuleSet, *, limit: int, within: float
+    ) -> list[dict[str, Any]]:
+        """Per gate rule, its open gates as the status page and `/api/gates` show them
+        (`gate_view`): at most `limit` per rule, read from the store within `within`
+        seconds in all. `keys` is how many keys the rule has in the store (open or
+        recently closed gates), `unread` how many of them were not read (past the limit,
+        or the time ran out: `error` says so)."""
+        plans = {r.gate.rule.name: r.gate for r in rules.rules if r.gate is not None}
+        found: list[dict[str, Any]] = [
+            {"rule": name, "members": dict(plan.shape.counts), "window": plan.shape.window,
+             "gates": [], "keys": 0, "unread": 0, "error": None}
+            for name, plan in sorted(plans.items())
+        ]  # fmt: skip
+        done: set[str] = set()
+        try:
+            async with asyncio.timeout(within):
+                for entry in found:
+                    await self._read_open(plans[entry["rule"]], entry, limit)
+                    done.add(entry["rule"])
+        except TimeoutError:
+            for entry in found:
+                if entry["rule"] not in done:
+                    entry["error"] = f"the state store did not answer within {within:g}s"
+        return found
+
+    async def _read_open(self, plan: GatePlan, entry: dict[str, Any], limit: int) -> None:
+        """Fill `entry` (see `open_gates`) with the open gates of one rule."""
+        try:
+            keys = await self.store.keys(f"gate/{plan.rule.name}/")
+        except StateError as exc:
+            entry["error"] = f"cannot list the gates: {exc}"
+            return
+        entry["keys"] = entry["unread"] = len(keys)
+        for state_key in keys:
+            if len(entry["gates"]) >= limit:
+                break
+            try:
+                state = await self.store.get(state_key)
+            except StateError as exc:
+                entry["error"] = f"cannot read a gate: {exc}"
+                return
+            entry["unread"] -= 1
+            if state is not None and state["open"] is not None:
+                entry["gates"].append(gate_view(plan, state))
+        entry["gates"].sort(key=lambda gate: (gate["opened"], gate["key"]))
+
     async def _member_letter(self, event: Event, rule: str, error: str, message: str) -> Outcome:
         """Dead-letter an event its member could not record; the outcome says so."""
         await self._dead_letter(event, rule, error, message)
@@ -206,6 +275,32 @@ def was_dropped(before: Value | None, after: Value) -> bool:
     first = gate["first"]
     still = after["open"] is not None and after["open"]["first"] == first
     return not still and not any(entry["first"] == first for entry in after["outbox"])
+
+
+def gate_view(plan: GatePlan, state: Value) -> dict[str, Any]:
+    """One open gate: its key, first event (id, and when it was recorded), deadline (the
+    window's end, by the gate rule as loaded now), members present and required, missing."""
+    gate = state["open"]
+    ends = deadline(state, plan.shape)
+    assert ends is not None, "only open gates are shown"
+    return {
+        "key": state["key"],
+        "firstEvent": gate["first"],
+        "opened": format_time(datetime.fromtimestamp(gate["opened"], UTC)),
+        "deadline": format_time(datetime.fromtimestamp(ends, UTC)),
+        "members": {
+            m: {"have": len(gate["members"].get(m, [])), "need": n}
+            for m, n in plan.shape.counts.items()
+        },
+        "missing": missing(gate, plan.shape),
+    }
+
+
+def gated_note(plan: GatePlan, key: str, progress: str) -> str:
+    """A member's decision detail: `gate RULE key KEY: PROGRESS` (a long key clipped, so
+    the progress stays within the record's text limit)."""
+    shown = key if len(key) <= KEY_SHOWN else key[:KEY_SHOWN] + "…"
+    return f"gate {plan.rule.name} key {shown}: {progress}"
 
 
 def _settler(first: str) -> Callable[[Value | None], Value | None]:

@@ -215,12 +215,13 @@ class Pipeline:
         try:
             if self.gates is None:
                 raise TemporarySubmitError("gates are not ready: the state store is not open yet")
-            outcomes = await self.gates.record(rule, event)
+            recording = await self.gates.record(rule, event)
         except Exception as exc:
             decision.note(rule.name, Decided.FAILED, f"{type(exc).__name__}: {exc}")
             raise
-        if not any(o.rule == rule.name for o in outcomes):
-            decision.note(rule.name, Decided.GATED, f"recorded in gate {rule.gate.rule.name}")
+        outcomes = recording.outcomes
+        if recording.note is not None:
+            decision.note(rule.name, Decided.GATED, recording.note)
         for outcome in outcomes:
             self._record(event, outcome, decision)
         return outcomes

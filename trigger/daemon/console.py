@@ -4,9 +4,10 @@ the rules, the decision records and the dead letters.
 `GET /api/events?rule=&outcome=&source=&limit=&after=` lists decision records (oldest
 first; `after` is a record's `seq`, for following), `GET /api/events/ID` is one record
 with the explain tree of each filtered rule (computed then), `GET /api/rules` the rules
-with their verdicts, counters and next cron fire times. The page renders the same data
-with Jinja2 (autoescaped: what came from an event shows as text), styled inline, and
-reloads itself every `ui.refresh` seconds.
+with their verdicts, counters and next cron fire times, `GET /api/gates` the open gates
+(read from the state store through the GateKeeper, bounded in rows and time). The page
+renders the same data with Jinja2 (autoescaped: what came from an event shows as text),
+styled inline, and reloads itself every `ui.refresh` seconds.
 
 Who may look: without a token (`ui.token_env` / `ui.token_file`) only clients on a
 loopback address; with one, any client that sends it — `Authorization: Bearer TOKEN`, or
@@ -46,6 +47,8 @@ MAX_LIMIT: Final = 1000
 NEXT_FIRES: Final = 3  # next fire times shown per cron rule
 DEAD_LETTER_TAIL: Final = 64 * 1024  # bytes of the dead-letter file read for the newest
 OUTCOMES: Final = (*(str(o) for o in Outcome), OTHER_SOURCE)
+GATE_ROWS: Final = 50  # open gates shown per gate rule (page and /api/gates)
+GATES_TIMEOUT: Final = 5.0  # seconds the page and /api/gates wait for the state store
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -102,6 +105,7 @@ class Console:
             web.get("/api/events", guard(self._events)),
             web.get("/api/events/{id:.+}", guard(self._event)),
             web.get("/api/rules", guard(self._rules)),
+            web.get("/api/gates", guard(self._gates)),
             web.get("/login", self._login_form),
             web.post("/login", self._login),
         ]
@@ -155,6 +159,18 @@ class Console:
 
     async def _rules(self, request: web.Request) -> web.StreamResponse:
         return web.json_response({"rules": self.rules_view()})
+
+    async def _gates(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response({"gates": await self.gates_view()})
+
+    async def gates_view(self) -> list[dict[str, Any]]:
+        """Per gate rule, its open gates (`GateKeeper.open_gates`); none before the state
+        store is open. Every replica shows them: they are read from the state store, which
+        the replicas share (a follower records its members' events there too)."""
+        keeper = self.pipeline.gates
+        if keeper is None:
+            return []
+        return await keeper.open_gates(self.pipeline.rules, limit=GATE_ROWS, within=GATES_TIMEOUT)
 
     def _select(self, query: Mapping[str, str]) -> list[Decision]:
         try:
@@ -224,7 +240,10 @@ class Console:
             dead=dead,
             dead_count=sum(s.dead_letters for s in self.pipeline.status.values()),
             replay=_replay_command(self.settings),
-            panels=[p for p in [await self._queues_panel()] if p] + [p() for p in self.panels],
+            panels=[
+                *(p for p in [await self._queues_panel(), await self._gates_panel()] if p),
+                *(p() for p in self.panels),
+            ],
             **self._common(),
         )
 
@@ -253,6 +272,27 @@ class Console:
         ]
         columns = ("queue", "limit", "namespaces", "running", "waiting", "notes")
         return Panel("Queues", columns, rows)
+
+    async def _gates_panel(self) -> Panel | None:
+        """The open gates, one row per gate key; a row per rule says what was not shown
+        (keys past GATE_ROWS, a store that did not answer). None without gate rules."""
+        rules = await self.gates_view()
+        if not rules:
+            return None
+        rows: list[tuple[str, ...]] = []
+        for entry in rules:
+            for gate in entry["gates"]:
+                have = ", ".join(f"{m} {n['have']}/{n['need']}" for m, n in gate["members"].items())
+                lacking = ", ".join(f"{m} ({n})" for m, n in gate["missing"].items())
+                row = (gate["key"], gate["firstEvent"], gate["opened"], gate["deadline"])
+                rows.append((entry["rule"], *row, have, lacking))
+            notes = [entry["error"]] if entry["error"] else []
+            if entry["unread"]:
+                notes.append(f"{entry['unread']} more gate keys not shown (open or just closed)")
+            if not entry["gates"] or notes:
+                rows.append((entry["rule"], "", "", "", "", "", "; ".join(notes) or "none open"))
+        columns = ("gate rule", "key", "first event", "opened", "deadline", "members", "missing")
+        return Panel("Open gates", columns, rows)
 
     async def _detail_page(self, request: web.Request) -> web.StreamResponse:
         found = self._explained(request.match_info["id"])

@@ -131,6 +131,20 @@ def missing(gate: Value, shape: GateShape) -> dict[str, int]:
     }
 
 
+def progress(state: Value, shape: GateShape, event_id: str, recorded: Recorded) -> str:
+    """What an event's record left its gate lacking, from the state `record` returned:
+    `complete` when this event completed it, else the members still missing (`hourly
+    (3), marker (1)`), prefixed by `duplicate` or `surplus` when the event did not count."""
+    gate = state["open"]
+    if recorded in ("opened", "added") and (gate is None or not _holds(gate, event_id)):
+        return "complete"  # its generation closed: in the outbox to fire
+    if gate is None:
+        return "duplicate of a closed gate" if recorded == "duplicate" else "complete"
+    lacking = ", ".join(f"{m} ({n})" for m, n in missing(gate, shape).items())
+    prefix = "" if recorded in ("opened", "added") else f"{recorded}; "
+    return f"{prefix}missing {lacking}"
+
+
 def members_view(gate: Value) -> dict[str, list[Any]]:
     """What templates see as `gate.members`: each member's events, in arrival order."""
     return {m: [e["event"] for e in events] for m, events in gate["members"].items()}
