@@ -311,24 +311,23 @@ def _backfill_parser(commands: Any) -> None:
     backfill.add_argument(
         "--to", dest="end", required=True, metavar="TIME", help="inclusive, like --from"
     )
-    backfill.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="print the Workflows that would be created; create nothing",
-    )
-    backfill.add_argument(
-        "-o", "--output", choices=("yaml", "json"), default="yaml", help="with --dry-run"
-    )
-    backfill.add_argument(
-        "--parallel",
-        type=int,
-        default=4,
-        metavar="N",
-        help="submissions at once (default 4); the rule's rateLimit holds",
+    _run_flags(
+        backfill,
+        dry_run="print the Workflows that would be created; create nothing",
+        parallel="submissions at once (default 4); the rule's rateLimit holds",
     )
     _config_flags(backfill)
     _sink_flags(backfill)
     backfill.set_defaults(handler=cmd_backfill)
+
+
+def _run_flags(parser: argparse.ArgumentParser, *, dry_run: str, parallel: str) -> None:
+    """--dry-run, -o and --parallel, as backfill and replay share them."""
+    parser.add_argument("--dry-run", action="store_true", help=dry_run)
+    parser.add_argument(
+        "-o", "--output", choices=("yaml", "json"), default="yaml", help="with --dry-run"
+    )
+    parser.add_argument("--parallel", type=int, default=4, metavar="N", help=parallel)
 
 
 def _replay_parser(commands: Any) -> None:
@@ -353,20 +352,10 @@ def _replay_parser(commands: Any) -> None:
         help="only records dead-lettered at or after TIME (ISO-8601, UTC without offset; "
         "or epoch seconds)",
     )
-    replay.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="print the Workflows that would be created; touch nothing",
-    )
-    replay.add_argument(
-        "-o", "--output", choices=("yaml", "json"), default="yaml", help="with --dry-run"
-    )
-    replay.add_argument(
-        "--parallel",
-        type=int,
-        default=4,
-        metavar="N",
-        help="records replayed at once (default 4); the rules' rateLimit holds",
+    _run_flags(
+        replay,
+        dry_run="print the Workflows that would be created; touch nothing",
+        parallel="records replayed at once (default 4); the rules' rateLimit holds",
     )
     replay.add_argument(
         "--cluster",
